@@ -1,0 +1,72 @@
+//! Every metric the filter reports, named once. Envoy shows them in its stats (prefixed by
+//! Envoy with `wasmcustom.`); all workers define the same names, so Envoy sums them.
+
+use proxy_wasm::types::MetricType;
+
+use crate::host;
+
+/// Requests answered with a 307.
+pub const REDIRECTS: &str = "vault_redirect.redirects";
+/// Requests answered 503 (or passed through) because no usable active node was known.
+pub const NO_ACTIVE: &str = "vault_redirect.no_active";
+/// Requests refused with 400 or 414 (target not origin-form, control bytes, too long).
+pub const BAD_REQUESTS: &str = "vault_redirect.bad_requests";
+/// Requests on a pass-through path.
+pub const PASS_THROUGH: &str = "vault_redirect.pass_through";
+/// New state versions applied by a worker (from its poll or from a sibling).
+pub const STATE_UPDATES: &str = "vault_redirect.state_updates";
+/// Failed or timed-out polls of the poller, and unreadable answers.
+pub const POLL_FAILURES: &str = "vault_redirect.poll_failures";
+/// States whose active node could not be redirected to (invalid host).
+pub const REFUSED_TARGETS: &str = "vault_redirect.refused_targets";
+/// Milliseconds since the state was last confirmed by the poller (gauge, per process).
+pub const STATE_AGE_MS: &str = "vault_redirect.state_age_ms";
+/// The state version in use (gauge).
+pub const STATE_VERSION: &str = "vault_redirect.state_version";
+
+/// Metric ids, `None` where the host refused to define one (metrics never fail a request).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub redirects: Option<u32>,
+    pub no_active: Option<u32>,
+    pub bad_requests: Option<u32>,
+    pub pass_through: Option<u32>,
+    pub state_updates: Option<u32>,
+    pub poll_failures: Option<u32>,
+    pub refused_targets: Option<u32>,
+    pub state_age_ms: Option<u32>,
+    pub state_version: Option<u32>,
+}
+
+impl Metrics {
+    /// Defines every metric with the host.
+    pub fn define() -> Self {
+        let counter = |name| host::define_metric(MetricType::Counter, name).ok();
+        let gauge = |name| host::define_metric(MetricType::Gauge, name).ok();
+        Metrics {
+            redirects: counter(REDIRECTS),
+            no_active: counter(NO_ACTIVE),
+            bad_requests: counter(BAD_REQUESTS),
+            pass_through: counter(PASS_THROUGH),
+            state_updates: counter(STATE_UPDATES),
+            poll_failures: counter(POLL_FAILURES),
+            refused_targets: counter(REFUSED_TARGETS),
+            state_age_ms: gauge(STATE_AGE_MS),
+            state_version: gauge(STATE_VERSION),
+        }
+    }
+}
+
+/// Adds one to a counter when it exists.
+pub fn bump(id: Option<u32>) {
+    if let Some(id) = id {
+        host::increment_metric(id, 1);
+    }
+}
+
+/// Sets a gauge when it exists.
+pub fn set(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        host::record_metric(id, value);
+    }
+}

@@ -1,0 +1,290 @@
+//! The worker's root context: owns the configuration, keeps exactly one long-poll to the
+//! poller in flight, merges what it hears (and what siblings publish in shared data) into one
+//! [`View`] that this worker's requests read from memory.
+//!
+//! It must never block a request and never move the state to an older version.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType, Status};
+use vault_redirect_core::state::MAX_DOC_BYTES;
+use vault_redirect_core::StateDoc;
+
+use crate::config::FilterConfig;
+use crate::host::{self, HostError};
+use crate::metrics::{self, Metrics};
+use crate::request::Request;
+use crate::sync::{self, Known, Merge, View, SHARED_KEY};
+
+/// The largest plugin configuration read.
+const MAX_CONFIG_BYTES: usize = 64 * 1024;
+/// How many times a shared-data write is retried after a CAS mismatch.
+const CAS_ATTEMPTS: usize = 4;
+
+/// What the root context shares with this worker's requests.
+pub struct Shared {
+    pub(crate) config: FilterConfig,
+    pub(crate) view: RefCell<View>,
+    pub(crate) metrics: Metrics,
+}
+
+struct InFlight {
+    token: u32,
+    since_ms: u64,
+}
+
+/// The root context of one worker.
+pub struct Root {
+    context_id: u32,
+    shared: Option<Rc<Shared>>,
+    known: Option<Known>,
+    in_flight: Option<InFlight>,
+    failures: u32,
+    next_poll_ms: u64,
+    seen_shared_cas: u32,
+}
+
+impl Root {
+    /// A root context that is not configured yet.
+    pub fn new(context_id: u32) -> Self {
+        Root {
+            context_id,
+            shared: None,
+            known: None,
+            in_flight: None,
+            failures: 0,
+            next_poll_ms: 0,
+            seen_shared_cas: 0,
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        host::log(level, &format!("#{} {message}", self.context_id));
+    }
+
+    /// Rebuilds the requests' view from `known` at `now_ms`.
+    fn refresh_view(&self, shared: &Shared, now_ms: u64) {
+        let Some(known) = &self.known else { return };
+        let (view, refused) = View::of(known, &shared.config.policy, shared.config.max_stale, now_ms);
+        if let Some(e) = refused {
+            metrics::bump(shared.metrics.refused_targets);
+            self.log(LogLevel::Error, &format!("refusing state version {}: {e}", known.doc.version));
+        }
+        metrics::set(shared.metrics.state_version, view.version);
+        *shared.view.borrow_mut() = view;
+    }
+
+    /// Folds a state into what this worker knows; rebuilds the view when it matters.
+    fn learn(&mut self, shared: &Shared, incoming: Known, now_ms: u64) -> Merge {
+        let version = incoming.doc.version;
+        let merged = sync::merge(&mut self.known, incoming);
+        match merged {
+            Merge::Newer => {
+                metrics::bump(shared.metrics.state_updates);
+                self.log(LogLevel::Info, &format!("state version {version} applied"));
+                self.refresh_view(shared, now_ms);
+            }
+            Merge::Refreshed => self.refresh_view(shared, now_ms),
+            Merge::Ignored => {}
+        }
+        merged
+    }
+
+    /// Reads the sibling-published state when its CAS moved since we last looked.
+    fn pick_up_shared(&mut self, shared: &Shared, now_ms: u64) {
+        match host::shared_get(SHARED_KEY) {
+            Ok(Some((bytes, cas))) if cas != self.seen_shared_cas => {
+                self.seen_shared_cas = cas;
+                if let Some(known) = sync::decode(&bytes) {
+                    self.learn(shared, known, now_ms);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => self.log(LogLevel::Warn, &format!("cannot read shared data: {e}")),
+        }
+    }
+
+    /// Publishes what this worker knows when it is newer (or fresher by a second) than what
+    /// shared data holds, with a bounded CAS retry.
+    fn publish(&mut self) {
+        let Some(known) = &self.known else { return };
+        let encoded = sync::encode(known);
+        for _ in 0..CAS_ATTEMPTS {
+            let cas = match host::shared_get(SHARED_KEY) {
+                Ok(Some((bytes, cas))) => {
+                    if let Some(stored) = sync::decode(&bytes) {
+                        let newer = known.doc.version > stored.doc.version;
+                        let fresher = known.doc.version == stored.doc.version
+                            && known.heard_ms >= stored.heard_ms.saturating_add(1_000);
+                        if !newer && !fresher {
+                            return;
+                        }
+                    }
+                    cas
+                }
+                Ok(None) => 0,
+                Err(e) => {
+                    self.log(LogLevel::Warn, &format!("cannot read shared data: {e}"));
+                    return;
+                }
+            };
+            match host::shared_set(SHARED_KEY, &encoded, cas) {
+                Ok(()) => return,
+                Err(HostError::Status(Status::CasMismatch)) => continue,
+                Err(e) => {
+                    self.log(LogLevel::Warn, &format!("cannot write shared data: {e}"));
+                    return;
+                }
+            }
+        }
+        self.log(LogLevel::Debug, "shared data kept changing; a sibling published first");
+    }
+
+    /// Starts the next long-poll if none is in flight and the backoff has passed.
+    fn poll(&mut self, shared: &Shared, now_ms: u64) {
+        if self.in_flight.is_some() || now_ms < self.next_poll_ms {
+            return;
+        }
+        let config = &shared.config;
+        let index = self.known.as_ref().map_or(0, |k| k.doc.version);
+        let path = format!("{}?index={index}&wait={}s", config.poller_path, config.wait.as_secs());
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", config.poller_authority.as_str()),
+            ("accept", "application/json"),
+        ];
+        match host::dispatch_http_call(&config.poller_cluster, headers, config.call_timeout()) {
+            Ok(token) => self.in_flight = Some(InFlight { token, since_ms: now_ms }),
+            Err(e) => self.poll_failed(shared, now_ms, &format!("cannot call cluster {:?}: {e}", config.poller_cluster)),
+        }
+    }
+
+    fn poll_failed(&mut self, shared: &Shared, now_ms: u64, why: &str) {
+        self.failures = self.failures.saturating_add(1);
+        metrics::bump(shared.metrics.poll_failures);
+        let delay = sync::backoff(self.failures, shared.config.retry_initial, shared.config.retry_max);
+        self.next_poll_ms = now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        // The first failure of a run is worth a warning; the rest would flood the log.
+        let level = if self.failures == 1 { LogLevel::Warn } else { LogLevel::Debug };
+        self.log(level, &format!("poll failed ({} in a row), next in {} ms: {why}", self.failures, delay.as_millis()));
+    }
+
+    /// Reads a poller answer: status 200 and a state document, or why not.
+    fn read_answer(num_headers: usize) -> Result<StateDoc, String> {
+        if num_headers == 0 {
+            return Err("the call failed or timed out".into());
+        }
+        let status = host::header(MapType::HttpCallResponseHeaders, ":status")
+            .map_err(|e| format!("cannot read :status: {e}"))?
+            .unwrap_or_default();
+        if status != b"200" {
+            return Err(format!("poller answered status {}", String::from_utf8_lossy(&status)));
+        }
+        let body = host::buffer(BufferType::HttpCallResponseBody, MAX_DOC_BYTES + 1)
+            .map_err(|e| format!("cannot read the body: {e}"))?;
+        StateDoc::parse(&body).map_err(|e| e.to_string())
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, _body_size: usize, _num_trailers: usize) {
+        let Some(shared) = self.shared.clone() else { return };
+        if self.in_flight.as_ref().map(|f| f.token) != Some(token_id) {
+            // An answer to a call we already gave up on: its state may be old news.
+            return;
+        }
+        self.in_flight = None;
+        let now = host::now_ms();
+        match Self::read_answer(num_headers) {
+            Ok(doc) => {
+                if self.failures > 0 {
+                    self.log(LogLevel::Info, &format!("poller reachable again after {} failures", self.failures));
+                }
+                self.failures = 0;
+                self.next_poll_ms = 0;
+                if self.learn(&shared, Known { doc, heard_ms: now }, now) != Merge::Ignored {
+                    self.publish();
+                }
+                self.poll(&shared, now);
+            }
+            Err(why) => self.poll_failed(&shared, now, &why),
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let bytes = match host::buffer(BufferType::PluginConfiguration, MAX_CONFIG_BYTES) {
+            Ok(b) => b,
+            Err(e) => {
+                self.log(LogLevel::Error, &format!("cannot read the plugin configuration: {e}"));
+                return false;
+            }
+        };
+        let config = match FilterConfig::parse(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                self.log(LogLevel::Critical, &format!("{e}"));
+                return false;
+            }
+        };
+        if let Err(e) = host::set_tick_period(config.tick) {
+            self.log(LogLevel::Error, &format!("cannot set the tick period: {e}"));
+            return false;
+        }
+        let shared = Rc::new(Shared { config, view: RefCell::new(View::unknown()), metrics: Metrics::define() });
+        let now = host::now_ms();
+        // A new configuration may change how a state maps to a Location: rebuild the view.
+        self.refresh_view(&shared, now);
+        self.pick_up_shared(&shared, now);
+        self.in_flight = None;
+        self.poll(&shared, now);
+        self.shared = Some(shared);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(shared) = self.shared.clone() else { return };
+        let now = host::now_ms();
+        if let Some(f) = &self.in_flight {
+            // Envoy always answers a call by its timeout; this guards against a host that does not.
+            let limit = u64::try_from((shared.config.call_timeout() + Duration::from_secs(5)).as_millis()).unwrap_or(u64::MAX);
+            if now.saturating_sub(f.since_ms) > limit {
+                self.in_flight = None;
+                self.poll_failed(&shared, now, "no answer from the host past the call timeout");
+            }
+        }
+        self.pick_up_shared(&shared, now);
+        if shared.view.borrow().expired(now) {
+            self.log(LogLevel::Warn, "state went stale: nothing heard from the poller");
+            self.refresh_view(&shared, now);
+        }
+        if let Some(k) = &self.known {
+            metrics::set(shared.metrics.state_age_ms, now.saturating_sub(k.heard_ms));
+        }
+        self.poll(&shared, now);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Before configuration there is nothing to serve with; Envoy never creates request
+        // contexts for an unconfigured plugin, and answering None would make the SDK panic, so
+        // a request then gets a placeholder that answers 503.
+        let shared = match &self.shared {
+            Some(s) => s.clone(),
+            None => Rc::new(Shared {
+                config: FilterConfig::unconfigured(),
+                view: RefCell::new(View::unknown()),
+                metrics: Metrics::default(),
+            }),
+        };
+        Some(Box::new(Request { context_id, shared }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

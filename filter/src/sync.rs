@@ -1,0 +1,229 @@
+//! What a worker knows about the active node, and what requests see of it. Pure: no host
+//! calls, so every rule here is tested natively.
+//!
+//! A worker learns states from its own long-poll and from siblings through shared data. It
+//! keeps the newest version only (a lagging poller replica never moves it backwards), and a
+//! state it has not heard confirmed for `max_stale` is no longer used.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vault_redirect_core::{RedirectPolicy, StateDoc, TargetError};
+
+/// The key under which workers share the newest state.
+pub const SHARED_KEY: &str = "vault_redirect.state.v1";
+
+/// A state document and when some worker of this Envoy last heard it from the poller.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Known {
+    /// The poller's document.
+    pub doc: StateDoc,
+    /// Host time (Unix ms) of the last poller answer that carried this version.
+    pub heard_ms: u64,
+}
+
+/// How a newly heard state relates to the one held.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// A newer version: requests must see it.
+    Newer,
+    /// The same version, heard more recently: only freshness moved.
+    Refreshed,
+    /// Nothing to do (older version, or not fresher).
+    Ignored,
+}
+
+/// Folds `incoming` into `held`, keeping the newest version and the latest confirmation.
+pub fn merge(held: &mut Option<Known>, incoming: Known) -> Merge {
+    match held {
+        Some(h) if incoming.doc.version < h.doc.version => Merge::Ignored,
+        Some(h) if incoming.doc.version == h.doc.version => {
+            if incoming.heard_ms > h.heard_ms {
+                h.heard_ms = incoming.heard_ms;
+                Merge::Refreshed
+            } else {
+                Merge::Ignored
+            }
+        }
+        _ => {
+            *held = Some(incoming);
+            Merge::Newer
+        }
+    }
+}
+
+/// What a request needs: the `Location` prefix, or why there is none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    /// The version the view was built from (0: nothing heard yet).
+    pub version: u64,
+    /// `scheme://host:port` of the active node, `None` when requests get no redirect.
+    pub prefix: Option<String>,
+    /// Why `prefix` is `None`; empty otherwise.
+    pub reason: String,
+    /// Host time when the state was last confirmed, for the debug header's age.
+    pub heard_ms: u64,
+    /// Host time after which this view must be rebuilt (it goes stale), if ever.
+    pub valid_until_ms: Option<u64>,
+}
+
+impl View {
+    /// The view before anything was heard from the poller.
+    pub fn unknown() -> Self {
+        View {
+            version: 0,
+            prefix: None,
+            reason: "no state received from the poller yet".into(),
+            heard_ms: 0,
+            valid_until_ms: None,
+        }
+    }
+
+    /// Builds the view of `known` at `now_ms`. Returns the target error alongside when the
+    /// poller named a host that cannot be redirected to, so the caller can count and log it.
+    pub fn of(known: &Known, policy: &RedirectPolicy, max_stale: Duration, now_ms: u64) -> (View, Option<TargetError>) {
+        let max_stale_ms = u64::try_from(max_stale.as_millis()).unwrap_or(u64::MAX);
+        let stale_at = known.heard_ms.saturating_add(max_stale_ms);
+        let mut view = View {
+            version: known.doc.version,
+            prefix: None,
+            reason: String::new(),
+            heard_ms: known.heard_ms,
+            valid_until_ms: None,
+        };
+        if now_ms >= stale_at {
+            view.reason = format!("state is stale: nothing heard from the poller for {} s", max_stale.as_secs());
+            return (view, None);
+        }
+        view.valid_until_ms = Some(stale_at);
+        let Some(active) = &known.doc.active else {
+            view.reason = match &known.doc.reason {
+                Some(r) => format!("no active Vault node: {}", truncate(r, 200)),
+                None => "no active Vault node".into(),
+            };
+            return (view, None);
+        };
+        match policy.location_prefix(active) {
+            Ok(prefix) => {
+                view.prefix = Some(prefix);
+                (view, None)
+            }
+            Err(e) => {
+                view.reason = "the active Vault node's address cannot be redirected to".into();
+                (view, Some(e))
+            }
+        }
+    }
+
+    /// Whether this view has gone stale by `now_ms` and must be rebuilt.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.valid_until_ms.is_some_and(|t| now_ms >= t)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// The delay before poll attempt number `failures + 1` after `failures` failures in a row.
+pub fn backoff(failures: u32, initial: Duration, max: Duration) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let factor = 1u32.checked_shl(failures.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
+    initial.saturating_mul(factor).min(max)
+}
+
+/// Encodes a known state for shared data.
+pub fn encode(known: &Known) -> Vec<u8> {
+    serde_json::to_vec(known).unwrap_or_default()
+}
+
+/// Decodes shared data written by a sibling; `None` for anything unreadable.
+pub fn decode(bytes: &[u8]) -> Option<Known> {
+    if bytes.len() > vault_redirect_core::state::MAX_DOC_BYTES * 2 {
+        return None;
+    }
+    serde_json::from_slice(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_redirect_core::ActiveNode;
+
+    fn known(version: u64, address: &str, heard_ms: u64) -> Known {
+        Known {
+            doc: StateDoc {
+                version,
+                active: Some(ActiveNode { node: "n".into(), address: address.into(), port: 8200 }),
+                reason: None,
+                consul_index: version >> 16,
+                last_consul_ok_unix_ms: Some(1),
+                age_ms: Some(0),
+                active_candidates: 1,
+            },
+            heard_ms,
+        }
+    }
+
+    #[test]
+    fn only_newer_versions_replace_the_held_state() {
+        let mut held = None;
+        assert_eq!(merge(&mut held, known(10, "10.0.0.1", 5)), Merge::Newer);
+        assert_eq!(merge(&mut held, known(9, "10.0.0.9", 50)), Merge::Ignored);
+        assert_eq!(held.as_ref().unwrap().doc.active.as_ref().unwrap().address, "10.0.0.1");
+        assert_eq!(merge(&mut held, known(10, "10.0.0.1", 7)), Merge::Refreshed);
+        assert_eq!(held.as_ref().unwrap().heard_ms, 7);
+        assert_eq!(merge(&mut held, known(10, "10.0.0.1", 6)), Merge::Ignored);
+        assert_eq!(merge(&mut held, known(11, "10.0.0.2", 1)), Merge::Newer);
+    }
+
+    #[test]
+    fn a_fresh_state_gives_a_prefix_until_it_goes_stale() {
+        let k = known(1, "10.0.0.1", 1_000);
+        let (view, err) = View::of(&k, &RedirectPolicy::default(), Duration::from_secs(2), 1_500);
+        assert_eq!((view.prefix.as_deref(), err), (Some("http://10.0.0.1:8200"), None));
+        assert!(!view.expired(2_999));
+        assert!(view.expired(3_000));
+        let (stale, _) = View::of(&k, &RedirectPolicy::default(), Duration::from_secs(2), 3_000);
+        assert_eq!(stale.prefix, None);
+        assert!(stale.reason.contains("stale"), "{}", stale.reason);
+    }
+
+    #[test]
+    fn no_active_node_carries_the_pollers_reason() {
+        let mut k = known(1, "x", 0);
+        k.doc.active = None;
+        k.doc.reason = Some("no node tagged active".into());
+        let (view, _) = View::of(&k, &RedirectPolicy::default(), Duration::from_secs(60), 1);
+        assert_eq!(view.prefix, None);
+        assert_eq!(view.reason, "no active Vault node: no node tagged active");
+    }
+
+    #[test]
+    fn an_invalid_target_is_refused_and_reported() {
+        let k = known(1, "evil.example/\r\n", 0);
+        let (view, err) = View::of(&k, &RedirectPolicy::default(), Duration::from_secs(60), 1);
+        assert_eq!(view.prefix, None);
+        assert!(err.is_some());
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_initial_delay_up_to_the_cap() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_millis(1_000));
+        let delays: Vec<u128> = (0..7).map(|f| backoff(f, i, m).as_millis()).collect();
+        assert_eq!(delays, vec![0, 100, 200, 400, 800, 1_000, 1_000]);
+        assert_eq!(backoff(u32::MAX, i, m), m);
+    }
+
+    #[test]
+    fn shared_data_round_trips_and_garbage_is_ignored() {
+        let k = known(3, "10.0.0.3", 9);
+        assert_eq!(decode(&encode(&k)), Some(k));
+        assert_eq!(decode(b"{not json"), None);
+    }
+}
