@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds the artifacts the demo and the end-to-end tests run: the filter's release .wasm
+# (the exact file Envoy loads) and the poller binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet -p vault-redirect-filter --target wasm32-wasip1 --profile wasm-release
+cargo build --quiet -p vault-redirect-poller --bins
+echo "build: $(ls -l target/wasm32-wasip1/wasm-release/vault_redirect_filter.wasm | awk '{print $5}') bytes of wasm, poller at target/debug/vault-redirect-poller"

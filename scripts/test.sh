@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what is missing, builds the artifacts the
+# end-to-end tests run (the release .wasm, the poller binary), then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+scripts/setup.sh
+scripts/build.sh
+cargo test --workspace --no-fail-fast
+echo "test.sh: finished in $(( $(date +%s) - start )) s"
