@@ -1,0 +1,87 @@
+//! Harness for end-to-end tests and the demo: starts the real parts (Envoy from the project's
+//! virtualenv, the poller binary) as child processes on free loopback ports, and stops them
+//! when their handle drops, whatever the test's outcome.
+//!
+//! It never builds anything: a missing artifact is an error that says which command builds it.
+
+pub mod envoy;
+pub mod poller;
+pub mod proc;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root (where `Cargo.toml`, `target/` and `.venv/` live).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Cargo's target directory for this workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A built artifact, or an error saying how to build it.
+pub fn artifact(path: PathBuf, how: &str) -> Result<PathBuf> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        bail!("{} is missing: build it with `{how}` (scripts/build.sh builds everything)", path.display())
+    }
+}
+
+/// The filter's release `.wasm`, the file Envoy loads.
+pub fn filter_wasm() -> Result<PathBuf> {
+    artifact(
+        target_dir().join("wasm32-wasip1/wasm-release/vault_redirect_filter.wasm"),
+        "cargo build -p vault-redirect-filter --target wasm32-wasip1 --profile wasm-release",
+    )
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port(ip: &str) -> Result<u16> {
+    let listener = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A free address on 127.0.0.1.
+pub fn free_addr() -> Result<SocketAddr> {
+    Ok(SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")?)))
+}
+
+/// An HTTP client that never follows redirects, so tests see the 307 itself.
+pub fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Calls `probe` until it yields `Some`, at most until `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The `Location` of a request through `base` (status and location), without following it.
+pub async fn location(client: &reqwest::Client, url: &str) -> Result<(u16, Option<String>)> {
+    let resp = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
+    let loc = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
+    Ok((resp.status().as_u16(), loc))
+}

@@ -1,0 +1,49 @@
+//! The poller binary as a child process.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::proc::Proc;
+
+/// A running `vault-redirect-poller`.
+pub struct Poller {
+    /// The process; dropping it stops the poller.
+    pub proc: Proc,
+    /// Where its API listens.
+    pub addr: SocketAddr,
+}
+
+/// The poller binary, or an error saying how to build it.
+pub fn binary() -> Result<std::path::PathBuf> {
+    crate::artifact(crate::target_dir().join("debug/vault-redirect-poller"), "cargo build -p vault-redirect-poller")
+}
+
+impl Poller {
+    /// Starts the poller against `consul_url` on a free port and waits until `/v1/active` answers.
+    pub async fn start(consul_url: &str, extra: &[&str]) -> Result<Poller> {
+        let addr = crate::free_addr()?;
+        let mut args = vec!["--consul-addr".to_string(), consul_url.to_string(), "--listen".to_string(), addr.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut proc = Proc::spawn("poller", &binary()?, &args, &[("RUST_LOG", "info".to_string())])?;
+        let client = crate::client()?;
+        let url = format!("http://{addr}/v1/active");
+        let started = crate::wait_for("the poller's /v1/active", Duration::from_secs(20), || {
+            let (client, url) = (client.clone(), url.clone());
+            async move { client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+        if let Err(e) = started {
+            proc.check_alive()?;
+            anyhow::bail!("{e}; end of the poller's log:\n{}", proc.log_tail(30));
+        }
+        Ok(Poller { proc, addr })
+    }
+
+    /// The poller's current state document.
+    pub async fn state(&self) -> Result<vault_redirect_core::StateDoc> {
+        let body = crate::client()?.get(format!("http://{}/v1/active", self.addr)).send().await?.bytes().await?;
+        Ok(vault_redirect_core::StateDoc::parse(&body)?)
+    }
+}

@@ -1,0 +1,81 @@
+//! The thinnest whole path: Consul double -> poller binary -> real Envoy with the release
+//! .wasm -> 307. Every process is stopped when its handle drops, even on failure.
+
+use std::time::{Duration, Instant};
+
+use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
+use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
+use vault_redirect_e2e::poller::Poller;
+use vault_redirect_e2e::{client, location, wait_for};
+
+fn cluster() -> Vec<VaultNode> {
+    vec![
+        VaultNode::new("vault-a", "127.0.0.2", 8200, Role::Active),
+        VaultNode::new("vault-b", "127.0.0.3", 8200, Role::Standby),
+        VaultNode::new("vault-c", "127.0.0.4", 8200, Role::Standby),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_redirects_to_the_active_node_and_follows_a_failover() -> anyhow::Result<()> {
+    let consul = ConsulDouble::start(cluster()).await?;
+    let poller = Poller::start(&consul.url(), &[]).await?;
+    let envoy = Envoy::start(EnvoyOptions::new(poller.addr)).await?;
+    let http = client()?;
+    let url = envoy.url("/v1/secret/data/app?version=2&list=a%2Fb");
+
+    let first = wait_for("the first 307 to vault-a", Duration::from_secs(15), || async {
+        location(&http, &url).await.ok().filter(|(s, _)| *s == 307)
+    })
+    .await?;
+    assert_eq!(first.1.as_deref(), Some("http://127.0.0.2:8200/v1/secret/data/app?version=2&list=a%2Fb"));
+
+    // A POST gets a 307 too (a 301/302 would turn it into a GET at the client).
+    let post = http.post(envoy.url("/v1/secret/data/app")).body(r#"{"data":{"k":"v"}}"#).send().await?;
+    assert_eq!(post.status().as_u16(), 307);
+    assert_eq!(post.headers()["location"], "http://127.0.0.2:8200/v1/secret/data/app");
+
+    let switched = Instant::now();
+    consul.set_active("vault-c");
+    let after = wait_for("the Location to follow the failover", Duration::from_secs(10), || async {
+        location(&http, &url).await.ok().filter(|(_, l)| l.as_deref() != Some(first.1.as_deref().unwrap_or_default()))
+    })
+    .await?;
+    println!("Location followed the failover in {:?}", switched.elapsed());
+    assert_eq!(after, (307, Some("http://127.0.0.4:8200/v1/secret/data/app?version=2&list=a%2Fb".to_string())));
+
+    let counted = envoy.stat("wasmcustom.vault_redirect.redirects").await?;
+    assert!(counted.unwrap_or(0) >= 3, "Envoy counted {counted:?} redirects");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_answers_503_in_vault_error_shape_while_no_node_is_active() -> anyhow::Result<()> {
+    let mut nodes = cluster();
+    nodes[0].role = Role::Standby;
+    let consul = ConsulDouble::start(nodes).await?;
+    let poller = Poller::start(&consul.url(), &[]).await?;
+    let envoy = Envoy::start(EnvoyOptions::new(poller.addr)).await?;
+    let http = client()?;
+
+    // Wait until the filter has heard the poller (its version is non-zero), then check the 503.
+    let resp = wait_for("a 503 from a filter that heard the poller", Duration::from_secs(15), || async {
+        let r = http.get(envoy.url("/v1/sys/health")).send().await.ok()?;
+        let fed = envoy.stat("wasmcustom.vault_redirect.state_updates").await.ok()??;
+        (fed > 0).then_some(r)
+    })
+    .await?;
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await?)?;
+    let message = body["errors"][0].as_str().unwrap_or_default().to_string();
+    assert!(message.starts_with("no active Vault node"), "{body}");
+
+    consul.set_active("vault-b");
+    let (status, loc) = wait_for("a 307 once vault-b is active", Duration::from_secs(10), || async {
+        location(&http, &envoy.url("/v1/sys/health")).await.ok().filter(|(s, _)| *s == 307)
+    })
+    .await?;
+    assert_eq!((status, loc.as_deref()), (307, Some("http://127.0.0.3:8200/v1/sys/health")));
+    Ok(())
+}
