@@ -6,6 +6,7 @@
 //! proxy-wasm or tokio, and never panic on input: the filter runs this code inside every Envoy
 //! worker, where a panic kills the VM.
 
+pub mod json;
 pub mod redirect;
 pub mod state;
 pub mod target;

@@ -6,75 +6,36 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use vault_redirect_core::json::Json;
 use vault_redirect_core::{HostChoice, RedirectPolicy, Scheme};
 
 /// What to do with a request while no usable active node is known.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NoActive {
-    /// Answer 503 with `Retry-After` and a Vault-style JSON error body.
+    /// Answer 503 with `Retry-After` and a Vault-style JSON error body (`"503"`).
     #[default]
-    #[serde(rename = "503")]
     Reject,
-    /// Let the request continue to the route's upstream (for example a Vault load balancer).
-    #[serde(rename = "pass_through")]
+    /// Let the request continue to the route's upstream, e.g. a Vault load balancer (`"pass_through"`).
     PassThrough,
 }
 
-/// The JSON document in the plugin configuration, as users write it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    poller_cluster: String,
-    #[serde(default = "default_poller_authority")]
-    poller_authority: String,
-    #[serde(default = "default_poller_path")]
-    poller_path: String,
-    #[serde(default = "default_wait_seconds")]
-    wait_seconds: u64,
-    #[serde(default = "default_retry_initial_ms")]
-    retry_initial_ms: u64,
-    #[serde(default = "default_retry_max_ms")]
-    retry_max_ms: u64,
-    #[serde(default)]
-    scheme: Scheme,
-    #[serde(default)]
-    target_host: HostChoice,
-    #[serde(default)]
-    target_port: Option<u16>,
-    #[serde(default = "default_max_stale_seconds")]
-    max_stale_seconds: u64,
-    #[serde(default)]
-    no_active: NoActive,
-    #[serde(default)]
-    pass_through_paths: Vec<String>,
-    #[serde(default)]
-    debug_header: bool,
-    #[serde(default = "default_tick_ms")]
-    tick_ms: u64,
-}
-
-fn default_poller_authority() -> String {
-    "vault-redirect-poller".to_string()
-}
-fn default_poller_path() -> String {
-    "/v1/active".to_string()
-}
-fn default_wait_seconds() -> u64 {
-    30
-}
-fn default_retry_initial_ms() -> u64 {
-    250
-}
-fn default_retry_max_ms() -> u64 {
-    5_000
-}
-fn default_max_stale_seconds() -> u64 {
-    120
-}
-fn default_tick_ms() -> u64 {
-    500
-}
+/// Every field the configuration may hold; anything else is a typo and refused.
+const FIELDS: [&str; 14] = [
+    "poller_cluster",
+    "poller_authority",
+    "poller_path",
+    "wait_seconds",
+    "retry_initial_ms",
+    "retry_max_ms",
+    "scheme",
+    "target_host",
+    "target_port",
+    "max_stale_seconds",
+    "no_active",
+    "pass_through_paths",
+    "debug_header",
+    "tick_ms",
+];
 
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -123,58 +84,141 @@ pub enum ConfigError {
     },
 }
 
+const DEFAULT_WAIT_SECONDS: u64 = 30;
+const DEFAULT_RETRY_INITIAL_MS: u64 = 250;
+const DEFAULT_RETRY_MAX_MS: u64 = 5_000;
+const DEFAULT_MAX_STALE_SECONDS: u64 = 120;
+const DEFAULT_TICK_MS: u64 = 500;
+
 fn bad(field: &'static str, value: impl std::fmt::Debug, why: &'static str) -> ConfigError {
     ConfigError::Field { field, value: format!("{value:?}"), why }
+}
+
+/// Shows a JSON value in an error the way the user wrote it (strings quoted, numbers as text).
+struct Shown<'a>(&'a Json);
+
+impl std::fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Json::Str(s) => write!(f, "{s:?}"),
+            Json::Num(n) => f.write_str(n),
+            Json::Bool(b) => write!(f, "{b}"),
+            other => f.write_str(other.kind()),
+        }
+    }
 }
 
 impl FilterConfig {
     /// Parses and validates the plugin configuration bytes.
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let json = Json::parse(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let Json::Obj(members) = &json else {
+            return Err(ConfigError::Json(format!("expected an object, found {}", json.kind())));
+        };
+        if let Some((key, _)) = members.iter().find(|(k, _)| !FIELDS.contains(&k.as_str())) {
+            return Err(ConfigError::Json(format!("unknown field `{key}`, expected one of {FIELDS:?}")));
+        }
+        let field = |name: &str| json.get(name).filter(|v| **v != Json::Null);
+        let string = |name: &'static str, default: &str| -> Result<String, ConfigError> {
+            match field(name) {
+                None => Ok(default.to_string()),
+                Some(v) => v.as_str().map(str::to_string).ok_or_else(|| bad(name, Shown(v), "must be a string")),
+            }
+        };
+        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match field(name) {
+                None => Ok(default),
+                Some(v) => v.as_u64().ok_or_else(|| bad(name, Shown(v), "must be a non-negative integer")),
+            }
+        };
         let header_safe = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
-        if !header_safe(&raw.poller_cluster) {
-            return Err(bad("poller_cluster", &raw.poller_cluster, "must be a non-empty Envoy cluster name"));
+
+        let poller_cluster = string("poller_cluster", "")?;
+        if !header_safe(&poller_cluster) {
+            return Err(bad("poller_cluster", &poller_cluster, "must be a non-empty Envoy cluster name"));
         }
-        if !header_safe(&raw.poller_authority) {
-            return Err(bad("poller_authority", &raw.poller_authority, "must be a non-empty host[:port]"));
+        let poller_authority = string("poller_authority", "vault-redirect-poller")?;
+        if !header_safe(&poller_authority) {
+            return Err(bad("poller_authority", &poller_authority, "must be a non-empty host[:port]"));
         }
-        if !raw.poller_path.starts_with('/') || raw.poller_path.contains('?') || !header_safe(&raw.poller_path) {
-            return Err(bad("poller_path", &raw.poller_path, "must be an absolute path without a query"));
+        let poller_path = string("poller_path", "/v1/active")?;
+        if !poller_path.starts_with('/') || poller_path.contains('?') || !header_safe(&poller_path) {
+            return Err(bad("poller_path", &poller_path, "must be an absolute path without a query"));
         }
-        if !(1..=600).contains(&raw.wait_seconds) {
-            return Err(bad("wait_seconds", raw.wait_seconds, "must be between 1 and 600"));
+        let wait_seconds = number("wait_seconds", DEFAULT_WAIT_SECONDS)?;
+        if !(1..=600).contains(&wait_seconds) {
+            return Err(bad("wait_seconds", wait_seconds, "must be between 1 and 600"));
         }
-        if raw.retry_initial_ms == 0 || raw.retry_initial_ms > raw.retry_max_ms {
-            return Err(bad("retry_initial_ms", raw.retry_initial_ms, "must be at least 1 and at most retry_max_ms"));
+        let retry_initial_ms = number("retry_initial_ms", DEFAULT_RETRY_INITIAL_MS)?;
+        let retry_max_ms = number("retry_max_ms", DEFAULT_RETRY_MAX_MS)?;
+        if retry_max_ms == 0 || retry_max_ms > 600_000 {
+            return Err(bad("retry_max_ms", retry_max_ms, "must be between 1 and 600000"));
         }
-        if raw.retry_max_ms > 600_000 {
-            return Err(bad("retry_max_ms", raw.retry_max_ms, "must be at most 600000"));
+        if retry_initial_ms == 0 || retry_initial_ms > retry_max_ms {
+            return Err(bad("retry_initial_ms", retry_initial_ms, "must be at least 1 and at most retry_max_ms"));
         }
-        if raw.target_port == Some(0) {
-            return Err(bad("target_port", 0, "must be between 1 and 65535"));
+        let scheme = match string("scheme", "http")?.as_str() {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            other => return Err(bad("scheme", other, "must be \"http\" or \"https\"")),
+        };
+        let host = match string("target_host", "address")?.as_str() {
+            "address" => HostChoice::Address,
+            "node" => HostChoice::Node,
+            other => return Err(bad("target_host", other, "must be \"address\" or \"node\"")),
+        };
+        let port = match field("target_port") {
+            None => None,
+            Some(v) => match v.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) {
+                Some(p) => Some(p),
+                None => return Err(bad("target_port", Shown(v), "must be between 1 and 65535")),
+            },
+        };
+        let max_stale_seconds = number("max_stale_seconds", DEFAULT_MAX_STALE_SECONDS)?;
+        if !(1..=86_400).contains(&max_stale_seconds) {
+            return Err(bad("max_stale_seconds", max_stale_seconds, "must be between 1 and 86400"));
         }
-        if raw.max_stale_seconds == 0 {
-            return Err(bad("max_stale_seconds", 0, "must be at least 1"));
-        }
-        if !(10..=60_000).contains(&raw.tick_ms) {
-            return Err(bad("tick_ms", raw.tick_ms, "must be between 10 and 60000"));
-        }
-        if let Some(p) = raw.pass_through_paths.iter().find(|p| !p.starts_with('/')) {
-            return Err(bad("pass_through_paths", p, "every entry must start with /"));
+        let no_active = match string("no_active", "503")?.as_str() {
+            "503" => NoActive::Reject,
+            "pass_through" => NoActive::PassThrough,
+            other => return Err(bad("no_active", other, "must be \"503\" or \"pass_through\"")),
+        };
+        let pass_through_paths = match field("pass_through_paths") {
+            None => Vec::new(),
+            Some(Json::Arr(items)) => {
+                let mut paths = Vec::with_capacity(items.len());
+                for item in items {
+                    match item.as_str() {
+                        Some(p) if p.starts_with('/') => paths.push(p.to_string()),
+                        _ => return Err(bad("pass_through_paths", Shown(item), "every entry must be a string starting with /")),
+                    }
+                }
+                paths
+            }
+            Some(v) => return Err(bad("pass_through_paths", Shown(v), "must be an array of paths")),
+        };
+        let debug_header = match field("debug_header") {
+            None => false,
+            Some(Json::Bool(b)) => *b,
+            Some(v) => return Err(bad("debug_header", Shown(v), "must be true or false")),
+        };
+        let tick_ms = number("tick_ms", DEFAULT_TICK_MS)?;
+        if !(10..=60_000).contains(&tick_ms) {
+            return Err(bad("tick_ms", tick_ms, "must be between 10 and 60000"));
         }
         Ok(FilterConfig {
-            poller_cluster: raw.poller_cluster,
-            poller_authority: raw.poller_authority,
-            poller_path: raw.poller_path,
-            wait: Duration::from_secs(raw.wait_seconds),
-            retry_initial: Duration::from_millis(raw.retry_initial_ms),
-            retry_max: Duration::from_millis(raw.retry_max_ms),
-            policy: RedirectPolicy { scheme: raw.scheme, host: raw.target_host, port: raw.target_port },
-            max_stale: Duration::from_secs(raw.max_stale_seconds),
-            no_active: raw.no_active,
-            pass_through_paths: raw.pass_through_paths,
-            debug_header: raw.debug_header,
-            tick: Duration::from_millis(raw.tick_ms),
+            poller_cluster,
+            poller_authority,
+            poller_path,
+            wait: Duration::from_secs(wait_seconds),
+            retry_initial: Duration::from_millis(retry_initial_ms),
+            retry_max: Duration::from_millis(retry_max_ms),
+            policy: RedirectPolicy { scheme, host, port },
+            max_stale: Duration::from_secs(max_stale_seconds),
+            no_active,
+            pass_through_paths,
+            debug_header,
+            tick: Duration::from_millis(tick_ms),
         })
     }
 
@@ -184,16 +228,16 @@ impl FilterConfig {
         FilterConfig {
             poller_cluster: String::new(),
             poller_authority: String::new(),
-            poller_path: default_poller_path(),
-            wait: Duration::from_secs(default_wait_seconds()),
-            retry_initial: Duration::from_millis(default_retry_initial_ms()),
-            retry_max: Duration::from_millis(default_retry_max_ms()),
+            poller_path: String::new(),
+            wait: Duration::from_secs(DEFAULT_WAIT_SECONDS),
+            retry_initial: Duration::from_millis(DEFAULT_RETRY_INITIAL_MS),
+            retry_max: Duration::from_millis(DEFAULT_RETRY_MAX_MS),
             policy: RedirectPolicy::default(),
-            max_stale: Duration::from_secs(default_max_stale_seconds()),
+            max_stale: Duration::from_secs(DEFAULT_MAX_STALE_SECONDS),
             no_active: NoActive::Reject,
             pass_through_paths: Vec::new(),
             debug_header: false,
-            tick: Duration::from_millis(default_tick_ms()),
+            tick: Duration::from_millis(DEFAULT_TICK_MS),
         }
     }
 
@@ -254,8 +298,12 @@ mod tests {
 
     #[test]
     fn typos_unknown_enums_and_garbage_are_refused() {
-        for json in [&br#"{"poller_cluster":"p","schem":"https"}"#[..], br#"{"poller_cluster":"p","scheme":"ftp"}"#, b"", b"{", b"null"] {
+        for json in [&br#"{"poller_cluster":"p","schem":"https"}"#[..], b"", b"{", b"null", b"[]"] {
             assert!(matches!(FilterConfig::parse(json), Err(ConfigError::Json(_))), "{:?}", String::from_utf8_lossy(json));
         }
+        let err = FilterConfig::parse(br#"{"poller_cluster":"p","scheme":"ftp"}"#).unwrap_err().to_string();
+        assert!(err.contains("`scheme`") && err.contains("ftp"), "{err}");
+        let err = FilterConfig::parse(br#"{"poller_cluster":"p","wait_seconds":"30"}"#).unwrap_err().to_string();
+        assert!(err.contains("`wait_seconds`"), "{err}");
     }
 }

@@ -83,5 +83,9 @@ impl HttpContext for Request {
 
 /// Vault's error shape, `{"errors":["..."]}`, so Vault clients show the message.
 fn vault_error_body(message: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "errors": [message] })).unwrap_or_default()
+    let mut body = String::with_capacity(message.len() + 16);
+    body.push_str("{\"errors\":[");
+    vault_redirect_core::json::write_str(&mut body, message);
+    body.push_str("]}");
+    body.into_bytes()
 }

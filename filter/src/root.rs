@@ -23,6 +23,8 @@ use crate::sync::{self, Known, Merge, View, SHARED_KEY};
 const MAX_CONFIG_BYTES: usize = 64 * 1024;
 /// How many times a shared-data write is retried after a CAS mismatch.
 const CAS_ATTEMPTS: usize = 4;
+/// An answer without a new version faster than this did not wait: the next poll is delayed.
+const QUICK_ANSWER_MS: u64 = 1_000;
 
 /// What the root context shares with this worker's requests.
 pub struct Shared {
@@ -197,7 +199,7 @@ impl Context for Root {
             // An answer to a call we already gave up on: its state may be old news.
             return;
         }
-        self.in_flight = None;
+        let since_ms = self.in_flight.take().map_or(0, |f| f.since_ms);
         let now = host::now_ms();
         match Self::read_answer(num_headers) {
             Ok(doc) => {
@@ -205,10 +207,18 @@ impl Context for Root {
                     self.log(LogLevel::Info, &format!("poller reachable again after {} failures", self.failures));
                 }
                 self.failures = 0;
-                self.next_poll_ms = 0;
-                if self.learn(&shared, Known { doc, heard_ms: now }, now) != Merge::Ignored {
+                let merged = self.learn(&shared, Known { doc, heard_ms: now }, now);
+                if merged != Merge::Ignored {
                     self.publish();
                 }
+                // A poller that answers at once without news (no long-poll support, a lagging
+                // replica) must not turn this loop into a busy one: wait a backoff step then.
+                let quick = now.saturating_sub(since_ms) < QUICK_ANSWER_MS;
+                self.next_poll_ms = if merged != Merge::Newer && quick {
+                    now.saturating_add(u64::try_from(shared.config.retry_initial.as_millis()).unwrap_or(u64::MAX))
+                } else {
+                    0
+                };
                 self.poll(&shared, now);
             }
             Err(why) => self.poll_failed(&shared, now, &why),

@@ -7,14 +7,14 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use vault_redirect_core::json::Json;
 use vault_redirect_core::{RedirectPolicy, StateDoc, TargetError};
 
 /// The key under which workers share the newest state.
 pub const SHARED_KEY: &str = "vault_redirect.state.v1";
 
 /// A state document and when some worker of this Envoy last heard it from the poller.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Known {
     /// The poller's document.
     pub doc: StateDoc,
@@ -137,9 +137,12 @@ pub fn backoff(failures: u32, initial: Duration, max: Duration) -> Duration {
     initial.saturating_mul(factor).min(max)
 }
 
-/// Encodes a known state for shared data.
+/// Encodes a known state for shared data: `{"heard_ms":N,"doc":{...}}`.
 pub fn encode(known: &Known) -> Vec<u8> {
-    serde_json::to_vec(known).unwrap_or_default()
+    let mut out = format!("{{\"heard_ms\":{},\"doc\":", known.heard_ms).into_bytes();
+    out.extend_from_slice(&known.doc.to_json());
+    out.push(b'}');
+    out
 }
 
 /// Decodes shared data written by a sibling; `None` for anything unreadable.
@@ -147,7 +150,10 @@ pub fn decode(bytes: &[u8]) -> Option<Known> {
     if bytes.len() > vault_redirect_core::state::MAX_DOC_BYTES * 2 {
         return None;
     }
-    serde_json::from_slice(bytes).ok()
+    let json = Json::parse(bytes).ok()?;
+    let heard_ms = json.get("heard_ms")?.as_u64()?;
+    let doc = StateDoc::from_json(json.get("doc")?).ok()?;
+    Some(Known { doc, heard_ms })
 }
 
 #[cfg(test)]
