@@ -7,4 +7,7 @@ start=$(date +%s)
 scripts/setup.sh
 scripts/build.sh
 cargo test --workspace --no-fail-fast
+# The shared decisions again, compiled to wasm32 and run in Node by wasm-bindgen-test.
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$PWD/.tools/bin/wasm-bindgen-test-runner" \
+  cargo test -p vault-redirect-core --target wasm32-unknown-unknown
 echo "test.sh: finished in $(( $(date +%s) - start )) s"
