@@ -27,11 +27,12 @@ fi
 
 # wasm-bindgen-test-runner runs core's tests under wasm32 (in Node); it must match the
 # wasm-bindgen version in Cargo.lock exactly, so it is installed per project, in .tools/.
+# (Not --locked: its lockfile names a webpki-roots release the registry mirror lacks.)
 bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
 if [ -z "$bindgen_version" ]; then
   echo "setup: no wasm-bindgen in Cargo.lock" >&2; exit 1
 fi
 if [ "$(.tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$bindgen_version" ]; then
   echo "setup: installing wasm-bindgen-cli $bindgen_version into .tools (about 2 minutes, once)"
-  cargo install --quiet --locked --root .tools wasm-bindgen-cli --version "$bindgen_version"
+  cargo install --quiet --root .tools wasm-bindgen-cli --version "$bindgen_version"
 fi
