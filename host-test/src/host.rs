@@ -1,0 +1,762 @@
+//! The embedder's API: a [`Host`] (one simulated Envoy process: the compiled module, its
+//! configuration, and the shared-data store, clock and stats its workers share) and its [`Vm`]s
+//! (one per simulated worker, each with its own wasm instance and root context).
+//!
+//! This module drives the guest's exports in Envoy's order; it never implements an import.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use wasmtime::{Config, Engine, Instance, Linker, Module, Store, WasmParams, WasmResults};
+
+use crate::abi::{Action, LogLevel};
+use crate::error::{HostError, Result};
+use crate::pairs::Pair;
+use crate::state::{CallResponse, HostConfig, Metric, SharedWorld, Stream, VmState, World};
+
+/// 2024-01-01T00:00:00Z: where every host's virtual clock starts unless told otherwise.
+const DEFAULT_START_UNIX_S: u64 = 1_704_067_200;
+
+/// A compiled filter module and the simulated Envoy process that runs it.
+pub struct Host {
+    engine: Engine,
+    module: Module,
+    linker: Linker<VmState>,
+    config: HostConfig,
+    world: SharedWorld,
+}
+
+impl Host {
+    /// Loads a `.wasm` (or `.wat`) file.
+    pub fn new(wasm_path: impl AsRef<Path>) -> Result<Host> {
+        let path = wasm_path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| HostError::Read { path: path.to_owned(), source })?;
+        Host::from_bytes(&bytes)
+    }
+
+    /// Compiles a module from its binary (or text) form.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Host> {
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        let engine = Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:?}")))?;
+        let module = Module::new(&engine, bytes).map_err(|e| HostError::Compile(format!("{e:?}")))?;
+        let mut linker = Linker::new(&engine);
+        crate::imports::register_all(&mut linker).map_err(|e| HostError::Engine(format!("{e:?}")))?;
+        let start_unix_ns = DEFAULT_START_UNIX_S * 1_000_000_000;
+        Ok(Host {
+            engine,
+            module,
+            linker,
+            config: HostConfig::default(),
+            world: Arc::new(Mutex::new(World::new(start_unix_ns))),
+        })
+    }
+
+    /// The plugin configuration (`proxy_on_configure` reads it).
+    pub fn with_plugin_config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.config.plugin_config = bytes.into();
+        self
+    }
+
+    /// The VM configuration (`proxy_on_vm_start` reads it).
+    pub fn with_vm_config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.config.vm_config = bytes.into();
+        self
+    }
+
+    /// The `vm_id`: the shared-data and queue namespace (default empty, as in Envoy).
+    pub fn with_vm_id(mut self, vm_id: impl Into<String>) -> Self {
+        self.config.vm_id = vm_id.into();
+        self
+    }
+
+    /// The plugin's `root_id` (property `plugin_root_id`).
+    pub fn with_root_id(mut self, root_id: impl Into<String>) -> Self {
+        self.config.root_id = root_id.into();
+        self
+    }
+
+    /// The plugin's name (property `plugin_name`).
+    pub fn with_plugin_name(mut self, name: impl Into<String>) -> Self {
+        self.config.plugin_name = name.into();
+        self
+    }
+
+    /// The clusters `proxy_http_call` accepts; any other name is `BadArgument`, as in Envoy.
+    /// Without this call every name is accepted.
+    pub fn with_known_clusters<I, S>(mut self, clusters: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.known_clusters = Some(clusters.into_iter().map(Into::into).collect::<BTreeSet<_>>());
+        self
+    }
+
+    /// The host's log level: `proxy_get_log_level` answers it and lower messages are dropped
+    /// (Envoy's default is `Info`; the host's default, `Trace`, keeps everything).
+    pub fn with_log_level(mut self, level: LogLevel) -> Self {
+        self.config.log_level = level;
+        self
+    }
+
+    /// Answers `proxy_get_property(path)` with `value`, before any built-in default.
+    pub fn with_property(mut self, path: &[&str], value: impl Into<Vec<u8>>) -> Self {
+        self.config.properties.insert(path.join("\0").into_bytes(), value.into());
+        self
+    }
+
+    /// The fuel one guest call may burn before it traps (default 10^10).
+    pub fn with_fuel_per_call(mut self, fuel: u64) -> Self {
+        self.config.fuel_per_call = fuel;
+        self
+    }
+
+    /// Seeds `random_get` (every VM gets its own stream from this seed).
+    pub fn with_random_seed(mut self, seed: u64) -> Self {
+        self.config.random_seed = seed;
+        self
+    }
+
+    /// Where the virtual wall clock starts (default 2024-01-01T00:00:00Z).
+    pub fn with_start_time(self, start: SystemTime) -> Self {
+        let ns = start.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        if let Ok(mut world) = self.world.lock() {
+            world.clock.start_unix_ns = u64::try_from(ns).unwrap_or(u64::MAX);
+        }
+        self
+    }
+
+    /// Starts one VM as Envoy starts a worker's: instantiate, `_initialize`, create the root
+    /// context, `proxy_on_vm_start`, then `proxy_on_configure` (skipped, like Envoy, when the
+    /// VM start failed). The outcomes are [`Vm::vm_start_result`] and [`Vm::configure_result`].
+    pub fn start_vm(&self) -> Result<Vm> {
+        let config = Arc::new(self.config.clone());
+        let vm_index = {
+            let mut world = self.world.lock().map_err(|_| HostError::Poisoned)?;
+            world.next_vm_index += 1;
+            world.next_vm_index - 1
+        };
+        let mut store = Store::new(&self.engine, VmState::new(self.world.clone(), config.clone(), vm_index));
+        store.set_fuel(config.fuel_per_call).map_err(|e| HostError::Engine(format!("{e:?}")))?;
+        let instance = self
+            .linker
+            .instantiate(&mut store, &self.module)
+            .map_err(|e| HostError::Instantiate(format!("{e:?}")))?;
+        let mut vm = Vm {
+            store,
+            instance,
+            world: self.world.clone(),
+            vm_start_ok: false,
+            configure_ok: false,
+            failed: None,
+            fuel_last_call: 0,
+            fuel_total: 0,
+            next_context_id: 2,
+        };
+        vm.start(&config)?;
+        Ok(vm)
+    }
+
+    /// Moves the virtual clock forward. Nothing runs until a VM is told to ([`Vm::run_due`]).
+    pub fn advance(&self, by: Duration) {
+        if let Ok(mut world) = self.world.lock() {
+            world.clock.elapsed += by;
+        }
+    }
+
+    /// How far the virtual clock has moved since the host was created.
+    pub fn elapsed(&self) -> Duration {
+        self.world.lock().map(|w| w.clock.elapsed).unwrap_or_default()
+    }
+
+    /// The virtual wall-clock time.
+    pub fn now(&self) -> SystemTime {
+        let ns = self.world.lock().map(|w| w.clock.realtime_ns()).unwrap_or(0);
+        UNIX_EPOCH + Duration::from_nanos(ns)
+    }
+
+    /// Calls `proxy_on_tick` on every VM that set a tick period.
+    pub fn tick_all(&self, vms: &mut [Vm]) -> Result<()> {
+        for vm in vms {
+            vm.tick()?;
+        }
+        Ok(())
+    }
+
+    /// The value and CAS stored under `key` for this host's `vm_id`.
+    pub fn shared_data_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        let world = self.world.lock().ok()?;
+        world.shared.get(&self.config.vm_id, key.as_bytes())
+    }
+
+    /// Stores `value` under `key` unconditionally, as another plugin of the same `vm_id` would;
+    /// returns the new CAS.
+    pub fn shared_data_set(&self, key: &str, value: &[u8]) -> Result<u32> {
+        let mut world = self.world.lock().map_err(|_| HostError::Poisoned)?;
+        world
+            .shared
+            .set(&self.config.vm_id, key.as_bytes(), value, 0)
+            .map_err(|status| HostError::Engine(format!("unconditional shared data write refused: {status:?}")))
+    }
+
+    /// Every metric the guests defined, by name.
+    pub fn metrics(&self) -> BTreeMap<String, Metric> {
+        self.world.lock().map(|w| w.metrics.clone()).unwrap_or_default()
+    }
+
+    /// One metric's value (a histogram's sample count), if defined.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        self.world.lock().ok()?.metrics.get(name).map(Metric::value)
+    }
+
+    /// What the module imports, as (module, name).
+    pub fn module_imports(&self) -> Vec<(String, String)> {
+        self.module
+            .imports()
+            .map(|i| (i.module().to_owned(), i.name().to_owned()))
+            .collect()
+    }
+
+    /// What this host provides, as (module, name): exactly Envoy's set for ABI 0.2.1.
+    pub fn provided_imports() -> Vec<(String, String)> {
+        crate::imports::ENVOY_IMPORTS
+            .iter()
+            .map(|(m, n)| ((*m).to_owned(), (*n).to_owned()))
+            .collect()
+    }
+}
+
+/// An http call the guest dispatched, waiting for [`Vm::respond_http_call`] or
+/// [`Vm::fail_http_call`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCall {
+    /// The token `proxy_http_call` returned.
+    pub token: u32,
+    /// The cluster name.
+    pub upstream: String,
+    /// Request headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Request body.
+    pub body: Vec<u8>,
+    /// Request trailers.
+    pub trailers: Vec<(String, String)>,
+    /// The timeout the guest asked for; 0 means none (Envoy then waits forever).
+    pub timeout_ms: u32,
+}
+
+impl HttpCall {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A scripted answer to an http call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpCallResponse {
+    /// Becomes the `:status` header.
+    pub status: u16,
+    /// Further headers.
+    pub headers: Vec<(String, String)>,
+    /// The body, readable only during `proxy_on_http_call_response`.
+    pub body: Vec<u8>,
+}
+
+impl HttpCallResponse {
+    /// A response with a status and a body.
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        HttpCallResponse { status, headers: Vec::new(), body: body.into() }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// What the guest answered with `proxy_send_local_response`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalResponse {
+    /// HTTP status.
+    pub status: u32,
+    /// The headers the guest added, names lower-cased.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Envoy's response code details.
+    pub details: String,
+    /// The gRPC status, when the guest gave one (>= 0).
+    pub grpc_status: Option<i32>,
+}
+
+impl LocalResponse {
+    /// The first value of a header, as bytes.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of a header, if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_bytes(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+/// A downstream request to send through the filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Headers, pseudo-headers included (`:method`, `:path`, `:authority`, `:scheme`).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// A body; `None` ends the stream with the headers.
+    pub body: Option<Vec<u8>>,
+    /// Trailers.
+    pub trailers: Vec<(String, Vec<u8>)>,
+}
+
+impl Request {
+    /// A body-less request with these headers.
+    pub fn new(headers: &[(&str, &str)]) -> Self {
+        Request {
+            headers: headers.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect(),
+            ..Request::default()
+        }
+    }
+}
+
+/// What became of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestOutcome {
+    /// The stream's context id.
+    pub context_id: u32,
+    /// What the last stream callback answered.
+    pub action: Action,
+    /// The guest's local response, if it sent one.
+    pub local_response: Option<LocalResponse>,
+    /// True when the guest paused without answering: the request stays open until
+    /// [`Vm::finish_request`].
+    pub open: bool,
+    /// True when the guest called `proxy_continue_stream` for it.
+    pub continued: bool,
+    /// The request headers as the guest left them.
+    pub request_headers: Vec<(String, Vec<u8>)>,
+    /// Fuel the guest burned on this request, context creation to deletion.
+    pub fuel: u64,
+    /// Host calls the guest made during the request.
+    pub hostcalls: u64,
+}
+
+/// One simulated Envoy worker: a wasm instance with its root context.
+pub struct Vm {
+    store: Store<VmState>,
+    instance: Instance,
+    world: SharedWorld,
+    vm_start_ok: bool,
+    configure_ok: bool,
+    failed: Option<String>,
+    fuel_last_call: u64,
+    fuel_total: u64,
+    next_context_id: u32,
+}
+
+impl Vm {
+    fn start(&mut self, config: &HostConfig) -> Result<()> {
+        // Envoy's startVm: `_initialize`, else `_start`, else `__wasm_call_ctors`.
+        for init in ["_initialize", "_start", "__wasm_call_ctors"] {
+            if self.has_export(init) {
+                self.call::<(), ()>(init, ())?;
+                break;
+            }
+        }
+        let root = self.store.data().root_context_id;
+        self.store.data_mut().plugin_config_readable = true;
+        let started = self.start_root(root, config);
+        self.store.data_mut().plugin_config_readable = false;
+        started
+    }
+
+    fn start_root(&mut self, root: u32, config: &HostConfig) -> Result<()> {
+        self.store.data_mut().active_context = root;
+        self.call::<(i32, i32), ()>("proxy_on_context_create", (root as i32, 0))?;
+        let vm_config_len = len_i32(config.vm_config.len());
+        self.vm_start_ok = self
+            .call::<(i32, i32), i32>("proxy_on_vm_start", (root as i32, vm_config_len))?
+            .is_none_or(|ok| ok != 0);
+        if self.vm_start_ok {
+            let plugin_config_len = len_i32(config.plugin_config.len());
+            self.configure_ok = self
+                .call::<(i32, i32), i32>("proxy_on_configure", (root as i32, plugin_config_len))?
+                .is_none_or(|ok| ok != 0);
+        }
+        Ok(())
+    }
+
+    /// Whether `proxy_on_vm_start` answered true (Envoy refuses the VM otherwise).
+    pub fn vm_start_result(&self) -> bool {
+        self.vm_start_ok
+    }
+
+    /// Whether `proxy_on_configure` answered true (Envoy rejects the configuration otherwise).
+    pub fn configure_result(&self) -> bool {
+        self.configure_ok
+    }
+
+    /// The root context's id.
+    pub fn root_context_id(&self) -> u32 {
+        self.store.data().root_context_id
+    }
+
+    /// The tick period the guest set, if any.
+    pub fn tick_period(&self) -> Option<Duration> {
+        let ms = self.store.data().tick_period_ms;
+        (ms > 0).then(|| Duration::from_millis(u64::from(ms)))
+    }
+
+    /// Calls `proxy_on_tick` now if the guest set a tick period; returns whether it did. The
+    /// next tick is then due one period from now.
+    pub fn tick(&mut self) -> Result<bool> {
+        let Some(period) = self.tick_period() else {
+            return Ok(false);
+        };
+        let now = self.elapsed()?;
+        self.store.data_mut().next_tick_at = Some(now + period);
+        let root = self.root_context_id();
+        self.store.data_mut().active_context = root;
+        self.call::<i32, ()>("proxy_on_tick", root as i32)?;
+        Ok(true)
+    }
+
+    /// Runs what the virtual clock made due, in time order: http calls past their timeout fail
+    /// (`num_headers == 0`, as Envoy reports a timeout), the tick fires once if its time has come
+    /// (missed periods collapse into one, like Envoy's re-armed timer), and `proxy_on_queue_ready`
+    /// is delivered for items enqueued to this VM's queues. Returns how many callbacks ran.
+    pub fn run_due(&mut self) -> Result<u32> {
+        let now = self.elapsed()?;
+        let mut ran = 0;
+        let mut expired: Vec<(Duration, u32)> = self
+            .store
+            .data()
+            .http_calls
+            .values()
+            .filter_map(|c| c.deadline.filter(|d| *d <= now).map(|d| (d, c.token)))
+            .collect();
+        expired.sort();
+        for (_, token) in expired {
+            self.fail_http_call(token)?;
+            ran += 1;
+        }
+        if self.store.data().next_tick_at.is_some_and(|due| due <= now) && self.tick()? {
+            ran += 1;
+        }
+        ran += self.deliver_queue_notifications()?;
+        Ok(ran)
+    }
+
+    fn deliver_queue_notifications(&mut self) -> Result<u32> {
+        let index = self.store.data().vm_index;
+        let mine: Vec<(u32, u32, u32)> = {
+            let mut world = self.world.lock().map_err(|_| HostError::Poisoned)?;
+            let (mine, others) = world.queues.ready.drain(..).partition(|(vm, _, _)| *vm == index);
+            world.queues.ready = others;
+            mine
+        };
+        let mut ran = 0;
+        for (_, context, queue) in mine {
+            self.store.data_mut().active_context = context;
+            self.call::<(i32, i32), ()>("proxy_on_queue_ready", (context as i32, queue as i32))?;
+            ran += 1;
+        }
+        Ok(ran)
+    }
+
+    /// The http calls waiting for an answer, oldest first.
+    pub fn pending_http_calls(&self) -> Vec<HttpCall> {
+        self.store
+            .data()
+            .http_calls
+            .values()
+            .map(|c| HttpCall {
+                token: c.token,
+                upstream: c.upstream.clone(),
+                headers: strings(&c.headers),
+                body: c.body.clone(),
+                trailers: strings(&c.trailers),
+                timeout_ms: c.timeout_ms,
+            })
+            .collect()
+    }
+
+    /// Delivers an answer to the call `token` (in any order relative to other calls).
+    pub fn respond_http_call(&mut self, token: u32, response: HttpCallResponse) -> Result<()> {
+        let mut headers = vec![(b":status".to_vec(), response.status.to_string().into_bytes())];
+        headers.extend(
+            response
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v.into_bytes())),
+        );
+        let answer = CallResponse { headers, body: response.body, trailers: Vec::new() };
+        self.deliver_call(token, Some(answer))
+    }
+
+    /// Fails the call `token` as a reset or timeout does: `num_headers == 0`, no body.
+    pub fn fail_http_call(&mut self, token: u32) -> Result<()> {
+        self.deliver_call(token, None)
+    }
+
+    fn deliver_call(&mut self, token: u32, answer: Option<CallResponse>) -> Result<()> {
+        if self.store.data_mut().http_calls.remove(&token).is_none() {
+            return Err(HostError::UnknownHttpCall(token));
+        }
+        let (headers, body, trailers) = answer
+            .as_ref()
+            .map(|a| (a.headers.len(), a.body.len(), a.trailers.len()))
+            .unwrap_or((0, 0, 0));
+        let root = self.root_context_id();
+        let state = self.store.data_mut();
+        state.status = match &answer {
+            Some(_) => (0, Vec::new()),
+            // What Envoy's `onHttpCallFailure` leaves for `proxy_get_status`.
+            None => (crate::abi::Status::BrokenConnection as u32, b"reset".to_vec()),
+        };
+        state.call_response = answer;
+        state.active_context = root;
+        let result = self.call::<(i32, i32, i32, i32, i32), ()>(
+            "proxy_on_http_call_response",
+            (root as i32, token as i32, len_i32(headers), len_i32(body), len_i32(trailers)),
+        );
+        self.store.data_mut().call_response = None;
+        result.map(|_| ())
+    }
+
+    /// Sends a body-less request with these headers through the filter.
+    pub fn send_request(&mut self, headers: &[(&str, &str)]) -> Result<RequestOutcome> {
+        self.send(Request::new(headers))
+    }
+
+    /// Like [`Vm::send_request`] with header values as raw bytes.
+    pub fn send_request_bytes(&mut self, headers: &[(&str, &[u8])]) -> Result<RequestOutcome> {
+        self.send(Request {
+            headers: headers.iter().map(|(k, v)| ((*k).to_owned(), v.to_vec())).collect(),
+            ..Request::default()
+        })
+    }
+
+    /// Runs a request through the stream callbacks: context creation, request headers, then the
+    /// body and trailers if the filter let the headers through. A request the filter answered or
+    /// let through is finished at once (`proxy_on_done`, `proxy_on_log`, `proxy_on_delete`); a
+    /// paused one stays open.
+    pub fn send(&mut self, request: Request) -> Result<RequestOutcome> {
+        let fuel_before = self.fuel_total;
+        let calls_before = self.hostcall_total();
+        let id = self.next_context_id;
+        self.next_context_id += 1;
+        let root = self.root_context_id();
+        let to_pairs = |items: Vec<(String, Vec<u8>)>| -> Vec<Pair> {
+            items.into_iter().map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v)).collect()
+        };
+        let header_count = request.headers.len();
+        let stream = Stream {
+            request_headers: to_pairs(request.headers),
+            request_body: request.body.clone().unwrap_or_default(),
+            request_trailers: to_pairs(request.trailers.clone()),
+            ..Stream::default()
+        };
+        let state = self.store.data_mut();
+        state.streams.insert(id, stream);
+        state.active_context = id;
+        self.call::<(i32, i32), ()>("proxy_on_context_create", (id as i32, root as i32))?;
+        let end_of_stream = request.body.is_none() && request.trailers.is_empty();
+        let mut action = self
+            .call::<(i32, i32, i32), i32>(
+                "proxy_on_request_headers",
+                (id as i32, len_i32(header_count), i32::from(end_of_stream)),
+            )?
+            .map_or(Action::Continue, Action::from_raw);
+        if action == Action::Continue && !self.answered(id) {
+            if let Some(body) = &request.body {
+                let end = request.trailers.is_empty();
+                action = self
+                    .call::<(i32, i32, i32), i32>(
+                        "proxy_on_request_body",
+                        (id as i32, len_i32(body.len()), i32::from(end)),
+                    )?
+                    .map_or(Action::Continue, Action::from_raw);
+            }
+        }
+        if action == Action::Continue && !self.answered(id) && !request.trailers.is_empty() {
+            action = self
+                .call::<(i32, i32), i32>("proxy_on_request_trailers", (id as i32, len_i32(request.trailers.len())))?
+                .map_or(Action::Continue, Action::from_raw);
+        }
+        let open = action != Action::Continue && !self.answered(id);
+        let mut outcome = self.outcome(id, action, open)?;
+        if !open {
+            self.finish(id)?;
+        }
+        outcome.fuel = self.fuel_total - fuel_before;
+        outcome.hostcalls = self.hostcall_total() - calls_before;
+        Ok(outcome)
+    }
+
+    /// Finishes a request the filter paused: reports what the guest did since (a local response,
+    /// `proxy_continue_stream`) and runs `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
+    pub fn finish_request(&mut self, context_id: u32) -> Result<RequestOutcome> {
+        let fuel_before = self.fuel_total;
+        let calls_before = self.hostcall_total();
+        if !self.store.data().streams.contains_key(&context_id) {
+            return Err(HostError::UnknownRequest(context_id));
+        }
+        let mut outcome = self.outcome(context_id, Action::Pause, false)?;
+        self.finish(context_id)?;
+        outcome.fuel = self.fuel_total - fuel_before;
+        outcome.hostcalls = self.hostcall_total() - calls_before;
+        Ok(outcome)
+    }
+
+    fn answered(&self, id: u32) -> bool {
+        self.store
+            .data()
+            .streams
+            .get(&id)
+            .is_some_and(|s| s.local_response.is_some() || s.closed)
+    }
+
+    fn outcome(&self, id: u32, action: Action, open: bool) -> Result<RequestOutcome> {
+        let stream = self.store.data().streams.get(&id).ok_or(HostError::UnknownRequest(id))?;
+        Ok(RequestOutcome {
+            context_id: id,
+            action,
+            local_response: stream.local_response.clone(),
+            open,
+            continued: stream.continued,
+            request_headers: stream
+                .request_headers
+                .iter()
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.clone()))
+                .collect(),
+            fuel: 0,
+            hostcalls: 0,
+        })
+    }
+
+    /// The spec's end of a context: `proxy_on_done`; if it answers true, `proxy_on_log` and
+    /// `proxy_on_delete`; otherwise the context waits for `proxy_done`.
+    fn finish(&mut self, id: u32) -> Result<()> {
+        self.store.data_mut().active_context = id;
+        let done = self.call::<i32, i32>("proxy_on_done", id as i32)?.is_none_or(|d| d != 0);
+        if done {
+            self.call::<i32, ()>("proxy_on_log", id as i32)?;
+            self.call::<i32, ()>("proxy_on_delete", id as i32)?;
+            self.store.data_mut().streams.remove(&id);
+        } else {
+            self.store.data_mut().pending_done.insert(id);
+        }
+        Ok(())
+    }
+
+    /// Every log line so far: `proxy_log` and stdout (info) / stderr (error).
+    pub fn logs(&self) -> Vec<(LogLevel, String)> {
+        self.store.data().logs.clone()
+    }
+
+    /// Takes the log lines, leaving none.
+    pub fn take_logs(&mut self) -> Vec<(LogLevel, String)> {
+        std::mem::take(&mut self.store.data_mut().logs)
+    }
+
+    /// Fuel the last guest call burned (host calls into the guest's allocator included).
+    pub fn fuel_used_last_call(&self) -> u64 {
+        self.fuel_last_call
+    }
+
+    /// Fuel burned since the VM was created.
+    pub fn fuel_used_total(&self) -> u64 {
+        self.fuel_total
+    }
+
+    /// How many times the guest called each import.
+    pub fn hostcall_counts(&self) -> BTreeMap<String, u64> {
+        self.store
+            .data()
+            .hostcalls
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect()
+    }
+
+    fn hostcall_total(&self) -> u64 {
+        self.store.data().hostcalls.values().sum()
+    }
+
+    /// Whether an earlier trap failed this VM.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    fn elapsed(&self) -> Result<Duration> {
+        Ok(self.world.lock().map_err(|_| HostError::Poisoned)?.clock.elapsed)
+    }
+
+    fn has_export(&mut self, name: &str) -> bool {
+        self.instance.get_func(&mut self.store, name).is_some()
+    }
+
+    /// Calls an export if the module has it (`Ok(None)` otherwise: every callback is optional),
+    /// metering its fuel; a trap fails the VM and comes back with its backtrace.
+    fn call<P: WasmParams, R: WasmResults>(&mut self, name: &str, params: P) -> Result<Option<R>> {
+        if let Some(reason) = &self.failed {
+            return Err(HostError::VmFailed(reason.clone()));
+        }
+        let Some(func) = self.instance.get_func(&mut self.store, name) else {
+            return Ok(None);
+        };
+        let typed = func
+            .typed::<P, R>(&self.store)
+            .map_err(|e| HostError::BadExport { name: name.to_owned(), reason: format!("{e}") })?;
+        let budget = self.store.data().config.fuel_per_call;
+        self.store
+            .set_fuel(budget)
+            .map_err(|e| HostError::Engine(format!("{e:?}")))?;
+        self.store.data_mut().effective_context = None;
+        let logs_before = self.store.data().logs.len();
+        let result = typed.call(&mut self.store, params);
+        self.store.data_mut().effective_context = None;
+        let left = self.store.get_fuel().unwrap_or(0);
+        self.fuel_last_call = budget.saturating_sub(left);
+        self.fuel_total += self.fuel_last_call;
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => {
+                let mut details = format!("{error:?}");
+                let stderr: Vec<&str> = self.store.data().logs[logs_before..]
+                    .iter()
+                    .filter(|(level, _)| *level >= LogLevel::Error)
+                    .map(|(_, line)| line.as_str())
+                    .collect();
+                if !stderr.is_empty() {
+                    details.push_str("\nguest error output before the trap:\n");
+                    details.push_str(&stderr.join("\n"));
+                }
+                self.failed = Some(format!("trapped in {name}"));
+                Err(HostError::Trap { function: name.to_owned(), details })
+            }
+        }
+    }
+}
+
+fn strings(pairs: &[Pair]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
+
+/// Sizes handed to the guest are wasm32 `usize`s.
+fn len_i32(n: usize) -> i32 {
+    u32::try_from(n).unwrap_or(u32::MAX) as i32
+}
