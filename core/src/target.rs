@@ -26,9 +26,9 @@ pub enum TargetError {
     #[error("target host is {0} bytes, longer than {MAX_HOSTNAME}")]
     TooLong(usize),
     /// The host holds a byte that has no place in a hostname or IP literal.
-    #[error("target host \"{host}\" contains the forbidden byte {byte:#04x}")]
+    #[error("target host {host} contains the forbidden byte {byte:#04x}")]
     ForbiddenByte {
-        /// The escaped host as received.
+        /// The host as received, quoted and escaped as a JSON string.
         host: String,
         /// The first offending byte.
         byte: u8,
@@ -48,12 +48,17 @@ impl Target {
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
-        if let Ok(v6) = unbracketed.parse::<Ipv6Addr>() {
-            // Written from the parsed address, so the text is canonical and holds no zone id.
-            return Ok(Target(format!("[{v6}]")));
+        if unbracketed.parse::<Ipv6Addr>().is_ok() {
+            // std's parser admits only hex digits, ':' and '.' (no zone id), so the text is
+            // safe as given; it is not re-printed because Ipv6Addr's Display costs wasm size.
+            let mut bracketed = String::with_capacity(unbracketed.len() + 2);
+            bracketed.push('[');
+            bracketed.push_str(&unbracketed.to_ascii_lowercase());
+            bracketed.push(']');
+            return Ok(Target(bracketed));
         }
-        if let Ok(v4) = host.parse::<Ipv4Addr>() {
-            return Ok(Target(v4.to_string()));
+        if host.parse::<Ipv4Addr>().is_ok() {
+            return Ok(Target(host.to_string()));
         }
         if host.len() > MAX_HOSTNAME {
             return Err(TargetError::TooLong(host.len()));
@@ -63,7 +68,9 @@ impl Target {
             .iter()
             .find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
         {
-            return Err(TargetError::ForbiddenByte { host: host.escape_default().to_string(), byte });
+            let mut escaped = String::with_capacity(host.len() + 2);
+            crate::json::write_str(&mut escaped, host);
+            return Err(TargetError::ForbiddenByte { host: escaped, byte });
         }
         // A single trailing dot is the DNS root: legal, and kept as given.
         let name = host.strip_suffix('.').unwrap_or(host);
@@ -99,9 +106,9 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_literals_are_bracketed_and_canonical() {
+    fn ipv6_literals_are_bracketed_and_lowercased() {
         assert_eq!(Target::parse("::1").unwrap().as_str(), "[::1]");
-        assert_eq!(Target::parse("[2001:db8::0:1]").unwrap().as_str(), "[2001:db8::1]");
+        assert_eq!(Target::parse("[2001:DB8::0:1]").unwrap().as_str(), "[2001:db8::0:1]");
     }
 
     #[test]

@@ -90,21 +90,44 @@ const DEFAULT_RETRY_MAX_MS: u64 = 5_000;
 const DEFAULT_MAX_STALE_SECONDS: u64 = 120;
 const DEFAULT_TICK_MS: u64 = 500;
 
-fn bad(field: &'static str, value: impl std::fmt::Debug, why: &'static str) -> ConfigError {
-    ConfigError::Field { field, value: format!("{value:?}"), why }
+fn bad(field: &'static str, value: impl Shown, why: &'static str) -> ConfigError {
+    ConfigError::Field { field, value: value.shown(), why }
 }
 
-/// Shows a JSON value in an error the way the user wrote it (strings quoted, numbers as text).
-struct Shown<'a>(&'a Json);
+/// How a value appears in an error: as the user wrote it, strings quoted and escaped as JSON.
+/// (Not `{:?}`: Rust's debug escaping costs kilobytes of wasm for no gain here.)
+trait Shown {
+    fn shown(&self) -> String;
+}
 
-impl std::fmt::Debug for Shown<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Json::Str(s) => write!(f, "{s:?}"),
-            Json::Num(n) => f.write_str(n),
-            Json::Bool(b) => write!(f, "{b}"),
-            other => f.write_str(other.kind()),
+impl Shown for &Json {
+    fn shown(&self) -> String {
+        match self {
+            Json::Str(s) => s.as_str().shown(),
+            Json::Num(n) => n.clone(),
+            Json::Bool(b) => if *b { "true" } else { "false" }.to_string(),
+            other => other.kind().to_string(),
         }
+    }
+}
+
+impl Shown for &str {
+    fn shown(&self) -> String {
+        let mut out = String::with_capacity(self.len() + 2);
+        vault_redirect_core::json::write_str(&mut out, self);
+        out
+    }
+}
+
+impl Shown for &String {
+    fn shown(&self) -> String {
+        self.as_str().shown()
+    }
+}
+
+impl Shown for u64 {
+    fn shown(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -122,13 +145,13 @@ impl FilterConfig {
         let string = |name: &'static str, default: &str| -> Result<String, ConfigError> {
             match field(name) {
                 None => Ok(default.to_string()),
-                Some(v) => v.as_str().map(str::to_string).ok_or_else(|| bad(name, Shown(v), "must be a string")),
+                Some(v) => v.as_str().map(str::to_string).ok_or_else(|| bad(name, v, "must be a string")),
             }
         };
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             match field(name) {
                 None => Ok(default),
-                Some(v) => v.as_u64().ok_or_else(|| bad(name, Shown(v), "must be a non-negative integer")),
+                Some(v) => v.as_u64().ok_or_else(|| bad(name, v, "must be a non-negative integer")),
             }
         };
         let header_safe = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
@@ -171,7 +194,7 @@ impl FilterConfig {
             None => None,
             Some(v) => match v.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) {
                 Some(p) => Some(p),
-                None => return Err(bad("target_port", Shown(v), "must be between 1 and 65535")),
+                None => return Err(bad("target_port", v, "must be between 1 and 65535")),
             },
         };
         let max_stale_seconds = number("max_stale_seconds", DEFAULT_MAX_STALE_SECONDS)?;
@@ -190,17 +213,17 @@ impl FilterConfig {
                 for item in items {
                     match item.as_str() {
                         Some(p) if p.starts_with('/') => paths.push(p.to_string()),
-                        _ => return Err(bad("pass_through_paths", Shown(item), "every entry must be a string starting with /")),
+                        _ => return Err(bad("pass_through_paths", item, "every entry must be a string starting with /")),
                     }
                 }
                 paths
             }
-            Some(v) => return Err(bad("pass_through_paths", Shown(v), "must be an array of paths")),
+            Some(v) => return Err(bad("pass_through_paths", v, "must be an array of paths")),
         };
         let debug_header = match field("debug_header") {
             None => false,
             Some(Json::Bool(b)) => *b,
-            Some(v) => return Err(bad("debug_header", Shown(v), "must be true or false")),
+            Some(v) => return Err(bad("debug_header", v, "must be true or false")),
         };
         let tick_ms = number("tick_ms", DEFAULT_TICK_MS)?;
         if !(10..=60_000).contains(&tick_ms) {

@@ -13,12 +13,11 @@ pub mod root;
 pub mod sync;
 
 use proxy_wasm::traits::RootContext;
-use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
-    // Installs the SDK's panic hook, which logs a panic's message before the VM aborts; the
-    // filter itself never logs through the `log` crate (see `host::log`).
-    proxy_wasm::set_log_level(LogLevel::Info);
+    // No `proxy_wasm::set_log_level`: the filter logs through `host::log`, and should a panic
+    // ever happen, std's own hook writes it to stderr, which Envoy's WASI layer logs. Leaving
+    // the SDK's logger out keeps the .wasm smaller.
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
         Box::new(root::Root::new(context_id))
     });
