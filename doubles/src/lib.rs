@@ -1,0 +1,15 @@
+//! Test doubles for the systems vault-redirect talks to, each following the upstream
+//! documented HTTP API (shapes, headers, status codes, blocking semantics) rather than what
+//! our own code happens to expect. A double that drifts from the real API is a bug.
+//!
+//! This crate is for tests only: it may bind sockets and spawn tasks, but it must never be a
+//! dependency of a shipped binary.
+//!
+//! - [`consul`]: Consul's `GET /v1/health/service/<name>` with blocking queries, ACL tokens,
+//!   and fault injection, populated the way Vault's Consul service registration writes it.
+//! - `vault` (to come): Vault node doubles answering `/v1/sys/health` and `/v1/sys/leader`.
+
+pub mod consul;
+mod go_duration;
+
+pub use consul::{ConsulDouble, Fault, Role, VaultNode};

@@ -1,0 +1,205 @@
+//! vault-redirect-poller: watches Consul's health view of Vault, chooses the active node and
+//! serves it to every filter (and, in standalone mode, to clients as 307 redirects).
+//!
+//! The library owns the whole daemon so tests run it in-process on 127.0.0.1:0:
+//! [`Poller::bind`] validates the configuration and binds the listeners, [`Poller::run`] runs
+//! until the shutdown future resolves. It never installs signal handlers or a logger: that is
+//! the binary's edge.
+//!
+//! Modules: `config` (flags), `consul` (the HTTP client), `choose` (the pure choice of the
+//! active node), `watcher` (the blocking-query loop, the only state writer), `state` (the
+//! shared snapshot), `api` (state API, health, metrics), `redirect` (standalone mode),
+//! `metrics` (every metric name), `signals` (log toggles and termination), `duration`.
+
+pub mod api;
+pub mod choose;
+pub mod config;
+pub mod consul;
+pub mod duration;
+pub mod metrics;
+pub mod redirect;
+pub mod signals;
+pub mod state;
+pub mod watcher;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use vault_redirect_core::{HostChoice, RedirectPolicy, Scheme};
+
+pub use config::Config;
+
+use crate::api::{AppState, Info};
+use crate::config::{ConfigError, HostArg, SchemeArg};
+use crate::consul::ConsulClient;
+use crate::metrics::Metrics;
+use crate::state::Snapshot;
+use crate::watcher::{WatchSettings, Watcher};
+
+/// How long shutdown waits for open requests once long-polls have been answered.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the poller cannot start or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A server failed while running.
+    #[error("{what} server failed: {source}")]
+    Serve {
+        /// Which server.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A poller whose configuration is valid and whose listeners are bound.
+pub struct Poller {
+    config: Config,
+    client: ConsulClient,
+    api_listener: TcpListener,
+    redirect_listener: Option<TcpListener>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })
+}
+
+fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, RunError> {
+    l.local_addr().map_err(|source| RunError::Bind { addr, source })
+}
+
+/// The redirect policy the configuration asks for.
+pub fn policy(config: &Config) -> RedirectPolicy {
+    RedirectPolicy {
+        scheme: match config.redirect_scheme {
+            SchemeArg::Http => Scheme::Http,
+            SchemeArg::Https => Scheme::Https,
+        },
+        host: match config.redirect_host {
+            HostArg::Address => HostChoice::Address,
+            HostArg::Node => HostChoice::Node,
+        },
+        port: config.redirect_port,
+    }
+}
+
+impl Poller {
+    /// Validates `config`, builds the Consul client (reading token and TLS files) and binds
+    /// the listeners, logging `listening on <addr>` for each.
+    pub async fn bind(config: Config) -> Result<Poller, RunError> {
+        config.validate()?;
+        let client = ConsulClient::new(&config)?;
+        let api_listener = bind(config.listen).await?;
+        log::info!("listening on {}", local_addr(&api_listener, config.listen)?);
+        let redirect_listener = match config.redirect_listen {
+            Some(addr) => {
+                let l = bind(addr).await?;
+                log::info!("redirects listening on {}", local_addr(&l, addr)?);
+                Some(l)
+            }
+            None => None,
+        };
+        Ok(Poller { config, client, api_listener, redirect_listener })
+    }
+
+    /// The state API's bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, RunError> {
+        local_addr(&self.api_listener, self.config.listen)
+    }
+
+    /// The standalone redirect listener's bound address, if enabled.
+    pub fn redirect_addr(&self) -> Result<Option<SocketAddr>, RunError> {
+        match (&self.redirect_listener, self.config.redirect_listen) {
+            (Some(l), Some(addr)) => local_addr(l, addr).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then answers every long-poll with the current state,
+    /// lets open requests finish (up to [`SHUTDOWN_GRACE`]) and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let Poller { config, client, api_listener, redirect_listener } = self;
+        let metrics = Arc::new(Metrics::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (state_tx, state_rx) = watch::channel(Snapshot::initial(Instant::now()));
+        let settings = WatchSettings {
+            service: config.service.clone(),
+            active_tag: config.active_tag.clone(),
+            wait: config.consul_wait,
+            max_stale: config.max_stale,
+            backoff_max: config.backoff_max,
+        };
+        let info = Arc::new(Info {
+            consul_host_port: client.host_port(),
+            policy: policy(&config),
+            max_stale: config.max_stale,
+        });
+        let watcher = Watcher::new(client, settings, state_tx, metrics.clone());
+        let watcher_task = tokio::spawn(watcher.run(stop_rx.clone()));
+        let app = AppState { state: state_rx, metrics, stop: stop_rx.clone(), info: info.clone() };
+
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let api_server = axum::serve(api_listener, api::router(app.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let mut api_task = tokio::spawn(async move { api_server.await });
+        let mut redirect_task = redirect_listener.map(|l| {
+            let server = axum::serve(l, redirect::router(app.clone(), info.policy.clone()))
+                .with_graceful_shutdown(stopped(stop_rx.clone()));
+            tokio::spawn(async move { server.await })
+        });
+
+        let failed = tokio::select! {
+            _ = shutdown => None,
+            r = &mut api_task => Some(("state API", r)),
+            Some(r) = async { match redirect_task.as_mut() { Some(t) => Some(t.await), None => None } } => Some(("redirect", r)),
+        };
+        let _ = stop_tx.send(true);
+        if let Some((what, result)) = failed {
+            watcher_task.abort();
+            let source = match result {
+                Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(join) => std::io::Error::other(join.to_string()),
+            };
+            return Err(RunError::Serve { what, source });
+        }
+        let drain = async {
+            let _ = watcher_task.await;
+            let _ = (&mut api_task).await;
+            if let Some(t) = redirect_task.as_mut() {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            log::warn!("shutdown: requests still open after {}s; closing them", SHUTDOWN_GRACE.as_secs());
+            api_task.abort();
+            if let Some(t) = redirect_task {
+                t.abort();
+            }
+        }
+        log::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Binds and runs until `shutdown` resolves: the whole daemon.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    Poller::bind(config).await?.run(shutdown).await
+}

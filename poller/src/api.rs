@@ -1,0 +1,228 @@
+//! The HTTP state API: `GET /v1/active` (at once, or as a long-poll with `index` and `wait`),
+//! `GET /health` and `/vault-redirector-health`, and `GET /metrics`.
+//!
+//! Handlers only read the state; the watcher is the only writer. A long-poll parks on the
+//! watch channel, which wakes it only when the version changes: waiters cost no CPU.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use vault_redirect_core::{HostChoice, RedirectPolicy};
+
+use crate::metrics::Metrics;
+use crate::state::{iso8601, Snapshot};
+
+/// The long-poll wait when `index` is given without `wait`.
+pub const DEFAULT_LONGPOLL_WAIT: Duration = Duration::from_secs(5 * 60);
+/// Longer waits are cut to this.
+pub const MAX_LONGPOLL_WAIT: Duration = Duration::from_secs(5 * 60);
+
+/// What every handler reads.
+#[derive(Clone)]
+pub struct AppState {
+    /// The watcher's state.
+    pub state: watch::Receiver<Snapshot>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Becomes true at shutdown: long-polls answer at once.
+    pub stop: watch::Receiver<bool>,
+    /// Fixed facts for the health document.
+    pub info: Arc<Info>,
+}
+
+/// Facts the health document reports that never change while running.
+#[derive(Clone, Debug)]
+pub struct Info {
+    /// Consul's `host:port`.
+    pub consul_host_port: String,
+    /// How `active_vault` names the node (as the redirects would).
+    pub policy: RedirectPolicy,
+    /// `--max-stale`, for the explanation while serving a stale state.
+    pub max_stale: Duration,
+}
+
+/// The state API router.
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/v1/active", get(active))
+        .route("/health", get(health))
+        .route("/vault-redirector-health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+/// A JSON error in Vault's shape, `{"errors": [...]}`.
+pub fn error_response(status: StatusCode, message: String) -> Response {
+    let mut r = (status, json!({ "errors": [message] }).to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+#[derive(Debug, Deserialize)]
+struct ActiveQuery {
+    index: Option<String>,
+    wait: Option<String>,
+}
+
+/// Decrements the waiter gauge however the request ends (answer, shutdown, client gone).
+struct WaiterGuard(Arc<Metrics>);
+
+impl WaiterGuard {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.longpoll_waiters.inc();
+        WaiterGuard(metrics)
+    }
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        self.0.longpoll_waiters.dec();
+    }
+}
+
+/// Up to `wait / 16` more, as Consul does, so waiters that started together end apart.
+fn jitter(wait: Duration) -> Duration {
+    let max_ms = (wait / 16).as_millis() as u64;
+    if max_ms == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(rand::random_range(0..=max_ms))
+}
+
+async fn active(State(app): State<AppState>, Query(q): Query<ActiveQuery>) -> Response {
+    let index = match q.index.as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            let raw = q.index.unwrap_or_default();
+            return error_response(StatusCode::BAD_REQUEST, format!("invalid index {raw:?}: expected a non-negative integer"));
+        }
+    };
+    let wait = match q.wait.as_deref().map(crate::duration::parse) {
+        None => DEFAULT_LONGPOLL_WAIT,
+        Some(Ok(d)) => d.min(MAX_LONGPOLL_WAIT),
+        Some(Err(e)) => return error_response(StatusCode::BAD_REQUEST, format!("invalid wait: {e}")),
+    };
+    if let Some(n) = index {
+        let _guard = WaiterGuard::new(app.metrics.clone());
+        let mut state = app.state.clone();
+        let mut stop = app.stop.clone();
+        let wait = wait + jitter(wait);
+        tokio::select! {
+            _ = state.wait_for(|s| s.doc.version > n) => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|stopping| *stopping) => {}
+        }
+    }
+    let doc = app.state.borrow().doc_at(Instant::now());
+    let mut r = (StatusCode::OK, doc.to_json()).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-vault-redirect-version", HeaderValue::from(doc.version));
+    r
+}
+
+/// The health document and whether it is healthy.
+pub fn health_document(snapshot: &Snapshot, info: &Info, now: Instant) -> (bool, serde_json::Value) {
+    let doc = snapshot.doc_at(now);
+    let active_vault = doc.active.as_ref().map(|a| {
+        let host = match info.policy.host {
+            HostChoice::Address => &a.address,
+            HostChoice::Node => &a.node,
+        };
+        let port = info.policy.port.unwrap_or(a.port);
+        if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    });
+    let mut problems: Vec<String> = Vec::new();
+    if let Some(reason) = &doc.reason {
+        problems.push(format!("no active Vault node: {reason}"));
+    }
+    if let Some(err) = &snapshot.consul_error {
+        if doc.active.is_some() {
+            let left = snapshot
+                .age(now)
+                .map(|a| info.max_stale.saturating_sub(a))
+                .unwrap_or_default();
+            problems.push(format!(
+                "Consul is failing ({err}); serving the last known active node for up to {} more",
+                crate::duration::display(Duration::from_secs(left.as_secs()))
+            ));
+        } else {
+            problems.push(format!("Consul is failing: {err}"));
+        }
+    }
+    if snapshot.candidates.len() > 1 {
+        problems.push(format!(
+            "{} nodes qualify as active ({}); serving {} (newest registration)",
+            snapshot.candidates.len(),
+            snapshot.candidates.join(", "),
+            snapshot.candidates[0]
+        ));
+    }
+    for refused in &snapshot.refused_targets {
+        problems.push(format!("refused redirect target {refused}"));
+    }
+    if !snapshot.known_leader {
+        problems.push("Consul reports no known leader (stale read)".to_string());
+    }
+    let healthy = doc.active.is_some();
+    let body = json!({
+        "healthy": healthy,
+        "application": "vault-redirect-poller",
+        "source": env!("CARGO_PKG_NAME"),
+        "version": env!("CARGO_PKG_VERSION"),
+        "consul_host_port": info.consul_host_port,
+        "active_vault": active_vault,
+        "last_consul_poll": doc.last_consul_ok_unix_ms.map(iso8601),
+        "state_version": doc.version,
+        "consul_index": doc.consul_index,
+        "age_ms": doc.age_ms,
+        "active_candidates": snapshot.candidates,
+        "problems": problems,
+    });
+    (healthy, body)
+}
+
+/// `/health` and `/vault-redirector-health`: 200 when an active node is served, else 503.
+pub async fn health(State(app): State<AppState>) -> Response {
+    let (healthy, body) = {
+        let s = app.state.borrow();
+        health_document(&s, &app.info, Instant::now())
+    };
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    {
+        let now = Instant::now();
+        let s = app.state.borrow();
+        app.metrics.state_age.set(now.saturating_duration_since(s.changed_at).as_secs_f64());
+        // Before the first good answer there is no age: report the time since start-up as
+        // far as the state knows it (its initial change).
+        let since_ok = s.age(now).unwrap_or_else(|| now.saturating_duration_since(s.changed_at));
+        app.metrics.since_consul_ok.set(since_ok.as_secs_f64());
+    }
+    let mut r = (StatusCode::OK, app.metrics.encode()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
