@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wasmtime::{Config, Engine, Instance, Linker, Module, Store, WasmParams, WasmResults};
+use wasmtime::{Config, Engine, Instance, Linker, Module, Store, Val, ValType, WasmParams, WasmResults};
 
 use crate::abi::{Action, LogLevel};
 use crate::error::{HostError, Result};
@@ -693,6 +693,59 @@ impl Vm {
         self.store.data().hostcalls.values().sum()
     }
 
+    /// Calls any export taking and returning `i32`s, in the context `context_id` (the root
+    /// context when `None`), with the same fuel metering and trap handling as the callbacks.
+    /// Meant for testing at the ABI level (hand-written modules calling host functions).
+    pub fn call_export(&mut self, context_id: Option<u32>, name: &str, args: &[i32]) -> Result<Vec<i32>> {
+        let func = self
+            .instance
+            .get_func(&mut self.store, name)
+            .ok_or_else(|| HostError::MissingExport(name.to_owned()))?;
+        let ty = func.ty(&self.store);
+        let all_i32 = ty.params().chain(ty.results()).all(|t| matches!(t, ValType::I32));
+        if !all_i32 || ty.params().len() != args.len() {
+            return Err(HostError::BadExport {
+                name: name.to_owned(),
+                reason: format!("it is {ty:?}, called with {} i32 arguments", args.len()),
+            });
+        }
+        let params: Vec<Val> = args.iter().map(|a| Val::I32(*a)).collect();
+        let mut results = vec![Val::I32(0); ty.results().len()];
+        let context = context_id.unwrap_or_else(|| self.root_context_id());
+        if context != self.root_context_id() && !self.store.data().streams.contains_key(&context) {
+            return Err(HostError::UnknownRequest(context));
+        }
+        self.store.data_mut().active_context = context;
+        self.metered(name, |store| func.call(store, &params, &mut results))?;
+        Ok(results.iter().filter_map(Val::i32).collect())
+    }
+
+    /// Copies `len` bytes out of the guest's memory; `None` when out of bounds.
+    pub fn read_guest_memory(&mut self, ptr: u32, len: u32) -> Option<Vec<u8>> {
+        let memory = self.instance.get_memory(&mut self.store, "memory")?;
+        let start = ptr as usize;
+        let end = start.checked_add(len as usize)?;
+        memory.data(&self.store).get(start..end).map(<[u8]>::to_vec)
+    }
+
+    /// Writes bytes into the guest's memory; false when out of bounds.
+    pub fn write_guest_memory(&mut self, ptr: u32, bytes: &[u8]) -> bool {
+        let Some(memory) = self.instance.get_memory(&mut self.store, "memory") else {
+            return false;
+        };
+        let start = ptr as usize;
+        let Some(end) = start.checked_add(bytes.len()) else {
+            return false;
+        };
+        match memory.data_mut(&mut self.store).get_mut(start..end) {
+            Some(target) => {
+                target.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether an earlier trap failed this VM.
     pub fn failed(&self) -> Option<&str> {
         self.failed.as_deref()
@@ -706,8 +759,7 @@ impl Vm {
         self.instance.get_func(&mut self.store, name).is_some()
     }
 
-    /// Calls an export if the module has it (`Ok(None)` otherwise: every callback is optional),
-    /// metering its fuel; a trap fails the VM and comes back with its backtrace.
+    /// Calls an export if the module has it (`Ok(None)` otherwise: every callback is optional).
     fn call<P: WasmParams, R: WasmResults>(&mut self, name: &str, params: P) -> Result<Option<R>> {
         if let Some(reason) = &self.failed {
             return Err(HostError::VmFailed(reason.clone()));
@@ -718,34 +770,44 @@ impl Vm {
         let typed = func
             .typed::<P, R>(&self.store)
             .map_err(|e| HostError::BadExport { name: name.to_owned(), reason: format!("{e}") })?;
+        self.metered(name, |store| typed.call(store, params)).map(Some)
+    }
+
+    /// Runs one guest call with a fresh fuel budget, records the fuel it burned, and turns a trap
+    /// into an error carrying the backtrace and the guest's last error output; a trap fails the VM.
+    fn metered<T>(
+        &mut self,
+        name: &str,
+        run: impl FnOnce(&mut Store<VmState>) -> wasmtime::Result<T>,
+    ) -> Result<T> {
+        if let Some(reason) = &self.failed {
+            return Err(HostError::VmFailed(reason.clone()));
+        }
         let budget = self.store.data().config.fuel_per_call;
         self.store
             .set_fuel(budget)
             .map_err(|e| HostError::Engine(format!("{e:?}")))?;
         self.store.data_mut().effective_context = None;
         let logs_before = self.store.data().logs.len();
-        let result = typed.call(&mut self.store, params);
+        let result = run(&mut self.store);
         self.store.data_mut().effective_context = None;
         let left = self.store.get_fuel().unwrap_or(0);
         self.fuel_last_call = budget.saturating_sub(left);
         self.fuel_total += self.fuel_last_call;
-        match result {
-            Ok(value) => Ok(Some(value)),
-            Err(error) => {
-                let mut details = format!("{error:?}");
-                let stderr: Vec<&str> = self.store.data().logs[logs_before..]
-                    .iter()
-                    .filter(|(level, _)| *level >= LogLevel::Error)
-                    .map(|(_, line)| line.as_str())
-                    .collect();
-                if !stderr.is_empty() {
-                    details.push_str("\nguest error output before the trap:\n");
-                    details.push_str(&stderr.join("\n"));
-                }
-                self.failed = Some(format!("trapped in {name}"));
-                Err(HostError::Trap { function: name.to_owned(), details })
+        result.map_err(|error| {
+            let mut details = format!("{error:?}");
+            let stderr: Vec<&str> = self.store.data().logs[logs_before..]
+                .iter()
+                .filter(|(level, _)| *level >= LogLevel::Error)
+                .map(|(_, line)| line.as_str())
+                .collect();
+            if !stderr.is_empty() {
+                details.push_str("\nguest error output before the trap:\n");
+                details.push_str(&stderr.join("\n"));
             }
-        }
+            self.failed = Some(format!("trapped in {name}"));
+            HostError::Trap { function: name.to_owned(), details }
+        })
     }
 }
 

@@ -66,11 +66,14 @@ impl Metric {
     }
 }
 
+/// One `vm_id`'s shared data: key -> (value, CAS).
+type SharedMap = BTreeMap<Vec<u8>, (Vec<u8>, u32)>;
+
 /// Envoy's shared data: one map per `vm_id`; a process-wide CAS counter.
 #[derive(Debug)]
 pub(crate) struct SharedData {
     next_cas: u32,
-    by_vm: BTreeMap<String, BTreeMap<Vec<u8>, (Vec<u8>, u32)>>,
+    by_vm: BTreeMap<String, SharedMap>,
 }
 
 impl Default for SharedData {
