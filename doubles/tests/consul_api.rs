@@ -1,6 +1,9 @@
 //! The Consul double against Consul's documented behaviour: entry shapes as Vault registers
 //! them, blocking queries, headers, query options, ACLs, and the injected faults.
 
+// Helpers in this file are test code: a failed step must fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use serde_json::Value;

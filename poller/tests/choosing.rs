@@ -1,6 +1,9 @@
 //! Which node the poller serves, end to end through the Consul double: zero actives, two
 //! actives (deterministic, reported in health and metrics), a sealed active, a custom tag.
 
+// Helpers in this file are test code: a failed step must fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! 500s, malformed JSON, an index going backwards, a zero index, ACL refusals, no leader.
 //! Time-dependent scenarios run on tokio's paused clock.
 
+// Helpers in this file are test code: a failed step must fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! `/health`, `/vault-redirector-health` and `/metrics`: vault-redirector's fields, status
 //! codes, and the metrics the issue lists.
 
+// Helpers in this file are test code: a failed step must fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

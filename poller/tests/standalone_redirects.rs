@@ -1,6 +1,9 @@
 //! Standalone redirect mode (`--redirect-listen`): the poller answers clients itself with the
 //! filter's semantics, through core's `decide`.
 
+// Helpers in this file are test code: a failed step must fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

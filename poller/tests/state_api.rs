@@ -1,6 +1,9 @@
 //! The state API against the Consul double: the document at once, long-polls that answer on
 //! a change or at the end of their wait, and failover within milliseconds.
 
+// Helpers in this file are test code: a failed step must fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::{Duration, Instant};
