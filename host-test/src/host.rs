@@ -54,6 +54,20 @@ impl Host {
         })
     }
 
+    /// A new simulated Envoy process running the same compiled module, with this host's
+    /// configuration and clock start but its own (empty) shared data, stats and clock. Compiling
+    /// is the slow part (seconds for a real filter in a debug build); forking costs nothing.
+    pub fn fork(&self) -> Host {
+        let start_unix_ns = self.world.lock().map(|w| w.clock.start_unix_ns).unwrap_or(0);
+        Host {
+            engine: self.engine.clone(),
+            module: self.module.clone(),
+            linker: self.linker.clone(),
+            config: self.config.clone(),
+            world: Arc::new(Mutex::new(World::new(start_unix_ns))),
+        }
+    }
+
     /// The plugin configuration (`proxy_on_configure` reads it).
     pub fn with_plugin_config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.config.plugin_config = bytes.into();
