@@ -264,6 +264,13 @@ impl FilterConfig {
         }
     }
 
+    /// How long a held version may go unconfirmed before an older version from the poller is
+    /// taken as a reset (Consul index reset) rather than a lagging replica: two long-poll
+    /// periods, and never later than the moment the held state goes stale anyway.
+    pub fn reset_after(&self) -> Duration {
+        (self.wait * 2).min(self.max_stale)
+    }
+
     /// The long-poll timeout given to Envoy: the poller holds a call up to `wait`, so the
     /// call must outlive that, and 0 would mean no timeout at all.
     pub fn call_timeout(&self) -> Duration {

@@ -47,6 +47,10 @@ pub struct Root {
     failures: u32,
     next_poll_ms: u64,
     seen_shared_cas: u32,
+    /// Whether the last poll succeeded. Only then does the next one carry `index`: after a
+    /// failure (a restarted poller may hold the very same version) we ask for an immediate
+    /// answer, or the long-poll would wait out `wait` while our state goes stale.
+    confirmed: bool,
 }
 
 impl Root {
@@ -60,6 +64,7 @@ impl Root {
             failures: 0,
             next_poll_ms: 0,
             seen_shared_cas: 0,
+            confirmed: false,
         }
     }
 
@@ -82,7 +87,7 @@ impl Root {
     /// Folds a state into what this worker knows; rebuilds the view when it matters.
     fn learn(&mut self, shared: &Shared, incoming: Known, now_ms: u64) -> Merge {
         let version = incoming.doc.version;
-        let merged = sync::merge(&mut self.known, incoming);
+        let merged = sync::merge(&mut self.known, incoming, shared.config.reset_after());
         match merged {
             Merge::Newer => {
                 metrics::bump(shared.metrics.state_updates);
@@ -151,7 +156,10 @@ impl Root {
             return;
         }
         let config = &shared.config;
-        let index = self.known.as_ref().map_or(0, |k| k.doc.version);
+        let index = match (&self.known, self.confirmed) {
+            (Some(k), true) => k.doc.version,
+            _ => 0,
+        };
         let path = format!("{}?index={index}&wait={}s", config.poller_path, config.wait.as_secs());
         let headers = vec![
             (":method", "GET"),
@@ -166,6 +174,7 @@ impl Root {
     }
 
     fn poll_failed(&mut self, shared: &Shared, now_ms: u64, why: &str) {
+        self.confirmed = false;
         self.failures = self.failures.saturating_add(1);
         metrics::bump(shared.metrics.poll_failures);
         let delay = sync::backoff(self.failures, shared.config.retry_initial, shared.config.retry_max);
@@ -207,6 +216,7 @@ impl Context for Root {
                     self.log(LogLevel::Info, &format!("poller reachable again after {} failures", self.failures));
                 }
                 self.failures = 0;
+                self.confirmed = true;
                 let merged = self.learn(&shared, Known { doc, heard_ms: now }, now);
                 if merged != Merge::Ignored {
                     self.publish();

@@ -34,9 +34,21 @@ pub enum Merge {
 }
 
 /// Folds `incoming` into `held`, keeping the newest version and the latest confirmation.
-pub fn merge(held: &mut Option<Known>, incoming: Known) -> Merge {
+///
+/// An older version is ignored (a lagging poller replica must not move us backwards) unless
+/// nothing confirmed the held version for `reset_after`: then the poller's versions really went
+/// down (Consul's index was reset, its data restored) and the older version is today's truth.
+pub fn merge(held: &mut Option<Known>, incoming: Known, reset_after: Duration) -> Merge {
+    let reset_after_ms = u64::try_from(reset_after.as_millis()).unwrap_or(u64::MAX);
     match held {
-        Some(h) if incoming.doc.version < h.doc.version => Merge::Ignored,
+        Some(h) if incoming.doc.version < h.doc.version => {
+            if incoming.heard_ms >= h.heard_ms.saturating_add(reset_after_ms) {
+                *held = Some(incoming);
+                Merge::Newer
+            } else {
+                Merge::Ignored
+            }
+        }
         Some(h) if incoming.doc.version == h.doc.version => {
             if incoming.heard_ms > h.heard_ms {
                 h.heard_ms = incoming.heard_ms;
@@ -176,16 +188,26 @@ mod tests {
         }
     }
 
+    const RESET: Duration = Duration::from_secs(60);
+
     #[test]
     fn only_newer_versions_replace_the_held_state() {
         let mut held = None;
-        assert_eq!(merge(&mut held, known(10, "10.0.0.1", 5)), Merge::Newer);
-        assert_eq!(merge(&mut held, known(9, "10.0.0.9", 50)), Merge::Ignored);
+        assert_eq!(merge(&mut held, known(10, "10.0.0.1", 5), RESET), Merge::Newer);
+        assert_eq!(merge(&mut held, known(9, "10.0.0.9", 50), RESET), Merge::Ignored);
         assert_eq!(held.as_ref().unwrap().doc.active.as_ref().unwrap().address, "10.0.0.1");
-        assert_eq!(merge(&mut held, known(10, "10.0.0.1", 7)), Merge::Refreshed);
+        assert_eq!(merge(&mut held, known(10, "10.0.0.1", 7), RESET), Merge::Refreshed);
         assert_eq!(held.as_ref().unwrap().heard_ms, 7);
-        assert_eq!(merge(&mut held, known(10, "10.0.0.1", 6)), Merge::Ignored);
-        assert_eq!(merge(&mut held, known(11, "10.0.0.2", 1)), Merge::Newer);
+        assert_eq!(merge(&mut held, known(10, "10.0.0.1", 6), RESET), Merge::Ignored);
+        assert_eq!(merge(&mut held, known(11, "10.0.0.2", 1), RESET), Merge::Newer);
+    }
+
+    #[test]
+    fn an_older_version_wins_only_after_the_held_one_went_unconfirmed_for_the_reset_period() {
+        let mut held = Some(known(10 << 16, "10.0.0.1", 1_000));
+        assert_eq!(merge(&mut held, known(3 << 16, "10.0.0.3", 60_999), RESET), Merge::Ignored);
+        assert_eq!(merge(&mut held, known(3 << 16, "10.0.0.3", 61_000), RESET), Merge::Newer);
+        assert_eq!(held.unwrap().doc.version, 3 << 16);
     }
 
     #[test]

@@ -23,7 +23,11 @@ pub fn binary() -> Result<std::path::PathBuf> {
 impl Poller {
     /// Starts the poller against `consul_url` on a free port and waits until `/v1/active` answers.
     pub async fn start(consul_url: &str, extra: &[&str]) -> Result<Poller> {
-        let addr = crate::free_addr()?;
+        Self::start_on(consul_url, crate::free_addr()?, extra).await
+    }
+
+    /// Starts the poller listening on `addr`.
+    pub async fn start_on(consul_url: &str, addr: SocketAddr, extra: &[&str]) -> Result<Poller> {
         let mut args = vec!["--consul-addr".to_string(), consul_url.to_string(), "--listen".to_string(), addr.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn("poller", &binary()?, &args, &[("RUST_LOG", "info".to_string())])?;

@@ -1,0 +1,59 @@
+//! Helpers shared by the end-to-end scenarios.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use anyhow::Result;
+use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
+use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
+use vault_redirect_e2e::poller::Poller;
+use vault_redirect_e2e::{client, wait_for};
+
+/// vault-a active on 127.0.0.2, vault-b and vault-c standby on .3 and .4.
+pub fn three_nodes() -> Vec<VaultNode> {
+    vec![
+        VaultNode::new("vault-a", "127.0.0.2", 8200, Role::Active),
+        VaultNode::new("vault-b", "127.0.0.3", 8200, Role::Standby),
+        VaultNode::new("vault-c", "127.0.0.4", 8200, Role::Standby),
+    ]
+}
+
+/// The Consul double, the poller and Envoy, running together.
+pub struct Stack {
+    pub consul: ConsulDouble,
+    pub poller: Poller,
+    pub envoy: Envoy,
+}
+
+impl Stack {
+    /// Starts the stack with `plugin_config` (None: the default) and `concurrency` workers,
+    /// and waits until the filter has applied a state.
+    pub async fn start(plugin_config: Option<&str>, concurrency: u32) -> Result<Stack> {
+        let consul = ConsulDouble::start(three_nodes()).await?;
+        let poller = Poller::start(&consul.url(), &[]).await?;
+        let mut opts = EnvoyOptions::new(poller.addr);
+        opts.concurrency = concurrency;
+        if let Some(c) = plugin_config {
+            opts.plugin_config = c.to_string();
+        }
+        let envoy = Envoy::start(opts).await?;
+        let stack = Stack { consul, poller, envoy };
+        stack.wait_for_state().await?;
+        Ok(stack)
+    }
+
+    /// Waits until every worker has applied at least one state (Envoy sums the counter).
+    pub async fn wait_for_state(&self) -> Result<()> {
+        wait_for("the filter's first state", Duration::from_secs(15), || async {
+            let n = self.envoy.stat("wasmcustom.vault_redirect.state_updates").await.ok()??;
+            (n > 0).then_some(())
+        })
+        .await
+    }
+
+    /// GET `path` on a fresh connection (so requests spread over Envoy's workers).
+    pub async fn get_fresh(&self, path: &str) -> Result<reqwest::Response> {
+        Ok(client()?.get(self.envoy.url(path)).send().await?)
+    }
+}
