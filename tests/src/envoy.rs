@@ -85,14 +85,17 @@ impl Envoy {
         let mut proc = Proc::spawn("envoy", &binary()?, &args, &[])?;
         let client = crate::client()?;
         let ready = format!("http://{admin}/ready");
-        let up = crate::wait_for("Envoy's /ready", Duration::from_secs(30), || {
-            let (client, ready) = (client.clone(), ready.clone());
-            async move { client.get(&ready).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-        })
-        .await;
-        if let Err(e) = up {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            // An Envoy that refused its configuration exits: report that at once, with its log.
             proc.check_alive()?;
-            anyhow::bail!("{e}; end of Envoy's log:\n{}", proc.log_tail(40));
+            if client.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("Envoy not ready after 30 s; end of its log:\n{}", proc.log_tail(40));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(Envoy { proc, listen, admin })
     }
