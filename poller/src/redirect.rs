@@ -60,6 +60,8 @@ async fn redirect(State(rs): State<RedirectState>, request: Request) -> Response
                 count("redirect");
                 let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
                 r.headers_mut().insert(header::LOCATION, value);
+                // As the filter does: a cached redirect would outlive a failover.
+                r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 r
             }
             Err(_) => {

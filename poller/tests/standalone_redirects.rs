@@ -33,6 +33,7 @@ async fn every_request_gets_a_307_to_the_active_node_with_its_path_and_query() {
     let r = client().post(redirect_url(&p, "/v1/secret/data/a%20b?version=2")).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 307);
     assert_eq!(r.headers()["location"], "http://10.0.0.1:8200/v1/secret/data/a%20b?version=2");
+    assert_eq!(r.headers()["cache-control"], "no-store");
 
     consul.set_active("vault-b");
     active_until(&p, Duration::from_secs(5), |d| active_node(d) == Some("vault-b")).await;
