@@ -28,6 +28,7 @@ mod host;
 mod imports;
 mod memory;
 mod pairs;
+pub mod scenario;
 mod state;
 
 pub use abi::{Action, LogLevel, MetricType, Status};
