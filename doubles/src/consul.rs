@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 use crate::go_duration;
 
@@ -192,6 +193,7 @@ pub struct ConsulDouble {
     shared: Arc<Shared>,
     addr: SocketAddr,
     server: Mutex<Option<JoinHandle<()>>>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl ConsulDouble {
@@ -202,6 +204,18 @@ impl ConsulDouble {
 
     /// Starts on `addr` (port 0 picks a free one).
     pub async fn start_on(addr: SocketAddr, nodes: Vec<VaultNode>) -> std::io::Result<ConsulDouble> {
+        Self::start_with(addr, nodes, None).await
+    }
+
+    /// Starts on a free port of 127.0.0.1 serving https with the PEM certificate chain and
+    /// key given (Consul's `https` listener, for `CONSUL_CACERT` tests). [`ConsulDouble::url`]
+    /// then starts with `https://`.
+    pub async fn start_tls(nodes: Vec<VaultNode>, cert_chain_pem: &str, key_pem: &str) -> std::io::Result<ConsulDouble> {
+        let acceptor = tls_acceptor(cert_chain_pem, key_pem)?;
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), nodes, Some(acceptor)).await
+    }
+
+    async fn start_with(addr: SocketAddr, nodes: Vec<VaultNode>, tls: Option<TlsAcceptor>) -> std::io::Result<ConsulDouble> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let mut inner = Inner {
@@ -219,8 +233,8 @@ impl ConsulDouble {
         inner.commit(&[]);
         let (generation, _) = watch::channel(0);
         let shared = Arc::new(Shared { inner: Mutex::new(inner), generation, requests: AtomicU64::new(0) });
-        let server = tokio::spawn(serve(listener, router(shared.clone())));
-        Ok(ConsulDouble { shared, addr, server: Mutex::new(Some(server)) })
+        let server = tokio::spawn(serve(listener, router(shared.clone()), tls.clone()));
+        Ok(ConsulDouble { shared, addr, server: Mutex::new(Some(server)), tls })
     }
 
     /// The address it listens on.
@@ -230,7 +244,8 @@ impl ConsulDouble {
 
     /// `http://127.0.0.1:PORT`, the form of `CONSUL_HTTP_ADDR`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Makes `node` the active node and every other node a standby (performance standbys stay
@@ -323,7 +338,7 @@ impl ConsulDouble {
     /// Listens again on the same address after [`ConsulDouble::go_down`], with the same catalog.
     pub async fn come_back(&self) -> std::io::Result<()> {
         let listener = TcpListener::bind(self.addr).await?;
-        let server = tokio::spawn(serve(listener, router(self.shared.clone())));
+        let server = tokio::spawn(serve(listener, router(self.shared.clone()), self.tls.clone()));
         if let Some(old) = self.server.lock().unwrap_or_else(|e| e.into_inner()).replace(server) {
             old.abort();
         }
@@ -346,17 +361,27 @@ impl Drop for ConsulDouble {
 
 /// Accepts connections until aborted. Connections live in a `JoinSet` owned by this task, so
 /// aborting the task closes all of them, which `axum::serve` would not do.
-async fn serve(listener: TcpListener, app: Router) {
+async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let service = TowerToHyperService::new(app.clone());
+                    let tls = tls.clone();
                     connections.spawn(async move {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let http = hyper::server::conn::http1::Builder::new();
+                        match tls {
+                            None => {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                            Some(acceptor) => match acceptor.accept(stream).await {
+                                Ok(tls_stream) => {
+                                    let _ = http.serve_connection(TokioIo::new(tls_stream), service).await;
+                                }
+                                Err(e) => log::debug!("consul double: TLS handshake failed: {e}"),
+                            },
+                        }
                     });
                 }
                 Err(e) => {
@@ -367,6 +392,25 @@ async fn serve(listener: TcpListener, app: Router) {
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+}
+
+/// A TLS acceptor for a PEM chain and key, with the ring provider reqwest's rustls uses
+/// (explicit, so a second provider elsewhere in the build cannot make rustls refuse).
+fn tls_acceptor(cert_chain_pem: &str, key_pem: &str) -> std::io::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |what: &str, e: &dyn std::fmt::Display| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {e}"));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid("certificate chain", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| invalid("private key", &e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("protocol versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid("certificate", &e))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 fn router(shared: Arc<Shared>) -> Router {

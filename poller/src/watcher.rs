@@ -127,6 +127,7 @@ impl Watcher {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut index: u64 = 0;
         let mut last_ok = false;
+        let mut ever_ok = false;
         let mut backoff = Backoff::new(BACKOFF_BASE, self.settings.backoff_max);
         let mut bucket = TokenBucket::new(RATE_BURST, RATE_PER_SEC, Instant::now());
         let wait = self.settings.wait;
@@ -165,9 +166,12 @@ impl Watcher {
                 Ok(answer) => {
                     let outcome = if answer.index == index { "unchanged" } else { "changed" };
                     self.metrics.consul_request(outcome, seconds);
-                    if !last_ok {
+                    if !ever_ok {
+                        log::info!("consul: first answer (index {})", answer.index);
+                    } else if !last_ok {
                         log::info!("consul: answering again (index {})", answer.index);
                     }
+                    ever_ok = true;
                     backoff.reset();
                     last_ok = true;
                     index = next_index(index, answer.index);
