@@ -5,7 +5,7 @@
 //! followed by the request's `:path` byte for byte. The request's `Host`, `:authority` or any
 //! other header never reaches the `Location`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::state::ActiveNode;
 use crate::target::{Target, TargetError};
@@ -14,7 +14,7 @@ use crate::target::{Target, TargetError};
 pub const MAX_PATH_BYTES: usize = 8 * 1024;
 
 /// The scheme of the redirect. Consul does not record Vault's scheme, so it is configured.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// `http://`

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::json::{self, Json};
+use crate::redirect::Scheme;
 
 /// Low-order bits of [`StateDoc::version`] reserved for local events (a state going stale, a
 /// Consul error that changes the answer) between two Consul index changes.
@@ -48,6 +49,10 @@ pub struct StateDoc {
     /// one happens briefly during a failover; the poller then picks deterministically.
     #[serde(default)]
     pub active_candidates: u32,
+    /// The scheme the poller was configured to redirect with, a hint for filters whose own
+    /// configuration does not set one (Consul does not record Vault's scheme).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<Scheme>,
 }
 
 /// Why a document from the poller was refused.
@@ -72,6 +77,7 @@ impl StateDoc {
             last_consul_ok_unix_ms: None,
             age_ms: None,
             active_candidates: 0,
+            scheme: None,
         }
     }
 
@@ -89,11 +95,19 @@ impl StateDoc {
 
     /// Reads a document from an already parsed JSON value.
     pub fn from_json(json: &Json) -> Result<Self, DocError> {
-        let [version, active, reason, consul_index, last_ok, age, candidates] = fields(
+        let [version, active, reason, consul_index, last_ok, age, candidates, scheme] = fields(
             json,
             "state document",
-            ["version", "active", "reason", "consul_index", "last_consul_ok_unix_ms", "age_ms", "active_candidates"],
+            ["version", "active", "reason", "consul_index", "last_consul_ok_unix_ms", "age_ms", "active_candidates", "scheme"],
         )?;
+        let scheme = match scheme {
+            None | Some(Json::Null) => None,
+            Some(v) => match v.as_str() {
+                Some("http") => Some(Scheme::Http),
+                Some("https") => Some(Scheme::Https),
+                _ => return Err(invalid("scheme", "must be \"http\" or \"https\"")),
+            },
+        };
         let active = match active {
             None | Some(Json::Null) => None,
             Some(node) => {
@@ -123,6 +137,7 @@ impl StateDoc {
                 Some(c) => u32::try_from(required_u64(Some(c), "active_candidates")?)
                     .map_err(|_| invalid("active_candidates", "is larger than a u32"))?,
             },
+            scheme,
         })
     }
 
@@ -157,7 +172,13 @@ impl StateDoc {
                 }
             }
         }
-        let _ = write!(out, ",\"active_candidates\":{}}}", self.active_candidates);
+        let _ = write!(out, ",\"active_candidates\":{}", self.active_candidates);
+        match self.scheme {
+            Some(Scheme::Http) => out.push_str(",\"scheme\":\"http\""),
+            Some(Scheme::Https) => out.push_str(",\"scheme\":\"https\""),
+            None => {}
+        }
+        out.push('}');
         out.into_bytes()
     }
 
@@ -224,6 +245,7 @@ mod tests {
             last_consul_ok_unix_ms: Some(1_700_000_000_000),
             age_ms: Some(12),
             active_candidates: 1,
+            scheme: Some(Scheme::Https),
         }
     }
 

@@ -34,6 +34,7 @@ proptest! {
         version in any::<u64>(), index in any::<u64>(), port in any::<u16>(),
         node in "\\PC{0,20}", address in "\\PC{0,20}", reason in proptest::option::of("\\PC{0,20}"),
         age in proptest::option::of(any::<u64>()), active in any::<bool>(), candidates in any::<u32>(),
+        https in proptest::option::of(any::<bool>()),
     ) {
         let doc = StateDoc {
             version,
@@ -43,6 +44,7 @@ proptest! {
             last_consul_ok_unix_ms: age,
             age_ms: age,
             active_candidates: candidates,
+            scheme: https.map(|h| if h { vault_redirect_core::Scheme::Https } else { vault_redirect_core::Scheme::Http }),
         };
         let bytes = doc.to_json();
         prop_assert_eq!(StateDoc::parse(&bytes).unwrap(), doc.clone());

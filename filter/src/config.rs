@@ -52,7 +52,9 @@ pub struct FilterConfig {
     pub retry_initial: Duration,
     /// Largest delay between failed polls.
     pub retry_max: Duration,
-    /// How a state becomes a `Location`.
+    /// The configured scheme; `None` follows the poller's hint (`http` without one).
+    pub scheme: Option<Scheme>,
+    /// How a state becomes a `Location` (its scheme: configured, else `http`).
     pub policy: RedirectPolicy,
     /// How long a state stays usable without word from the poller.
     pub max_stale: Duration,
@@ -180,10 +182,13 @@ impl FilterConfig {
         if retry_initial_ms == 0 || retry_initial_ms > retry_max_ms {
             return Err(bad("retry_initial_ms", retry_initial_ms, "must be at least 1 and at most retry_max_ms"));
         }
-        let scheme = match string("scheme", "http")?.as_str() {
-            "http" => Scheme::Http,
-            "https" => Scheme::Https,
-            other => return Err(bad("scheme", other, "must be \"http\" or \"https\"")),
+        let scheme = match field("scheme") {
+            None => None,
+            Some(_) => match string("scheme", "")?.as_str() {
+                "http" => Some(Scheme::Http),
+                "https" => Some(Scheme::Https),
+                other => return Err(bad("scheme", other, "must be \"http\" or \"https\"")),
+            },
         };
         let host = match string("target_host", "address")?.as_str() {
             "address" => HostChoice::Address,
@@ -236,7 +241,8 @@ impl FilterConfig {
             wait: Duration::from_secs(wait_seconds),
             retry_initial: Duration::from_millis(retry_initial_ms),
             retry_max: Duration::from_millis(retry_max_ms),
-            policy: RedirectPolicy { scheme, host, port },
+            scheme,
+            policy: RedirectPolicy { scheme: scheme.unwrap_or_default(), host, port },
             max_stale: Duration::from_secs(max_stale_seconds),
             no_active,
             pass_through_paths,
@@ -255,12 +261,21 @@ impl FilterConfig {
             wait: Duration::from_secs(DEFAULT_WAIT_SECONDS),
             retry_initial: Duration::from_millis(DEFAULT_RETRY_INITIAL_MS),
             retry_max: Duration::from_millis(DEFAULT_RETRY_MAX_MS),
+            scheme: None,
             policy: RedirectPolicy::default(),
             max_stale: Duration::from_secs(DEFAULT_MAX_STALE_SECONDS),
             no_active: NoActive::Reject,
             pass_through_paths: Vec::new(),
             debug_header: false,
             tick: Duration::from_millis(DEFAULT_TICK_MS),
+        }
+    }
+
+    /// The policy for a state: the configured scheme wins; without one, the poller's hint.
+    pub fn policy_for(&self, doc: &vault_redirect_core::StateDoc) -> RedirectPolicy {
+        match (self.scheme, doc.scheme) {
+            (None, Some(hint)) => RedirectPolicy { scheme: hint, ..self.policy.clone() },
+            _ => self.policy.clone(),
         }
     }
 

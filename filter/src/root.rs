@@ -75,7 +75,8 @@ impl Root {
     /// Rebuilds the requests' view from `known` at `now_ms`.
     fn refresh_view(&self, shared: &Shared, now_ms: u64) {
         let Some(known) = &self.known else { return };
-        let (view, refused) = View::of(known, &shared.config.policy, shared.config.max_stale, now_ms);
+        let policy = shared.config.policy_for(&known.doc);
+        let (view, refused) = View::of(known, &policy, shared.config.max_stale, now_ms);
         if let Some(e) = refused {
             metrics::bump(shared.metrics.refused_targets);
             self.log(LogLevel::Error, &format!("refusing state version {}: {e}", known.doc.version));

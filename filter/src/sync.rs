@@ -183,6 +183,7 @@ mod tests {
                 last_consul_ok_unix_ms: Some(1),
                 age_ms: Some(0),
                 active_candidates: 1,
+                scheme: None,
             },
             heard_ms,
         }

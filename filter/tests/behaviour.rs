@@ -267,6 +267,19 @@ fn ipv6_addresses_are_bracketed_and_scheme_host_and_port_follow_the_configuratio
 }
 
 #[test]
+fn without_a_configured_scheme_the_pollers_hint_is_followed_and_a_configured_one_wins() {
+    let hinted = r#"{"version":65536,"active":{"node":"a","address":"10.0.0.1","port":8200},"consul_index":1,"scheme":"https"}"#;
+    let host = host_with(&config(""));
+    let mut vm = started(&host);
+    answer(&mut vm, 200, hinted);
+    assert_eq!(location(&mut vm, "/v1/x").1.as_deref(), Some("https://10.0.0.1:8200/v1/x"));
+    let host = host_with(&config(r#""scheme":"http""#));
+    let mut vm = started(&host);
+    answer(&mut vm, 200, hinted);
+    assert_eq!(location(&mut vm, "/v1/x").1.as_deref(), Some("http://10.0.0.1:8200/v1/x"));
+}
+
+#[test]
 fn the_path_is_copied_byte_for_byte_even_when_it_is_not_utf8() {
     let host = host_with(&config(""));
     let mut vm = redirecting(&host);

@@ -123,7 +123,9 @@ async fn active(State(app): State<AppState>, Query(q): Query<ActiveQuery>) -> Re
             _ = stop.wait_for(|stopping| *stopping) => {}
         }
     }
-    let doc = app.state.borrow().doc_at(Instant::now());
+    let mut doc = app.state.borrow().doc_at(Instant::now());
+    // Consul does not record Vault's scheme: tell filters the one this poller redirects with.
+    doc.scheme = Some(app.info.policy.scheme);
     let mut r = (StatusCode::OK, doc.to_json()).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

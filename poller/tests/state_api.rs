@@ -118,3 +118,16 @@ async fn the_version_does_not_move_when_consul_changes_something_that_does_not_m
     assert_eq!(doc["version"].as_u64().unwrap(), version);
     p.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_document_carries_the_redirect_scheme_as_a_hint_for_filters() {
+    let consul = ConsulDouble::start(three_nodes()).await.unwrap();
+    let p = start(&consul.url(), &[]).await;
+    let doc = active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
+    assert_eq!(doc["scheme"], "http");
+    p.stop().await.unwrap();
+    let p = start(&consul.url(), &["--redirect-scheme", "https"]).await;
+    let doc = active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
+    assert_eq!(doc["scheme"], "https");
+    p.stop().await.unwrap();
+}
