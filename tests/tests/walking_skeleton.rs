@@ -58,18 +58,18 @@ async fn envoy_answers_503_in_vault_error_shape_while_no_node_is_active() -> any
     let envoy = Envoy::start(EnvoyOptions::new(poller.addr)).await?;
     let http = client()?;
 
-    // Wait until the filter has heard the poller (its version is non-zero), then check the 503.
-    let resp = wait_for("a 503 from a filter that heard the poller", Duration::from_secs(15), || async {
+    // Before the worker hears the poller it says so; wait until it answers from the state.
+    let (status, retry_after, body) = wait_for("a 503 naming the missing active node", Duration::from_secs(15), || async {
         let r = http.get(envoy.url("/v1/sys/health")).send().await.ok()?;
-        let fed = envoy.stat("wasmcustom.vault_redirect.state_updates").await.ok()??;
-        (fed > 0).then_some(r)
+        let status = r.status().as_u16();
+        let retry = r.headers().get("retry-after")?.to_str().ok()?.to_string();
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
+        let msg = body["errors"][0].as_str()?.to_string();
+        (!msg.contains("no state received")).then_some((status, retry, msg))
     })
     .await?;
-    assert_eq!(resp.status().as_u16(), 503);
-    assert_eq!(resp.headers()["retry-after"], "1");
-    let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await?)?;
-    let message = body["errors"][0].as_str().unwrap_or_default().to_string();
-    assert!(message.starts_with("no active Vault node"), "{body}");
+    assert_eq!((status, retry_after.as_str()), (503, "1"));
+    assert!(body.starts_with("no active Vault node"), "{body}");
 
     consul.set_active("vault-b");
     let (status, loc) = wait_for("a 307 once vault-b is active", Duration::from_secs(10), || async {
