@@ -279,6 +279,9 @@ impl RootContext for Root {
                 self.poll_failed(&shared, now, "no answer from the host past the call timeout");
             }
         }
+        // Every tick, even while this worker's own poll looks healthy: a long-poll held by a
+        // hung poller replica looks healthy until its timeout, while a sibling connected to a
+        // live replica already knows better. One shared-data read per tick is cheap.
         self.pick_up_shared(&shared, now);
         if shared.view.borrow().expired(now) {
             self.log(LogLevel::Warn, "state went stale: nothing heard from the poller");
