@@ -18,12 +18,19 @@ pub struct EnvoyOptions {
     pub plugin_config: String,
     /// Worker threads (`--concurrency`).
     pub concurrency: u32,
+    /// The bootstrap template, relative to the workspace root.
+    pub template: String,
 }
 
 impl EnvoyOptions {
     /// One worker, the default plugin configuration, the given poller.
     pub fn new(poller: SocketAddr) -> Self {
-        EnvoyOptions { poller, plugin_config: r#"{"poller_cluster":"vault_redirect_poller"}"#.into(), concurrency: 1 }
+        EnvoyOptions {
+            poller,
+            plugin_config: r#"{"poller_cluster":"vault_redirect_poller"}"#.into(),
+            concurrency: 1,
+            template: "envoy/envoy.yaml.tmpl".into(),
+        }
     }
 }
 
@@ -47,7 +54,7 @@ pub fn binary() -> Result<PathBuf> {
 
 /// Renders the bootstrap template with these values.
 pub fn render(opts: &EnvoyOptions, listen: SocketAddr, admin: SocketAddr, wasm: &std::path::Path) -> Result<String> {
-    let template_path = crate::workspace_root().join("envoy/envoy.yaml.tmpl");
+    let template_path = crate::workspace_root().join(&opts.template);
     let template = std::fs::read_to_string(&template_path).with_context(|| format!("reading {}", template_path.display()))?;
     // The plugin configuration sits in a single-quoted YAML scalar: double any quote.
     let plugin = opts.plugin_config.replace('\'', "''");

@@ -15,8 +15,12 @@ pub struct Poller {
     pub addr: SocketAddr,
 }
 
-/// The poller binary, or an error saying how to build it.
+/// The poller binary (`VAULT_REDIRECT_POLLER_BIN`, else the debug build), or an error saying
+/// how to build it.
 pub fn binary() -> Result<std::path::PathBuf> {
+    if let Some(bin) = std::env::var_os("VAULT_REDIRECT_POLLER_BIN") {
+        return crate::artifact(bin.into(), "cargo build --release -p vault-redirect-poller");
+    }
     crate::artifact(crate::target_dir().join("debug/vault-redirect-poller"), "cargo build -p vault-redirect-poller")
 }
 
