@@ -7,9 +7,12 @@
 //!
 //! - [`consul`]: Consul's `GET /v1/health/service/<name>` with blocking queries, ACL tokens,
 //!   and fault injection, populated the way Vault's Consul service registration writes it.
-//! - `vault` (to come): Vault node doubles answering `/v1/sys/health` and `/v1/sys/leader`.
+//! - [`vault`]: Vault HA nodes on their own loopback addresses: `sys/health`, `sys/leader`,
+//!   KV v2 behind `X-Vault-Token`, standby forwarding, and a record of every request received.
 
 pub mod consul;
 mod go_duration;
+pub mod vault;
 
 pub use consul::{ConsulDouble, Fault, Role, VaultNode};
+pub use vault::{Received, VaultCluster};
