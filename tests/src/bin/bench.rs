@@ -202,6 +202,10 @@ async fn main() -> Result<()> {
     for i in 0..100 {
         let (node, address) = order[i % order.len()];
         let expected = format!("http://{address}:8200{PATH}");
+        // Space the switches: the poller paces Consul queries (burst 10, then 5 per second, as
+        // Consul asks of blocking-query clients), and back-to-back switches would measure that
+        // pacing rather than the propagation of one failover.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let t = Instant::now();
         consul.set_active(node);
         loop {
