@@ -7,6 +7,7 @@
 pub mod envoy;
 pub mod poller;
 pub mod proc;
+pub mod scripted_poller;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -84,4 +85,72 @@ pub async fn location(client: &reqwest::Client, url: &str) -> Result<(u16, Optio
     let resp = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
     let loc = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
     Ok((resp.status().as_u16(), loc))
+}
+
+/// A raw HTTP/1.1 exchange: sends `request` as is (so tests can send what no client library
+/// would, such as absolute-form targets or bare CR), reads until the server closes or 10 s
+/// pass, and returns the status, the header lines and the body.
+pub async fn raw_http1(addr: SocketAddr, request: &[u8]) -> Result<RawResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    stream.write_all(request).await?;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                // Stop once the headers and a content-length body are in.
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
+                if len.is_some_and(|n| buf.len() >= end + 4 + n) {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    if read.is_err() && buf.is_empty() {
+        bail!("no answer from {addr} within 10 s");
+    }
+    let end = find(&buf, b"\r\n\r\n").unwrap_or(buf.len());
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status line in {head:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .collect();
+    let body = String::from_utf8_lossy(buf.get(end + 4..).unwrap_or_default()).to_string();
+    Ok(RawResponse { status, headers, body })
+}
+
+/// What [`raw_http1`] read.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header names lower-cased, values trimmed.
+    pub headers: Vec<(String, String)>,
+    /// The body, lossily decoded.
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
