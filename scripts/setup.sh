@@ -36,3 +36,19 @@ if [ "$(.tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print 
   echo "setup: installing wasm-bindgen-cli $bindgen_version into .tools (about 2 minutes, once)"
   cargo install --quiet --root .tools wasm-bindgen-cli --version "$bindgen_version"
 fi
+
+# Operator tests (issue 10): headless Chromium and chromedriver drive the poller's status page;
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules. Debian's
+# packages, installed only when missing.
+operator_pkgs=()
+command -v chromium >/dev/null || operator_pkgs+=(chromium)
+command -v chromedriver >/dev/null || operator_pkgs+=(chromium-driver)
+command -v promtool >/dev/null || operator_pkgs+=(prometheus)
+if [ ${#operator_pkgs[@]} -gt 0 ]; then
+  echo "setup: installing ${operator_pkgs[*]} from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt_get=(apt-get -o DPkg::Lock::Timeout=600)
+  [ "$(id -u)" -eq 0 ] || apt_get=(sudo "${apt_get[@]}")
+  "${apt_get[@]}" update -qq
+  "${apt_get[@]}" install -y -qq --no-install-recommends "${operator_pkgs[@]}" >/dev/null
+fi

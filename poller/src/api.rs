@@ -1,5 +1,6 @@
 //! The HTTP state API: `GET /v1/active` (at once, or as a long-poll with `index` and `wait`),
-//! `GET /health` and `/vault-redirector-health`, and `GET /metrics`.
+//! `GET /health` and `/vault-redirector-health`, `GET /metrics`, and for operators the status
+//! page (`GET /`) and its document (`GET /v1/status`, see `status`).
 //!
 //! Handlers only read the state; the watcher is the only writer. A long-poll parks on the
 //! watch channel, which wakes it only when the version changes: waiters cost no CPU.
@@ -48,6 +49,10 @@ pub struct Info {
     pub policy: RedirectPolicy,
     /// `--max-stale`, for the explanation while serving a stale state.
     pub max_stale: Duration,
+    /// The Consul service watched.
+    pub service: String,
+    /// The tag that marks the active node.
+    pub active_tag: String,
 }
 
 /// The state API router.
@@ -57,6 +62,8 @@ pub fn router(app: AppState) -> Router {
         .route("/health", get(health))
         .route("/vault-redirector-health", get(health))
         .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/", get(status_page))
         .with_state(app)
 }
 
@@ -211,7 +218,46 @@ pub async fn health(State(app): State<AppState>) -> Response {
     r
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
+/// `GET /v1/status`: the status document (nodes, changes, ages, waiters).
+async fn status(State(app): State<AppState>) -> Response {
+    let waiters = app.metrics.longpoll_waiters.get();
+    let doc = {
+        let s = app.state.borrow();
+        crate::status::status_document(&s, &app.info, waiters, Instant::now())
+    };
+    let body = serde_json::to_string(&doc).unwrap_or_default();
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `GET /`: the status page. Its only script is inline and it fetches only this origin.
+async fn status_page() -> Response {
+    let mut r = (StatusCode::OK, crate::status::STATUS_PAGE_HTML).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
+}
+
+/// Whether the client asked for Prometheus' text format rather than OpenMetrics: it names
+/// `text/plain` and not `application/openmetrics-text` (Prometheus itself asks for both and
+/// prefers OpenMetrics; promtool's input and `curl -H 'Accept: text/plain'` want text).
+fn wants_text_format(headers: &axum::http::HeaderMap) -> bool {
+    let accept = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    accept.contains("text/plain") && !accept.contains("application/openmetrics-text")
+}
+
+async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     {
         let now = Instant::now();
         let s = app.state.borrow();
@@ -220,6 +266,12 @@ async fn metrics(State(app): State<AppState>) -> Response {
         // far as the state knows it (its initial change).
         let since_ok = s.age(now).unwrap_or_else(|| now.saturating_duration_since(s.changed_at));
         app.metrics.since_consul_ok.set(since_ok.as_secs_f64());
+    }
+    if wants_text_format(&headers) {
+        let mut r = (StatusCode::OK, app.metrics.encode_text()).into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+        return r;
     }
     let mut r = (StatusCode::OK, app.metrics.encode()).into_response();
     r.headers_mut().insert(

@@ -8,6 +8,8 @@
 use serde::{Deserialize, Deserializer};
 use vault_redirect_core::{ActiveNode, Target};
 
+use crate::state::NodeStatus;
+
 /// The suffix of the check ID Vault registers for its sealed status
 /// (`<serviceID>:vault-sealed-check`, vault: consul_service_registration.go).
 const SEALED_CHECK_SUFFIX: &str = ":vault-sealed-check";
@@ -114,21 +116,24 @@ impl ServiceEntry {
         }
     }
 
+    /// Vault's `Vault Sealed Status` check of this instance, if registered.
+    pub fn sealed_check(&self) -> Option<&CheckInfo> {
+        self.checks.iter().find(|c| {
+            c.service_id == self.service.id && (c.check_id.ends_with(SEALED_CHECK_SUFFIX) || c.name == SEALED_CHECK_NAME)
+        })
+    }
+
+    /// The node's `serfHealth` check (Consul's view of the node's agent), if present.
+    pub fn agent_check(&self) -> Option<&CheckInfo> {
+        self.checks.iter().find(|c| c.service_id.is_empty() && c.check_id == SERF_CHECK)
+    }
+
     fn sealed_check_passing(&self) -> bool {
-        self.checks
-            .iter()
-            .find(|c| {
-                c.service_id == self.service.id
-                    && (c.check_id.ends_with(SEALED_CHECK_SUFFIX) || c.name == SEALED_CHECK_NAME)
-            })
-            .is_some_and(|c| c.status == "passing")
+        self.sealed_check().is_some_and(|c| c.status == "passing")
     }
 
     fn node_reachable(&self) -> bool {
-        !self
-            .checks
-            .iter()
-            .any(|c| c.service_id.is_empty() && c.check_id == SERF_CHECK && c.status == "critical")
+        self.agent_check().is_none_or(|c| c.status != "critical")
     }
 }
 
@@ -173,6 +178,25 @@ pub fn choose_active(entries: &[ServiceEntry], service: &str, tag: &str) -> Choi
         }
     };
     Choice { active, candidates, reason, refused_targets }
+}
+
+/// Every instance of the answer as the status page shows it, sorted by node name.
+pub fn node_statuses(entries: &[ServiceEntry], choice: &Choice) -> Vec<NodeStatus> {
+    let mut nodes: Vec<NodeStatus> = entries
+        .iter()
+        .map(|e| NodeStatus {
+            node: e.node.node.clone(),
+            address: e.address().to_string(),
+            port: e.service.port,
+            tags: e.service.tags.clone(),
+            sealed_check: e.sealed_check().map(|c| c.status.clone()),
+            agent_check: e.agent_check().map(|c| c.status.clone()),
+            candidate: choice.candidates.contains(&e.node.node),
+            active: choice.active.as_ref().is_some_and(|a| a.node == e.node.node),
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.node.cmp(&b.node).then_with(|| a.port.cmp(&b.port)));
+    nodes
 }
 
 #[cfg(test)]
@@ -282,6 +306,28 @@ mod tests {
     fn another_tag_can_mark_the_active_node() {
         let entries = vec![entry("vault-a", "10.0.0.1", &["active"], false, 5), entry("vault-b", "10.0.0.2", &["leader"], false, 5)];
         assert_eq!(choose_active(&entries, "vault", "leader").active.unwrap().node, "vault-b");
+    }
+
+    #[test]
+    fn node_statuses_show_every_instance_with_its_checks_and_role() {
+        let mut sealed = entry("vault-c", "10.0.0.3", &["standby"], true, 5);
+        sealed.checks.remove(0);
+        let entries = vec![
+            sealed,
+            entry("vault-b", "10.0.0.2", &["active", "initialized"], false, 6),
+            entry("vault-a", "10.0.0.1", &["active", "initialized"], false, 5),
+        ];
+        let choice = choose_active(&entries, "vault", "active");
+        let nodes = node_statuses(&entries, &choice);
+        let names: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
+        assert_eq!(names, ["vault-a", "vault-b", "vault-c"]);
+        assert!(nodes[1].active && nodes[1].candidate);
+        assert!(!nodes[0].active && nodes[0].candidate);
+        assert_eq!(nodes[0].tags, ["active", "initialized"]);
+        assert_eq!(nodes[2].sealed_check.as_deref(), Some("critical"));
+        assert_eq!(nodes[2].agent_check, None);
+        assert_eq!(nodes[0].agent_check.as_deref(), Some("passing"));
+        assert!(!nodes[2].candidate && !nodes[2].active);
     }
 
     #[test]

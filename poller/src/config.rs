@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use reqwest::Url;
 
 use crate::duration;
@@ -59,11 +59,41 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     duration::parse(s).map_err(|e| e.to_string())
 }
 
+/// What to do instead of running the daemon (which needs no subcommand).
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Print a running poller's status as a table (the facts of its status page) and exit
+    /// 0 when it serves an active node with no problem, 1 when it serves one with problems,
+    /// 2 when it serves none, 3 when it cannot be asked.
+    Status(StatusArgs),
+}
+
+/// Flags of `status`.
+#[derive(Clone, Debug, Args)]
+pub struct StatusArgs {
+    /// The poller's state API: host:port or http(s)://host:port (default: the daemon's own
+    /// --listen address, from the same environment variable).
+    #[arg(long, env = "VAULT_REDIRECT_LISTEN", default_value = "127.0.0.1:8210")]
+    pub addr: String,
+
+    /// How long to wait for the poller's answer.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Print the status document as JSON instead of a table (same exit codes).
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Tracks Consul's health view of Vault and tells filters (and, in standalone mode, clients)
 /// which Vault node is active.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "vault-redirect-poller", version, about, long_about = None)]
 pub struct Config {
+    /// Without a subcommand, the poller runs as a daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Consul HTTP API address: http://host:port, https://host:port, or a bare host:port
     /// (then https when CONSUL_HTTP_SSL is true).
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = "http://127.0.0.1:8500")]
@@ -386,6 +416,21 @@ mod tests {
         let c = parse(&["--consul-token-file", missing.to_str().unwrap()]);
         assert!(c.token().unwrap_err().to_string().contains("nope"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn no_subcommand_runs_the_daemon_and_status_takes_its_own_flags() {
+        assert!(parse(&["--max-stale", "5s"]).command.is_none());
+        let c = parse(&["--max-stale", "5s", "status", "--addr", "10.1.2.3:8210", "--json"]);
+        match c.command {
+            Some(Command::Status(a)) => {
+                assert_eq!(a.addr, "10.1.2.3:8210");
+                assert!(a.json);
+                assert_eq!(a.timeout, Duration::from_secs(5));
+            }
+            None => panic!("status was not parsed"),
+        }
+        assert_eq!(c.max_stale, Duration::from_secs(5));
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //!
 //! Modules: `config` (flags), `consul` (the HTTP client), `choose` (the pure choice of the
 //! active node), `watcher` (the blocking-query loop, the only state writer), `state` (the
-//! shared snapshot), `api` (state API, health, metrics), `redirect` (standalone mode),
-//! `metrics` (every metric name), `signals` (log toggles and termination), `duration`.
+//! shared snapshot), `api` (state API, health, metrics), `status` (the status page, its
+//! document and the `status` subcommand), `redirect` (standalone mode), `metrics` (every
+//! metric name), `signals` (log toggles and termination), `duration`.
 
 pub mod api;
 pub mod choose;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod redirect;
 pub mod signals;
 pub mod state;
+pub mod status;
 pub mod watcher;
 
 use std::future::Future;
@@ -136,6 +138,7 @@ impl Poller {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
         let Poller { config, client, api_listener, redirect_listener } = self;
         let metrics = Arc::new(Metrics::new());
+        metrics.max_stale.set(config.max_stale.as_secs_f64());
         let (stop_tx, stop_rx) = watch::channel(false);
         let (state_tx, state_rx) = watch::channel(Snapshot::initial(Instant::now()));
         let settings = WatchSettings {
@@ -149,6 +152,8 @@ impl Poller {
             consul_host_port: client.host_port(),
             policy: policy(&config),
             max_stale: config.max_stale,
+            service: config.service.clone(),
+            active_tag: config.active_tag.clone(),
         });
         let watcher = Watcher::new(client, settings, state_tx, metrics.clone());
         let watcher_task = tokio::spawn(watcher.run(stop_rx.clone()));

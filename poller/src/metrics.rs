@@ -42,6 +42,11 @@ pub struct Metrics {
     pub refused_targets: Counter,
     /// Standalone-mode answers by outcome: `redirect`, `no_active`, `bad_request`, `too_long`.
     pub redirects: Family<Outcome, Counter>,
+    /// 1 while an active node is served, 0 while there is none (alerts time the gap).
+    pub active_node: Gauge,
+    /// `--max-stale` in seconds, so alert rules compare the Consul age against the bound this
+    /// poller actually runs with.
+    pub max_stale: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -84,6 +89,18 @@ impl Metrics {
         );
         let redirects = Family::<Outcome, Counter>::default();
         registry.register("redirect_responses", "Standalone-mode responses by outcome", redirects.clone());
+        let active_node = Gauge::default();
+        registry.register(
+            "active_node",
+            "1 while an active Vault node is served, 0 while there is none",
+            active_node.clone(),
+        );
+        let max_stale = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "max_stale_seconds",
+            "The configured --max-stale: how long the last known node is served while Consul fails",
+            max_stale.clone(),
+        );
         Metrics {
             registry,
             consul_requests,
@@ -95,6 +112,8 @@ impl Metrics {
             active_candidates,
             refused_targets,
             redirects,
+            active_node,
+            max_stale,
         }
     }
 
@@ -111,10 +130,75 @@ impl Metrics {
         let _ = encode(&mut text, &self.registry);
         text
     }
+
+    /// The same metrics in Prometheus' text format 0.0.4, for clients that ask for
+    /// `text/plain` (promtool, older scrapers): see [`openmetrics_to_text`].
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+}
+
+/// Rewrites this crate's OpenMetrics text as Prometheus text format 0.0.4.
+///
+/// The two differ, for what `prometheus-client` writes, only in counters (OpenMetrics names
+/// the family `x` and its sample `x_total`; the text format names both `x_total`, and its
+/// parsers see a `# TYPE x counter` followed by `x_total` as two metrics, one without help),
+/// in `# UNIT` lines and in the closing `# EOF`, which the text format does not have.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64);
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match rewritten {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_counter_families_after_their_samples_and_has_no_eof() {
+        let m = Metrics::new();
+        m.consul_request("changed", 0.01);
+        m.active_changes.inc();
+        let text = m.encode_text();
+        assert!(text.contains("# TYPE vault_redirect_consul_requests_total counter\n"), "{text}");
+        assert!(text.contains("# HELP vault_redirect_active_changes_total Changes"), "{text}");
+        assert!(text.contains("vault_redirect_consul_requests_total{outcome=\"changed\"} 1\n"), "{text}");
+        assert!(text.contains("# TYPE vault_redirect_consul_request_duration_seconds histogram\n"), "{text}");
+        assert!(text.contains("# TYPE vault_redirect_longpoll_waiters gauge\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        // Every sample line belongs to a family announced with the same name (or a histogram's).
+        let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|r| r.split(' ').next()).collect();
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split(['{', ' ']).next().unwrap_or_default();
+            let ok = families.iter().any(|f| {
+                name == *f || ["_bucket", "_sum", "_count"].iter().any(|s| name.strip_suffix(s) == Some(*f))
+            });
+            assert!(ok, "{name} has no family in\n{text}");
+        }
     }
 }

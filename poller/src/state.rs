@@ -5,9 +5,15 @@
 //! Receivers are woken only when the document's version changes, so a thousand long-polls
 //! cost nothing while Consul answers "no change". Ages are computed when asked, from tokio's
 //! clock, so tests can pause time.
+//!
+//! Besides the document it keeps what operators look at (the status page, `status`): the
+//! nodes of the last good Consul answer and a bounded history of active-node changes. Neither
+//! ever reaches `/v1/active`, whose shape belongs to `vault_redirect_core`.
 
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use vault_redirect_core::{ActiveNode, StateDoc};
 
@@ -15,6 +21,49 @@ use vault_redirect_core::{ActiveNode, StateDoc};
 pub const REASON_STARTING: &str = "waiting for the first answer from Consul";
 /// Reason once Consul has failed for longer than `--max-stale` (or before any good answer).
 pub const REASON_CONSUL_DOWN: &str = "no good answer from Consul within --max-stale";
+/// How many active-node changes the state remembers (the status page's timeline).
+pub const HISTORY_LEN: usize = 50;
+
+/// One Vault node as Consul's last good answer described it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Consul node name.
+    pub node: String,
+    /// The address redirects would use (service address, else node address).
+    pub address: String,
+    /// The registered Vault API port.
+    pub port: u16,
+    /// The service's tags, in Consul's order.
+    pub tags: Vec<String>,
+    /// Status of the node's `Vault Sealed Status` check (`passing` means unsealed); `None`
+    /// when the node has no such check.
+    pub sealed_check: Option<String>,
+    /// Status of the node's `serfHealth` check (Consul's view of its agent); `None` if absent.
+    pub agent_check: Option<String>,
+    /// Whether the node qualified as active.
+    pub candidate: bool,
+    /// Whether it is the node served as active.
+    pub active: bool,
+}
+
+/// One change of the served active node (to or from none included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveChange {
+    /// When it happened, on tokio's clock.
+    pub at: Instant,
+    /// When it happened, as wall time.
+    pub at_unix_ms: u64,
+    /// The state version that carried it.
+    pub version: u64,
+    /// The node served before.
+    pub from: Option<ActiveNode>,
+    /// The node served after; `None`: no active node.
+    pub to: Option<ActiveNode>,
+    /// Why there is no active node, when `to` is `None`.
+    pub reason: Option<String>,
+    /// When `to` is a node after a time without one: how long that time was.
+    pub no_active_for: Option<Duration>,
+}
 
 /// What the poller knows at one moment.
 #[derive(Clone, Debug)]
@@ -37,6 +86,12 @@ pub struct Snapshot {
     pub refused_targets: Vec<String>,
     /// `X-Consul-KnownLeader` of the last good answer.
     pub known_leader: bool,
+    /// Every instance of the service in the last good answer, sorted by node name.
+    pub nodes: Vec<NodeStatus>,
+    /// The last [`HISTORY_LEN`] active-node changes, oldest first.
+    pub changes: VecDeque<ActiveChange>,
+    /// Since when no active node has been served; `None` while one is.
+    pub no_active_since: Option<Instant>,
 }
 
 impl Snapshot {
@@ -51,7 +106,39 @@ impl Snapshot {
             candidates: Vec::new(),
             refused_targets: Vec::new(),
             known_leader: true,
+            nodes: Vec::new(),
+            changes: VecDeque::new(),
+            no_active_since: Some(now),
         }
+    }
+
+    /// Records that the served node changed from `previous` to the document's current one
+    /// (the caller has already set the new active node, reason and version).
+    pub fn record_active_change(&mut self, previous: Option<ActiveNode>, now: Instant) {
+        if previous == self.doc.active {
+            return;
+        }
+        let no_active_for = match (&self.doc.active, self.no_active_since) {
+            (Some(_), Some(since)) => Some(now.saturating_duration_since(since)),
+            _ => None,
+        };
+        self.no_active_since = match (&self.doc.active, self.no_active_since) {
+            (Some(_), _) => None,
+            (None, Some(since)) => Some(since),
+            (None, None) => Some(now),
+        };
+        if self.changes.len() >= HISTORY_LEN {
+            self.changes.pop_front();
+        }
+        self.changes.push_back(ActiveChange {
+            at: now,
+            at_unix_ms: unix_ms(SystemTime::now()).saturating_sub(Instant::now().saturating_duration_since(now).as_millis() as u64),
+            version: self.doc.version,
+            from: previous,
+            to: self.doc.active.clone(),
+            reason: if self.doc.active.is_none() { self.doc.reason.clone() } else { None },
+            no_active_for,
+        });
     }
 
     /// The latest moment the view counts as confirmed, as of `now`.
@@ -130,5 +217,53 @@ mod tests {
         assert_eq!(s.age(t0 + Duration::from_secs(70)), Some(Duration::from_secs(6)));
         s.in_flight_until = None;
         assert_eq!(s.age(t0 + Duration::from_secs(70)), Some(Duration::from_secs(70)));
+    }
+
+    fn node(name: &str) -> ActiveNode {
+        ActiveNode { node: name.into(), address: "10.0.0.1".into(), port: 8200 }
+    }
+
+    fn switch(s: &mut Snapshot, to: Option<&str>, now: Instant) {
+        let previous = s.doc.active.clone();
+        s.doc.version += 1;
+        s.doc.active = to.map(node);
+        s.doc.reason = to.is_none().then(|| "election".to_string());
+        s.record_active_change(previous, now);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_after_a_time_without_an_active_node_records_how_long_that_was() {
+        let t0 = Instant::now();
+        let mut s = Snapshot::initial(t0);
+        switch(&mut s, Some("vault-a"), t0 + Duration::from_millis(300));
+        switch(&mut s, None, t0 + Duration::from_secs(10));
+        switch(&mut s, Some("vault-b"), t0 + Duration::from_millis(12_500));
+        // A direct handover has no gap.
+        switch(&mut s, Some("vault-c"), t0 + Duration::from_secs(20));
+        let gaps: Vec<Option<Duration>> = s.changes.iter().map(|c| c.no_active_for).collect();
+        assert_eq!(
+            gaps,
+            vec![Some(Duration::from_millis(300)), None, Some(Duration::from_millis(2_500)), None]
+        );
+        assert_eq!(s.changes[1].reason.as_deref(), Some("election"));
+        assert_eq!(s.changes[3].from.as_ref().map(|n| n.node.as_str()), Some("vault-b"));
+        assert_eq!(s.no_active_since, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_history_keeps_only_the_last_changes_and_ignores_non_changes() {
+        let t0 = Instant::now();
+        let mut s = Snapshot::initial(t0);
+        for i in 0..(HISTORY_LEN + 7) {
+            let name = if i % 2 == 0 { "vault-a" } else { "vault-b" };
+            switch(&mut s, Some(name), t0 + Duration::from_secs(i as u64));
+        }
+        assert_eq!(s.changes.len(), HISTORY_LEN);
+        assert_eq!(s.changes.back().map(|c| c.version), Some((HISTORY_LEN + 7) as u64));
+        assert_eq!(s.changes.front().map(|c| c.version), Some(8));
+        let before = s.changes.len();
+        let same = s.doc.active.clone();
+        s.record_active_change(same, t0 + Duration::from_secs(999));
+        assert_eq!(s.changes.len(), before);
     }
 }

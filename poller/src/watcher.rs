@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use vault_redirect_core::StateDoc;
 
-use crate::choose::choose_active;
+use crate::choose::{choose_active, node_statuses};
 use crate::consul::{ConsulClient, ConsulError, HealthAnswer};
 use crate::metrics::Metrics;
 use crate::state::{Snapshot, REASON_CONSUL_DOWN};
@@ -223,6 +223,7 @@ impl Watcher {
 
     fn apply_answer(&self, answer: HealthAnswer, now: Instant) {
         let choice = choose_active(&answer.entries, &self.settings.service, &self.settings.active_tag);
+        let nodes = node_statuses(&answer.entries, &choice);
         if !choice.refused_targets.is_empty() {
             self.metrics.refused_targets.inc_by(choice.refused_targets.len() as u64);
         }
@@ -233,6 +234,7 @@ impl Watcher {
             let changed = s.doc.active != choice.active
                 || s.doc.reason != choice.reason
                 || s.doc.active_candidates != candidates;
+            let previous = s.doc.active.clone();
             if changed {
                 s.doc.version = StateDoc::next_version(s.doc.version, answer.index);
                 s.changed_at = now;
@@ -271,6 +273,9 @@ impl Watcher {
             s.candidates = choice.candidates.clone();
             s.refused_targets = choice.refused_targets.clone();
             s.known_leader = answer.known_leader;
+            s.nodes = nodes;
+            s.record_active_change(previous, now);
+            metrics.active_node.set(i64::from(s.doc.active.is_some()));
             changed
         });
     }
@@ -301,6 +306,7 @@ impl Watcher {
                 metrics.active_changes.inc();
             }
             set_down(s, now);
+            metrics.active_node.set(0);
             log::warn!(
                 "no good Consul answer for {}: no longer serving the last known active node (state version {})",
                 crate::duration::display(max_stale),
@@ -316,11 +322,12 @@ fn is_down(doc: &StateDoc) -> bool {
 }
 
 fn set_down(s: &mut Snapshot, now: Instant) {
+    let previous = s.doc.active.take();
     s.doc.version = StateDoc::next_version(s.doc.version, s.doc.consul_index);
-    s.doc.active = None;
     s.doc.reason = Some(REASON_CONSUL_DOWN.to_string());
     s.doc.active_candidates = 0;
     s.changed_at = now;
+    s.record_active_change(previous, now);
 }
 
 /// The index to send next, after an answer carrying `returned` to a request that sent `sent`.

@@ -1,0 +1,483 @@
+//! What operators look at: the status document (`GET /v1/status`), the status page that
+//! renders it in a browser (`GET /`), and the `status` subcommand that renders it in a terminal.
+//!
+//! One type, [`StatusDoc`], is both what the server writes and what the subcommand reads, so
+//! the two cannot drift. This module only reads the state; it never changes it, and nothing
+//! here is part of the filters' wire document (`/v1/active` stays `vault_redirect_core`'s).
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use vault_redirect_core::ActiveNode;
+
+use crate::api::{health_document, Info};
+use crate::state::{iso8601, unix_ms, ActiveChange, NodeStatus, Snapshot};
+
+/// The status page: one static HTML file with its CSS and script inline (no external assets),
+/// which reads `/v1/status` and waits on `/v1/active`'s long-poll for the next change.
+pub const STATUS_PAGE_HTML: &str = include_str!("status_page.html");
+
+/// Everything the status page and `status` show, as of one moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusDoc {
+    /// Whether an active node is served (what `/health` answers 200 for).
+    pub healthy: bool,
+    /// What is wrong, in words (the same list as `/health`).
+    pub problems: Vec<String>,
+    /// The state version served on `/v1/active`.
+    pub version: u64,
+    /// The active node served, if any.
+    pub active: Option<ActiveNode>,
+    /// Why there is none.
+    pub reason: Option<String>,
+    /// Consul's index of the last good answer.
+    pub consul_index: u64,
+    /// Consul's `host:port`.
+    pub consul: String,
+    /// The Consul service watched.
+    pub service: String,
+    /// The tag that marks the active node.
+    pub active_tag: String,
+    /// Wall time of the last moment the view was known to match Consul.
+    pub last_consul_ok_unix_ms: Option<u64>,
+    /// Milliseconds since then (`None` before the first good answer).
+    pub consul_last_ok_age_ms: Option<u64>,
+    /// The last Consul error, while Consul is failing.
+    pub consul_error: Option<String>,
+    /// `--max-stale` in milliseconds.
+    pub max_stale_ms: u64,
+    /// Milliseconds since the version last changed.
+    pub state_age_ms: u64,
+    /// While no node is served: for how long, in milliseconds.
+    pub no_active_for_ms: Option<u64>,
+    /// Open long-polls on `/v1/active` (the page's own included).
+    pub longpoll_waiters: i64,
+    /// `X-Consul-KnownLeader` of the last good answer.
+    pub known_leader: bool,
+    /// Every instance of the service in Consul's last good answer.
+    pub nodes: Vec<NodeStatus>,
+    /// The last active-node changes, newest first.
+    pub changes: Vec<ChangeDoc>,
+    /// The poller's wall clock when it answered, so readers compute "ago" without trusting
+    /// their own clock.
+    pub now_unix_ms: u64,
+}
+
+/// One active-node change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeDoc {
+    /// When, as Unix milliseconds.
+    pub at_unix_ms: u64,
+    /// The version that carried it.
+    pub version: u64,
+    /// The node served before.
+    pub from: Option<ActiveNode>,
+    /// The node served after (`None`: no active node).
+    pub to: Option<ActiveNode>,
+    /// Why there was no active node after it.
+    pub reason: Option<String>,
+    /// How long the cluster had been without an active node before this change brought one.
+    pub no_active_for_ms: Option<u64>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl ChangeDoc {
+    fn of(c: &ActiveChange) -> Self {
+        ChangeDoc {
+            at_unix_ms: c.at_unix_ms,
+            version: c.version,
+            from: c.from.clone(),
+            to: c.to.clone(),
+            reason: c.reason.clone(),
+            no_active_for_ms: c.no_active_for.map(ms),
+        }
+    }
+}
+
+/// The status document of `snapshot` at `now`.
+pub fn status_document(snapshot: &Snapshot, info: &Info, waiters: i64, now: Instant) -> StatusDoc {
+    let (healthy, health) = health_document(snapshot, info, now);
+    let problems = health["problems"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let doc = snapshot.doc_at(now);
+    StatusDoc {
+        healthy,
+        problems,
+        version: doc.version,
+        active: doc.active,
+        reason: doc.reason,
+        consul_index: doc.consul_index,
+        consul: info.consul_host_port.clone(),
+        service: info.service.clone(),
+        active_tag: info.active_tag.clone(),
+        last_consul_ok_unix_ms: doc.last_consul_ok_unix_ms,
+        consul_last_ok_age_ms: doc.age_ms,
+        consul_error: snapshot.consul_error.clone(),
+        max_stale_ms: ms(info.max_stale),
+        state_age_ms: ms(now.saturating_duration_since(snapshot.changed_at)),
+        no_active_for_ms: snapshot.no_active_since.map(|since| ms(now.saturating_duration_since(since))),
+        longpoll_waiters: waiters,
+        known_leader: snapshot.known_leader,
+        nodes: snapshot.nodes.clone(),
+        changes: snapshot.changes.iter().rev().map(ChangeDoc::of).collect(),
+        now_unix_ms: unix_ms(SystemTime::now()),
+    }
+}
+
+/// `1.234s`, `2m05s`, `3h02m`: short, for tables.
+pub fn short_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{}.{:03}s", s, ms % 1000)
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s < 86_400 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600)
+    }
+}
+
+fn node_text(n: &Option<ActiveNode>) -> String {
+    match n {
+        Some(a) => format!("{} ({}:{})", a.node, a.address, a.port),
+        None => "none".to_string(),
+    }
+}
+
+/// Left-aligned columns separated by two spaces, under an optional header.
+fn table(out: &mut String, header: Option<&[&str]>, rows: &[Vec<String>]) {
+    let columns = header.map_or_else(|| rows.first().map_or(0, Vec::len), <[&str]>::len);
+    let mut widths: Vec<usize> = vec![0; columns];
+    for (w, h) in widths.iter_mut().zip(header.unwrap_or_default()) {
+        *w = h.chars().count();
+    }
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: Vec<String>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    if let Some(h) = header {
+        line(h.iter().map(|h| h.to_string()).collect());
+    }
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+/// What `status` prints: a summary, the nodes and the recent changes.
+pub fn render_table(s: &StatusDoc, addr: &str) -> String {
+    let mut out = String::new();
+    let verdict = match (s.healthy, s.problems.is_empty()) {
+        (true, true) => "OK",
+        (true, false) => "WARNING",
+        (false, _) => "CRITICAL",
+    };
+    let _ = writeln!(out, "vault-redirect-poller at {addr}: {verdict}");
+    let mut summary = vec![
+        vec!["active".to_string(), node_text(&s.active)],
+        vec!["state version".to_string(), format!("{} (changed {} ago)", s.version, short_duration(s.state_age_ms))],
+        vec![
+            "consul".to_string(),
+            format!("{} service {:?} tag {:?}, index {}", s.consul, s.service, s.active_tag, s.consul_index),
+        ],
+        vec![
+            "last good answer".to_string(),
+            match (s.consul_last_ok_age_ms, s.last_consul_ok_unix_ms) {
+                (Some(age), Some(at)) => format!(
+                    "{} ago ({}), served for up to {} while Consul fails",
+                    short_duration(age),
+                    iso8601(at),
+                    short_duration(s.max_stale_ms)
+                ),
+                _ => "none yet".to_string(),
+            },
+        ],
+        vec!["long-poll waiters".to_string(), s.longpoll_waiters.to_string()],
+    ];
+    if let (Some(gap), None) = (s.no_active_for_ms, &s.active) {
+        summary.insert(1, vec!["no active node for".to_string(), short_duration(gap)]);
+    }
+    if let Some(reason) = &s.reason {
+        summary.insert(1, vec!["reason".to_string(), reason.clone()]);
+    }
+    let problems = if s.problems.is_empty() { vec!["none".to_string()] } else { s.problems.clone() };
+    for (i, p) in problems.into_iter().enumerate() {
+        summary.push(vec![if i == 0 { "problems".to_string() } else { String::new() }, p]);
+    }
+    table(&mut out, None, &summary);
+    out.push('\n');
+    let nodes: Vec<Vec<String>> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            let role = if n.active {
+                "ACTIVE"
+            } else if n.candidate {
+                "candidate"
+            } else {
+                ""
+            };
+            vec![
+                n.node.clone(),
+                n.address.clone(),
+                n.port.to_string(),
+                n.tags.join(","),
+                n.sealed_check.clone().unwrap_or_else(|| "missing".into()),
+                n.agent_check.clone().unwrap_or_else(|| "-".into()),
+                role.to_string(),
+            ]
+        })
+        .collect();
+    if nodes.is_empty() {
+        out.push_str("no Vault nodes in Consul's last answer\n");
+    } else {
+        table(&mut out, Some(&["NODE", "ADDRESS", "PORT", "TAGS", "SEALED CHECK", "AGENT", "ROLE"]), &nodes);
+    }
+    out.push('\n');
+    let changes: Vec<Vec<String>> = s
+        .changes
+        .iter()
+        .map(|c| {
+            vec![
+                iso8601(c.at_unix_ms),
+                format!("{} ago", short_duration(s.now_unix_ms.saturating_sub(c.at_unix_ms))),
+                c.version.to_string(),
+                match &c.to {
+                    Some(n) => n.node.clone(),
+                    None => format!("none: {}", c.reason.as_deref().unwrap_or("unknown")),
+                },
+                c.from.as_ref().map_or("none".to_string(), |n| n.node.clone()),
+                c.no_active_for_ms.map(short_duration).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if changes.is_empty() {
+        out.push_str("no active-node changes since the poller started\n");
+    } else {
+        table(&mut out, Some(&["CHANGED AT", "AGO", "VERSION", "ACTIVE", "BEFORE", "NO ACTIVE NODE FOR"]), &changes);
+    }
+    out
+}
+
+/// Exit codes of `status`, the monitoring-plugin convention (Nagios, Icinga, Sensu).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// An active node is served and nothing is wrong: 0.
+    Ok = 0,
+    /// An active node is served, with problems listed (Consul failing within --max-stale,
+    /// two nodes tagged active, refused targets): 1.
+    Warning = 1,
+    /// No active node is served: 2.
+    Critical = 2,
+    /// The poller could not be asked or its answer not read: 3.
+    Unknown = 3,
+}
+
+impl Verdict {
+    /// The verdict for a status document.
+    pub fn of(s: &StatusDoc) -> Verdict {
+        match (s.healthy, s.problems.is_empty()) {
+            (true, true) => Verdict::Ok,
+            (true, false) => Verdict::Warning,
+            (false, _) => Verdict::Critical,
+        }
+    }
+}
+
+/// Why `status` could not read a poller's status.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// `--addr` is not `host:port` or an http(s) URL.
+    #[error("invalid --addr {0:?}: expected host:port or http://host:port")]
+    Addr(String),
+    /// The request failed.
+    #[error("cannot reach the poller at {url}: {source}")]
+    Request {
+        /// The URL asked.
+        url: String,
+        /// The HTTP client's error.
+        source: reqwest::Error,
+    },
+    /// The answer is not a status document.
+    #[error("{url} answered {status} with something that is not a status document: {why}")]
+    Body {
+        /// The URL asked.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// `http://host:port` from `--addr` (`host:port`, or a URL without a path).
+pub fn base_url(addr: &str) -> Result<String, StatusError> {
+    let a = addr.trim().trim_end_matches('/');
+    let with_scheme = if a.starts_with("http://") || a.starts_with("https://") { a.to_string() } else { format!("http://{a}") };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|_| StatusError::Addr(addr.to_string()))?;
+    if url.host_str().is_none_or(str::is_empty) || url.path() != "/" || url.query().is_some() {
+        return Err(StatusError::Addr(addr.to_string()));
+    }
+    Ok(with_scheme)
+}
+
+/// Reads `/v1/status` from the poller at `addr`.
+pub async fn fetch(addr: &str, timeout: Duration) -> Result<StatusDoc, StatusError> {
+    let url = format!("{}/v1/status", base_url(addr)?);
+    let request = |source| StatusError::Request { url: url.clone(), source };
+    let client = reqwest::Client::builder().timeout(timeout).build().map_err(request)?;
+    let resp = client.get(&url).send().await.map_err(request)?;
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.map_err(request)?;
+    serde_json::from_slice(&body).map_err(|e| StatusError::Body { url: url.clone(), status, why: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, active: bool) -> NodeStatus {
+        NodeStatus {
+            node: name.into(),
+            address: "10.0.0.1".into(),
+            port: 8200,
+            tags: vec![if active { "active" } else { "standby" }.into(), "initialized".into()],
+            sealed_check: Some("passing".into()),
+            agent_check: Some("passing".into()),
+            candidate: active,
+            active,
+        }
+    }
+
+    fn doc() -> StatusDoc {
+        let a = ActiveNode { node: "vault-b".into(), address: "10.0.0.2".into(), port: 8200 };
+        StatusDoc {
+            healthy: true,
+            problems: vec![],
+            version: 1_179_648,
+            active: Some(a.clone()),
+            reason: None,
+            consul_index: 18,
+            consul: "127.0.0.1:8500".into(),
+            service: "vault".into(),
+            active_tag: "active".into(),
+            last_consul_ok_unix_ms: Some(1_700_000_000_000),
+            consul_last_ok_age_ms: Some(0),
+            consul_error: None,
+            max_stale_ms: 60_000,
+            state_age_ms: 4_200,
+            no_active_for_ms: None,
+            longpoll_waiters: 3,
+            known_leader: true,
+            nodes: vec![node("vault-a", false), node("vault-b", true)],
+            changes: vec![
+                ChangeDoc {
+                    at_unix_ms: 1_700_000_000_000,
+                    version: 1_179_648,
+                    from: None,
+                    to: Some(a),
+                    reason: None,
+                    no_active_for_ms: Some(2_500),
+                },
+                ChangeDoc {
+                    at_unix_ms: 1_699_999_997_500,
+                    version: 1_114_112,
+                    from: Some(ActiveNode { node: "vault-a".into(), address: "10.0.0.1".into(), port: 8200 }),
+                    to: None,
+                    reason: Some("no instance of service \"vault\" is tagged \"active\"".into()),
+                    no_active_for_ms: None,
+                },
+            ],
+            now_unix_ms: 1_700_000_004_200,
+        }
+    }
+
+    /// The value of a summary row, whatever the column width.
+    fn row<'a>(text: &'a str, key: &str) -> &'a str {
+        text.lines().find_map(|l| l.strip_prefix(key).filter(|r| r.starts_with("  "))).unwrap_or_default().trim()
+    }
+
+    #[test]
+    fn the_table_names_the_active_node_every_node_and_the_changes() {
+        let text = render_table(&doc(), "127.0.0.1:8210");
+        assert!(text.starts_with("vault-redirect-poller at 127.0.0.1:8210: OK\n"), "{text}");
+        assert_eq!(row(&text, "active"), "vault-b (10.0.0.2:8200)", "{text}");
+        assert_eq!(row(&text, "long-poll waiters"), "3", "{text}");
+        assert_eq!(row(&text, "problems"), "none", "{text}");
+        let node_line = text.lines().find(|l| l.starts_with("vault-b ")).unwrap_or_default();
+        assert!(node_line.contains("active,initialized") && node_line.ends_with("ACTIVE"), "{text}");
+        assert!(text.contains("NODE     ADDRESS   PORT  TAGS"), "{text}");
+        let change = text.lines().find(|l| l.starts_with("2023-11-14T22:13:20Z")).unwrap_or_default();
+        assert!(change.contains("4.200s ago") && change.contains("vault-b") && change.ends_with("2.500s"), "{text}");
+        assert!(text.contains("none: no instance of service \"vault\" is tagged \"active\""), "{text}");
+    }
+
+    #[test]
+    fn verdicts_follow_the_monitoring_plugin_convention() {
+        let mut d = doc();
+        assert_eq!(Verdict::of(&d), Verdict::Ok);
+        d.problems.push("2 nodes qualify as active".into());
+        assert_eq!(Verdict::of(&d), Verdict::Warning);
+        assert!(render_table(&d, "x").starts_with("vault-redirect-poller at x: WARNING"));
+        d.healthy = false;
+        d.active = None;
+        d.reason = Some("election".into());
+        d.no_active_for_ms = Some(61_000);
+        assert_eq!(Verdict::of(&d), Verdict::Critical);
+        let text = render_table(&d, "x");
+        assert_eq!(row(&text, "no active node for"), "1m01s", "{text}");
+        assert_eq!(row(&text, "reason"), "election", "{text}");
+        assert_eq!(row(&text, "active"), "none", "{text}");
+        assert_eq!(Verdict::Unknown as i32, 3);
+    }
+
+    #[test]
+    fn addresses_become_base_urls_and_bad_ones_are_named() {
+        assert_eq!(base_url("127.0.0.1:8210").ok().as_deref(), Some("http://127.0.0.1:8210"));
+        assert_eq!(base_url("https://poller.example:8210/").ok().as_deref(), Some("https://poller.example:8210"));
+        for bad in ["", "http://x:1/v1", "http://:1"] {
+            let err = base_url(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn short_durations_read_at_a_glance() {
+        assert_eq!(short_duration(0), "0.000s");
+        assert_eq!(short_duration(1_234), "1.234s");
+        assert_eq!(short_duration(125_000), "2m05s");
+        assert_eq!(short_duration(3 * 3_600_000 + 120_000), "3h02m");
+        assert_eq!(short_duration(90_000_000), "1d01h");
+    }
+
+    #[test]
+    fn the_page_has_no_external_assets() {
+        let page = STATUS_PAGE_HTML;
+        for needle in ["src=\"http", "href=\"http", "src=\"//", "href=\"//", "@import", "url("] {
+            assert!(!page.contains(needle), "the status page refers to {needle}");
+        }
+        assert!(page.contains("/v1/status") && page.contains("/v1/active?index="));
+        // Data from Consul reaches the DOM only as text.
+        assert!(!page.contains("innerHTML"), "the page must not build HTML from data");
+    }
+}
