@@ -409,3 +409,22 @@ fn an_unknown_poller_cluster_is_a_counted_failure_not_a_crash() {
     assert!(logged(&vm, LogLevel::Warn, "no_such_cluster"), "{:?}", vm.logs());
     assert_eq!(get(&mut vm, "/v1/x").local_response.unwrap().status, 503);
 }
+
+#[test]
+fn a_vault_token_never_reaches_a_log_line_or_a_response() {
+    let token = "hvs.never-log-this-token";
+    for cfg in [config(r#""debug_header":true"#), config(r#""max_stale_seconds":1"#)] {
+        let host = host_with(&cfg).with_log_level(LogLevel::Trace);
+        let mut vm = redirecting(&host);
+        host.advance(Duration::from_secs(2));
+        vm.tick().unwrap();
+        for path in ["/v1/x", "http://evil/", "/v1/y"] {
+            let out = vm
+                .send_request(&[(":method", "GET"), (":path", path), ("x-vault-token", token), ("authorization", token)])
+                .unwrap();
+            assert!(!format!("{:?}", out.local_response).contains(token), "{path}: {:?}", out.local_response);
+        }
+        assert!(!format!("{:?}", vm.logs()).contains(token), "{:?}", vm.logs());
+        assert!(!format!("{:?}", host.metrics()).contains(token));
+    }
+}

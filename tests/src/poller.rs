@@ -32,9 +32,14 @@ impl Poller {
 
     /// Starts the poller listening on `addr`.
     pub async fn start_on(consul_url: &str, addr: SocketAddr, extra: &[&str]) -> Result<Poller> {
+        Self::start_with_env(consul_url, addr, extra, &[("RUST_LOG", "info".to_string())]).await
+    }
+
+    /// Starts the poller listening on `addr` with these environment variables.
+    pub async fn start_with_env(consul_url: &str, addr: SocketAddr, extra: &[&str], env: &[(&str, String)]) -> Result<Poller> {
         let mut args = vec!["--consul-addr".to_string(), consul_url.to_string(), "--listen".to_string(), addr.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut proc = Proc::spawn("poller", &binary()?, &args, &[("RUST_LOG", "info".to_string())])?;
+        let mut proc = Proc::spawn("poller", &binary()?, &args, env)?;
         let client = crate::client()?;
         let url = format!("http://{addr}/v1/active");
         let started = crate::wait_for("the poller's /v1/active", Duration::from_secs(20), || {
