@@ -8,7 +8,12 @@ use vault_redirect_core::json::Json;
 use vault_redirect_core::{decide, ActiveNode, Decision, RedirectPolicy, StateDoc, Target};
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2_000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES runs longer (docs/operations.md, "Fuzzing"); the test command runs the default.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_json_reader_accepts_exactly_what_serde_json_accepts(text in prop_oneof![

@@ -49,7 +49,12 @@ fn assert_alive(vm: &Vm, what: &str) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES runs longer (docs/operations.md, "Fuzzing"); the test command runs the default.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn no_plugin_configuration_makes_the_filter_trap(config in prop_oneof![json_object(), prop::collection::vec(any::<u8>(), 0..64)]) {
