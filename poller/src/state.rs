@@ -90,7 +90,8 @@ pub struct Snapshot {
     pub nodes: Vec<NodeStatus>,
     /// The last [`HISTORY_LEN`] active-node changes, oldest first.
     pub changes: VecDeque<ActiveChange>,
-    /// Since when no active node has been served; `None` while one is.
+    /// Since when Consul's answers have shown no active node; `None` while one is served, and
+    /// before any good answer (the poller starting is not the cluster lacking a node).
     pub no_active_since: Option<Instant>,
 }
 
@@ -108,7 +109,7 @@ impl Snapshot {
             known_leader: true,
             nodes: Vec::new(),
             changes: VecDeque::new(),
-            no_active_since: Some(now),
+            no_active_since: None,
         }
     }
 
@@ -116,6 +117,10 @@ impl Snapshot {
     /// (the caller has already set the new active node, reason and version).
     pub fn record_active_change(&mut self, previous: Option<ActiveNode>, now: Instant) {
         if previous == self.doc.active {
+            if self.doc.active.is_none() && self.no_active_since.is_none() && self.confirmed.is_some() {
+                // Consul's first good answer already shows no active node.
+                self.no_active_since = Some(now);
+            }
             return;
         }
         let no_active_for = match (&self.doc.active, self.no_active_since) {
@@ -241,13 +246,23 @@ mod tests {
         // A direct handover has no gap.
         switch(&mut s, Some("vault-c"), t0 + Duration::from_secs(20));
         let gaps: Vec<Option<Duration>> = s.changes.iter().map(|c| c.no_active_for).collect();
-        assert_eq!(
-            gaps,
-            vec![Some(Duration::from_millis(300)), None, Some(Duration::from_millis(2_500)), None]
-        );
+        // The first is the poller learning, not the cluster recovering: no gap.
+        assert_eq!(gaps, vec![None, None, Some(Duration::from_millis(2_500)), None]);
         assert_eq!(s.changes[1].reason.as_deref(), Some("election"));
         assert_eq!(s.changes[3].from.as_ref().map(|n| n.node.as_str()), Some("vault-b"));
         assert_eq!(s.no_active_since, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_answer_without_an_active_node_starts_the_gap() {
+        let t0 = Instant::now();
+        let mut s = Snapshot::initial(t0);
+        s.confirmed = Some(t0 + Duration::from_secs(1));
+        s.doc.reason = Some("election".into());
+        s.record_active_change(None, t0 + Duration::from_secs(1));
+        assert!(s.changes.is_empty());
+        switch(&mut s, Some("vault-a"), t0 + Duration::from_secs(4));
+        assert_eq!(s.changes[0].no_active_for, Some(Duration::from_secs(3)));
     }
 
     #[tokio::test(start_paused = true)]
