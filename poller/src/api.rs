@@ -38,6 +38,9 @@ pub struct AppState {
     pub stop: watch::Receiver<bool>,
     /// Fixed facts for the health document.
     pub info: Arc<Info>,
+    /// The state's sender, used only to raise the version past a sibling replica's (see
+    /// `replicas`); the watcher stays the only writer of the document's content.
+    pub versions: watch::Sender<Snapshot>,
 }
 
 /// Facts the health document reports that never change while running.
@@ -64,6 +67,7 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/", get(status_page))
+        .merge(crate::probes::routes())
         .with_state(app)
 }
 
@@ -121,6 +125,8 @@ async fn active(State(app): State<AppState>, Query(q): Query<ActiveQuery>) -> Re
     };
     if let Some(n) = index {
         let _guard = WaiterGuard::new(app.metrics.clone());
+        let max_stale = app.info.max_stale;
+        app.versions.send_if_modified(|s| crate::replicas::catch_up(s, n, max_stale, Instant::now()));
         let mut state = app.state.clone();
         let mut stop = app.stop.clone();
         let wait = wait + jitter(wait);

@@ -10,7 +10,8 @@
 //! active node), `watcher` (the blocking-query loop, the only state writer), `state` (the
 //! shared snapshot), `api` (state API, health, metrics), `status` (the status page, its
 //! document and the `status` subcommand), `redirect` (standalone mode), `metrics` (every
-//! metric name), `signals` (log toggles and termination), `duration`.
+//! metric name), `signals` (log toggles and termination), `probes` (`/livez`, `/readyz`),
+//! `replicas` (keeping versions comparable across replicas), `duration`.
 
 pub mod api;
 pub mod choose;
@@ -18,7 +19,9 @@ pub mod config;
 pub mod consul;
 pub mod duration;
 pub mod metrics;
+pub mod probes;
 pub mod redirect;
+pub mod replicas;
 pub mod signals;
 pub mod state;
 pub mod status;
@@ -155,9 +158,10 @@ impl Poller {
             service: config.service.clone(),
             active_tag: config.active_tag.clone(),
         });
+        let versions = state_tx.clone();
         let watcher = Watcher::new(client, settings, state_tx, metrics.clone());
         let watcher_task = tokio::spawn(watcher.run(stop_rx.clone()));
-        let app = AppState { state: state_rx, metrics, stop: stop_rx.clone(), info: info.clone() };
+        let app = AppState { state: state_rx, metrics, stop: stop_rx.clone(), info: info.clone(), versions };
 
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
