@@ -5,6 +5,7 @@
 //! It never builds anything: a missing artifact is an error that says which command builds it.
 
 pub mod envoy;
+pub mod fanout;
 pub mod poller;
 pub mod proc;
 pub mod scripted_poller;
