@@ -52,3 +52,17 @@ if [ ${#operator_pkgs[@]} -gt 0 ]; then
   "${apt_get[@]}" update -qq
   "${apt_get[@]}" install -y -qq --no-install-recommends "${operator_pkgs[@]}" >/dev/null
 fi
+
+# Real Vault clients in the end-to-end tests (issue 7): Python's hvac (requests underneath)
+# into .venv, pinned; curl comes from the system (Debian's curl) when missing.
+HVAC_VERSION=2.4.0
+if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('hvac') != '$HVAC_VERSION')" 2>/dev/null; then
+  echo "setup: installing hvac==$HVAC_VERSION into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "hvac==$HVAC_VERSION"
+fi
+if ! command -v curl >/dev/null; then
+  echo "setup: installing curl from Debian"
+  apt_get=(apt-get -o DPkg::Lock::Timeout=600)
+  [ "$(id -u)" -eq 0 ] || apt_get=(sudo "${apt_get[@]}")
+  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends curl >/dev/null
+fi
