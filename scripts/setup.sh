@@ -64,5 +64,6 @@ if ! command -v curl >/dev/null; then
   echo "setup: installing curl from Debian"
   apt_get=(apt-get -o DPkg::Lock::Timeout=600)
   [ "$(id -u)" -eq 0 ] || apt_get=(sudo "${apt_get[@]}")
+  "${apt_get[@]}" update -qq
   DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends curl >/dev/null
 fi
