@@ -126,7 +126,7 @@ impl Watcher {
     /// Runs until `stop` becomes true (or its sender is dropped).
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut index: u64 = 0;
-        let mut last_ok = false;
+        let mut last_ok = true; // true at start: a Consul down from the start is warned about once, too
         let mut ever_ok = false;
         let mut backoff = Backoff::new(BACKOFF_BASE, self.settings.backoff_max);
         let mut bucket = TokenBucket::new(RATE_BURST, RATE_PER_SEC, Instant::now());

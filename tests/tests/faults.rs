@@ -89,6 +89,13 @@ async fn consul_down_at_start_gives_503_until_it_comes_up_then_redirects() -> Re
     probe.observe(20).await?;
     let unreachable = stack.poller_metric("vault_redirect_consul_requests_total{outcome=\"unreachable\"}").await?;
     assert!(unreachable >= 1.0, "unreachable Consul requests counted: {unreachable}");
+    // The operator is told once, at warn level (docs/operations.md names this line).
+    let log = match &stack.poller {
+        Some(p) => std::fs::read_to_string(p.proc.log_path())?,
+        None => bail!("no poller"),
+    };
+    let warned = log.lines().filter(|l| l.contains("WARN") && l.contains("consul: cannot reach Consul at")).count();
+    assert_eq!(warned, 1, "{log}");
 
     let up = Instant::now();
     stack.consul.come_back().await?;
