@@ -28,6 +28,35 @@ fn the_committed_example_scenario_passes_against_the_release_filter() {
     assert!(report.configured && failed.is_empty(), "{failed:#?}");
 }
 
+/// Every committed scenario (`NAME.json`) with its plugin configuration (`NAME.config.json`).
+fn committed() -> Vec<(PathBuf, PathBuf)> {
+    let mut pairs: Vec<(PathBuf, PathBuf)> = std::fs::read_dir(scenarios())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.to_string_lossy().ends_with(".config.json"))
+        .map(|scenario| {
+            let config = scenario.with_extension("config.json");
+            assert!(config.is_file(), "{} has no {}", scenario.display(), config.display());
+            (scenario, config)
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+#[test]
+fn every_committed_scenario_passes_against_the_release_filter() {
+    let pairs = committed();
+    assert!(pairs.len() >= 10, "the behaviour matrix lives in host-test/scenarios: {pairs:?}");
+    for (scenario, config) in pairs {
+        let parsed = Scenario::parse(&std::fs::read_to_string(&scenario).unwrap()).unwrap();
+        let host = filter_host().with_plugin_config(std::fs::read(&config).unwrap());
+        let report = parsed.run(&host).unwrap();
+        let failed: Vec<_> = report.steps.iter().filter(|s| !s.mismatches.is_empty()).collect();
+        assert!(report.configured && failed.is_empty(), "{}: {failed:#?}", scenario.display());
+    }
+}
+
 #[test]
 fn a_wrong_expectation_is_reported_with_what_came_instead() {
     let mut scenario = example();
