@@ -1,6 +1,9 @@
 //! Fuel figures for the release filter, deterministic (same .wasm and inputs, same numbers), so
 //! they can be tracked per commit: `cargo bench -p host-test --bench fuel`.
 //! Wall-clock times are printed too, for information only: they are not deterministic.
+//!
+//! It builds the filter's release `.wasm` first (a no-op when it is up to date), so it runs
+//! from a clean clone and always measures the sources it sits next to.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -28,15 +31,8 @@ fn main() -> ExitCode {
 }
 
 fn bench() -> Result<(), Box<dyn std::error::Error>> {
-    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip1/wasm-release/vault_redirect_filter.wasm");
-    if !wasm.exists() {
-        return Err(format!(
-            "{} is missing: build it with\n    cargo build -p vault-redirect-filter --target wasm32-wasip1 --profile wasm-release",
-            wasm.display()
-        )
-        .into());
-    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let wasm = build_filter(&root)?;
     let size = std::fs::metadata(&wasm)?.len();
     let t = Instant::now();
     let host = Host::new(&wasm)?.with_plugin_config(CONFIG);
@@ -77,6 +73,28 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
         "wall (informative, debug-or-release as built): compile {compile:.2?}, start {start_wall:.2?}, request {per_request:.2?}"
     );
     Ok(())
+}
+
+/// Builds the release filter as scripts/build.sh does and returns its path.
+fn build_filter(root: &std::path::Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    const BUILD: [&str; 6] = ["build", "-p", "vault-redirect-filter", "--target", "wasm32-wasip1", "--profile"];
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .args(BUILD)
+        .arg("wasm-release")
+        .arg("--quiet")
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+    if !status.success() {
+        return Err(format!("`cargo {} wasm-release` failed ({status})", BUILD.join(" ")).into());
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let wasm = target_dir.join("wasm32-wasip1/wasm-release/vault_redirect_filter.wasm");
+    if !wasm.is_file() {
+        return Err(format!("{} is missing after building it", wasm.display()).into());
+    }
+    Ok(wasm)
 }
 
 fn per_request_calls(vm: &mut Vm) -> Result<String, Box<dyn std::error::Error>> {
