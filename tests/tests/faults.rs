@@ -339,6 +339,21 @@ async fn envoy_takes_a_new_plugin_configuration_from_lds_without_dropping_the_st
         + stack.envoy.stat("listener_manager.listener_modified").await?.unwrap_or(0);
     assert!(modified >= 1, "Envoy did not update its listener");
 
+    // A configuration the filter refuses is rejected as a whole; the running one stays.
+    let err = match stack.envoy.set_plugin_config(&quick_plugin(r#","scheme":"ftp""#)).await {
+        Ok(()) => bail!("Envoy took scheme \"ftp\""),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("rejected"), "{err}");
+    let r = client()?.get(stack.envoy.url(PROBE_PATH)).send().await?;
+    assert_eq!(r.status().as_u16(), 307);
+    assert!(r.headers().contains_key("x-vault-redirect-state"), "the accepted configuration was replaced");
+    // And the next good configuration is taken again, still from the shared state.
+    stack.envoy.set_plugin_config(&quick_plugin(r#","debug_header":true,"retry_max_ms":300"#)).await?;
+    let r = client()?.get(stack.envoy.url(PROBE_PATH)).send().await?;
+    assert_eq!(r.status().as_u16(), 307, "after a rejected configuration: {:?}", r.headers());
+    assert_eq!(r.headers()["location"], stack.location("vault-a", PROBE_PATH).as_str());
+
     // With the poller back, the new configuration follows failovers.
     stack.restart_poller().await?;
     let t = Instant::now();
@@ -347,5 +362,6 @@ async fn envoy_takes_a_new_plugin_configuration_from_lds_without_dropping_the_st
     stack.wait_for_location("vault-c", SETTLE).await?;
     probe.observe(5).await?;
     probe.check(LAG)?;
-    stack.assert_no_failures()
+    // The refused configuration is logged (critical), fails to load, and nothing else fails.
+    stack.assert_no_failures_except(&["invalid value \"ftp\"", "Failed to configure base Wasm plugin", "failed to load"])
 }
