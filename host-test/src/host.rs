@@ -342,6 +342,44 @@ impl Request {
     }
 }
 
+/// The upstream's answer to a request the filter let through, fed to the response callbacks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamResponse {
+    /// Becomes the `:status` header.
+    pub status: u16,
+    /// Further headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// A body; `None` ends the stream with the headers.
+    pub body: Option<Vec<u8>>,
+    /// Trailers.
+    pub trailers: Vec<(String, Vec<u8>)>,
+}
+
+impl UpstreamResponse {
+    /// A response with a status and no body.
+    pub fn new(status: u16) -> Self {
+        UpstreamResponse { status, ..UpstreamResponse::default() }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// Adds a trailer.
+    pub fn with_trailer(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.trailers.push((name.into(), value.into()));
+        self
+    }
+}
+
 /// What became of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestOutcome {
@@ -358,6 +396,11 @@ pub struct RequestOutcome {
     pub continued: bool,
     /// The request headers as the guest left them.
     pub request_headers: Vec<(String, Vec<u8>)>,
+    /// The upstream response's headers as the guest left them (`:status` included); empty
+    /// unless the request was sent with [`Vm::send_with_response`] and went upstream.
+    pub response_headers: Vec<(String, Vec<u8>)>,
+    /// The upstream response's body as the guest left it.
+    pub response_body: Vec<u8>,
     /// Fuel the guest burned on this request, context creation to deletion.
     pub fuel: u64,
     /// Host calls the guest made during the request.
@@ -565,6 +608,19 @@ impl Vm {
     /// let through is finished at once (`proxy_on_done`, `proxy_on_log`, `proxy_on_delete`); a
     /// paused one stays open.
     pub fn send(&mut self, request: Request) -> Result<RequestOutcome> {
+        self.send_inner(request, None)
+    }
+
+    /// Like [`Vm::send`], and when the filter lets the request go upstream, feeds `response` to
+    /// the response callbacks as Envoy does with the upstream's answer:
+    /// `proxy_on_response_headers`, then the body and trailers while the filter continues. The
+    /// outcome carries the response as the filter left it. A request the filter answered
+    /// itself gets no response callbacks here.
+    pub fn send_with_response(&mut self, request: Request, response: UpstreamResponse) -> Result<RequestOutcome> {
+        self.send_inner(request, Some(response))
+    }
+
+    fn send_inner(&mut self, request: Request, response: Option<UpstreamResponse>) -> Result<RequestOutcome> {
         let fuel_before = self.fuel_total;
         let calls_before = self.hostcall_total();
         let id = self.next_context_id;
@@ -607,6 +663,9 @@ impl Vm {
                 .call::<(i32, i32), i32>("proxy_on_request_trailers", (id as i32, len_i32(request.trailers.len())))?
                 .map_or(Action::Continue, Action::from_raw);
         }
+        if let Some(response) = response.filter(|_| action == Action::Continue && !self.answered(id)) {
+            action = self.respond_upstream(id, response)?;
+        }
         let open = action != Action::Continue && !self.answered(id);
         let mut outcome = self.outcome(id, action, open)?;
         if !open {
@@ -615,6 +674,46 @@ impl Vm {
         outcome.fuel = self.fuel_total - fuel_before;
         outcome.hostcalls = self.hostcall_total() - calls_before;
         Ok(outcome)
+    }
+
+    /// Runs the response callbacks of stream `id` on `response`; answers the last action.
+    fn respond_upstream(&mut self, id: u32, response: UpstreamResponse) -> Result<Action> {
+        let mut headers = vec![(b":status".to_vec(), response.status.to_string().into_bytes())];
+        headers.extend(response.headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v)));
+        let trailers: Vec<Pair> =
+            response.trailers.into_iter().map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v)).collect();
+        let header_count = headers.len();
+        let trailer_count = trailers.len();
+        let end_of_stream = response.body.is_none() && trailer_count == 0;
+        let state = self.store.data_mut();
+        state.active_context = id;
+        if let Some(stream) = state.streams.get_mut(&id) {
+            stream.response_headers = headers;
+            stream.response_body = response.body.clone().unwrap_or_default();
+            stream.response_trailers = trailers;
+        }
+        let mut action = self
+            .call::<(i32, i32, i32), i32>(
+                "proxy_on_response_headers",
+                (id as i32, len_i32(header_count), i32::from(end_of_stream)),
+            )?
+            .map_or(Action::Continue, Action::from_raw);
+        if action == Action::Continue && !self.answered(id) {
+            if let Some(body) = &response.body {
+                action = self
+                    .call::<(i32, i32, i32), i32>(
+                        "proxy_on_response_body",
+                        (id as i32, len_i32(body.len()), i32::from(trailer_count == 0)),
+                    )?
+                    .map_or(Action::Continue, Action::from_raw);
+            }
+        }
+        if action == Action::Continue && !self.answered(id) && trailer_count > 0 {
+            action = self
+                .call::<(i32, i32), i32>("proxy_on_response_trailers", (id as i32, len_i32(trailer_count)))?
+                .map_or(Action::Continue, Action::from_raw);
+        }
+        Ok(action)
     }
 
     /// Finishes a request the filter paused: reports what the guest did since (a local response,
@@ -653,6 +752,12 @@ impl Vm {
                 .iter()
                 .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.clone()))
                 .collect(),
+            response_headers: stream
+                .response_headers
+                .iter()
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.clone()))
+                .collect(),
+            response_body: stream.response_body.clone(),
             fuel: 0,
             hostcalls: 0,
         })
