@@ -46,11 +46,25 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Waits until every worker has applied at least one state (Envoy sums the counter).
+    /// Waits until every worker has applied a state. Envoy sums `state_updates` over the main
+    /// thread and the workers, so a positive sum can be the main thread alone while a worker's
+    /// first poll is still backing off (it fails with BadArgument when dispatched before the
+    /// worker knows the health-checked poller cluster): also require 20 fresh connections in a
+    /// row (spread over the workers) to be answered from a state.
     pub async fn wait_for_state(&self) -> Result<()> {
         wait_for("the filter's first state", Duration::from_secs(15), || async {
             let n = self.envoy.stat("wasmcustom.vault_redirect.state_updates").await.ok()??;
             (n > 0).then_some(())
+        })
+        .await?;
+        wait_for("every worker's first state", Duration::from_secs(15), || async {
+            for _ in 0..20 {
+                let r = self.get_fresh("/v1/sys/health").await.ok()?;
+                if r.status().as_u16() == 503 && r.text().await.ok()?.contains("no state received") {
+                    return None;
+                }
+            }
+            Some(())
         })
         .await
     }
