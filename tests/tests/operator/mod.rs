@@ -275,11 +275,15 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium.display().to_string(), "args": args}
         }}});
+        // Built before the session exists, so a failed start still cleans up (see Drop).
+        let mut browser = Browser { driver: Some(driver), base: base.clone(), session: String::new(), profile };
         let resp: Value = http.post(format!("{base}/session")).json(&caps).send().await?.json().await?;
         let Some(session) = resp["value"]["sessionId"].as_str() else {
-            bail!("chromedriver refused the session: {resp}; its log:\n{}", driver.log_tail(20));
+            let log = browser.driver.as_ref().map(|d| d.log_tail(20)).unwrap_or_default();
+            bail!("chromedriver refused the session: {resp}; its log:\n{log}");
         };
-        Ok(Browser { driver: Some(driver), base, session: session.to_string(), profile })
+        browser.session = session.to_string();
+        Ok(browser)
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
@@ -352,8 +356,25 @@ impl Drop for Browser {
             }
         }
         drop(self.driver.take());
+        // Chromium processes outlive a killed chromedriver: end those running on this
+        // browser's own profile (a path no other process uses), by pid.
+        let marker = format!("--user-data-dir={}", self.profile.display());
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).any(|arg| arg == marker.as_bytes()) {
+                // SAFETY: kill(2) on a process of this test's own browser.
+                unsafe {
+                    kill(pid, 9);
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.profile);
     }
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 /// Standard base64 (with padding), as WebDriver sends screenshots.
