@@ -114,7 +114,13 @@ impl ScriptedPoller {
         let addr = listener.local_addr()?;
         let (answer, _) = watch::channel(Answer::Hold);
         let inner = Arc::new(Inner { answer, held: Mutex::new(BTreeMap::new()), served: Mutex::new(Vec::new()) });
-        let app = Router::new().route("/v1/active", get(active)).with_state(inner.clone());
+        // Envoy's bootstrap health-checks the poller cluster on /readyz: a scripted poller is
+        // always ready (a failing poller is scripted through /v1/active's answers).
+        let app = Router::new()
+            .route("/v1/active", get(active))
+            .route("/readyz", get(|| async { "ready" }))
+            .route("/livez", get(|| async { "live" }))
+            .with_state(inner.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("scripted poller stopped: {e}");
