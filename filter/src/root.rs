@@ -23,6 +23,10 @@ use crate::sync::{self, Known, Merge, View, SHARED_KEY};
 const MAX_CONFIG_BYTES: usize = 64 * 1024;
 /// How many times a shared-data write is retried after a CAS mismatch.
 const CAS_ATTEMPTS: usize = 4;
+/// The timer period until the first successful poll.
+const STARTUP_TICK: Duration = Duration::from_millis(50);
+/// How long after configuration an unknown poller cluster counts as "Envoy still starting".
+const CLUSTER_GRACE_MS: u64 = 5_000;
 /// An answer without a new version faster than this did not wait: the next poll is delayed.
 const QUICK_ANSWER_MS: u64 = 1_000;
 
@@ -51,6 +55,12 @@ pub struct Root {
     /// failure (a restarted poller may hold the very same version) we ask for an immediate
     /// answer, or the long-poll would wait out `wait` while our state goes stale.
     confirmed: bool,
+    /// Whether any poll has succeeded yet. Until then the timer runs fast (the first state is
+    /// what turns 503s into redirects) and "no such cluster" is not a failure: Envoy answers
+    /// BadArgument while a worker does not know the (health-checked) poller cluster yet.
+    synced: bool,
+    /// Host time of the last successful `on_configure`.
+    configured_ms: u64,
 }
 
 impl Root {
@@ -65,6 +75,8 @@ impl Root {
             next_poll_ms: 0,
             seen_shared_cas: 0,
             confirmed: false,
+            synced: false,
+            configured_ms: 0,
         }
     }
 
@@ -170,6 +182,14 @@ impl Root {
         ];
         match host::dispatch_http_call(&config.poller_cluster, headers, config.call_timeout()) {
             Ok(token) => self.in_flight = Some(InFlight { token, since_ms: now_ms }),
+            Err(HostError::Status(Status::BadArgument))
+                if !self.synced && now_ms < self.configured_ms.saturating_add(CLUSTER_GRACE_MS) =>
+            {
+                // The worker does not know the cluster yet (Envoy is still starting): try again
+                // on the next (fast) tick, without counting or warning. Past the grace period a
+                // cluster that still does not exist is a configuration error, and warned about.
+                self.log(LogLevel::Debug, &format!("cluster {:?} not known yet; retrying", config.poller_cluster));
+            }
             Err(e) => self.poll_failed(shared, now_ms, &format!("cannot call cluster {:?}: {e}", config.poller_cluster)),
         }
     }
@@ -218,6 +238,12 @@ impl Context for Root {
                 }
                 self.failures = 0;
                 self.confirmed = true;
+                if !self.synced {
+                    self.synced = true;
+                    if let Err(e) = host::set_tick_period(shared.config.tick) {
+                        self.log(LogLevel::Warn, &format!("cannot slow the timer down after the first state: {e}"));
+                    }
+                }
                 let merged = self.learn(&shared, Known { doc, heard_ms: now }, now);
                 if merged != Merge::Ignored {
                     self.publish();
@@ -253,12 +279,14 @@ impl RootContext for Root {
                 return false;
             }
         };
-        if let Err(e) = host::set_tick_period(config.tick) {
+        let first_period = if self.synced { config.tick } else { config.tick.min(STARTUP_TICK) };
+        if let Err(e) = host::set_tick_period(first_period) {
             self.log(LogLevel::Error, &format!("cannot set the tick period: {e}"));
             return false;
         }
         let shared = Rc::new(Shared { config, view: RefCell::new(View::unknown()), metrics: Metrics::define() });
         let now = host::now_ms();
+        self.configured_ms = now;
         // A new configuration may change how a state maps to a Location: rebuild the view.
         self.refresh_view(&shared, now);
         self.pick_up_shared(&shared, now);

@@ -401,13 +401,32 @@ fn a_cas_mismatch_is_retried_and_the_newest_state_wins() {
 }
 
 #[test]
-fn an_unknown_poller_cluster_is_a_counted_failure_not_a_crash() {
-    let host = host_with(&r#"{"poller_cluster":"no_such_cluster","retry_initial_ms":10,"tick_ms":10}"#.to_string());
+fn an_unknown_poller_cluster_is_retried_quietly_while_envoy_starts_then_counted_and_warned() {
+    let host = host_with(&r#"{"poller_cluster":"no_such_cluster","retry_initial_ms":10,"tick_ms":1000}"#.to_string());
     let mut vm = started(&host);
     assert!(vm.pending_http_calls().is_empty());
+    // Until the first state the timer runs fast, and Envoy's BadArgument for a cluster a worker
+    // does not know yet is neither a failure nor a warning.
+    assert_eq!(vm.tick_period(), Some(Duration::from_millis(50)));
+    host.advance(Duration::from_millis(4_900));
+    vm.tick().unwrap();
+    assert_eq!(host.metric("vault_redirect.poll_failures"), Some(0));
+    assert!(!logged(&vm, LogLevel::Warn, "no_such_cluster"), "{:?}", vm.logs());
+    // Past the grace period it is a configuration error.
+    host.advance(Duration::from_millis(200));
+    vm.tick().unwrap();
     assert_eq!(host.metric("vault_redirect.poll_failures"), Some(1));
     assert!(logged(&vm, LogLevel::Warn, "no_such_cluster"), "{:?}", vm.logs());
     assert_eq!(get(&mut vm, "/v1/x").local_response.unwrap().status, 503);
+}
+
+#[test]
+fn the_timer_slows_to_the_configured_period_after_the_first_state() {
+    let host = host_with(&config(r#""tick_ms":700"#));
+    let mut vm = started(&host);
+    assert_eq!(vm.tick_period(), Some(Duration::from_millis(50)));
+    answer(&mut vm, 200, &state(1 << 16, "vault-a", "10.0.0.1", 8200));
+    assert_eq!(vm.tick_period(), Some(Duration::from_millis(700)));
 }
 
 #[test]
