@@ -1,0 +1,68 @@
+//! Every Envoy configuration we ship or render is one Envoy accepts: `envoy --mode validate`
+//! on the bootstrap template (one and three pollers, TLS), the native-redirect bench template
+//! and the production-shaped TLS example, with real certificate files and the real .wasm.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use vault_redirect_e2e::envoy::{binary, render, EnvoyOptions, TlsFiles};
+use vault_redirect_e2e::{filter_wasm, target_dir, workspace_root};
+
+/// Runs `envoy --mode validate` on `yaml`; returns Envoy's output on refusal.
+fn validate(name: &str, yaml: &str) -> Result<std::result::Result<(), String>> {
+    let dir = target_dir().join("e2e-logs");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("validate-{name}-{}.yaml", std::process::id()));
+    std::fs::write(&path, yaml)?;
+    let out = std::process::Command::new(binary()?)
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&path)
+        .output()
+        .context("running envoy --mode validate")?;
+    if out.status.success() {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+    }
+}
+
+fn tls_files(dir: &Path) -> Result<TlsFiles> {
+    let cert = rcgen::generate_simple_self_signed(vec!["vault.example.com".to_string()])?;
+    let (crt, key) = (dir.join("validate.crt"), dir.join("validate.key"));
+    std::fs::write(&crt, cert.cert.pem())?;
+    std::fs::write(&key, cert.key_pair.serialize_pem())?;
+    Ok(TlsFiles { cert: crt, key })
+}
+
+#[test]
+fn every_rendered_and_shipped_envoy_configuration_validates() -> Result<()> {
+    let wasm = filter_wasm()?;
+    let poller = "127.0.0.1:8210".parse()?;
+    let (listen, admin) = ("127.0.0.1:18000".parse()?, "127.0.0.1:18001".parse()?);
+    let dir: PathBuf = target_dir().join("e2e-logs");
+    std::fs::create_dir_all(&dir)?;
+    let tls = tls_files(&dir)?;
+    let mut variants = vec![
+        ("plain", EnvoyOptions::new(poller)),
+        ("three-pollers", EnvoyOptions {
+            extra_pollers: vec!["127.0.0.1:8211".parse()?, "127.0.0.1:8212".parse()?],
+            ..EnvoyOptions::new(poller)
+        }),
+        ("tls", EnvoyOptions::tls(poller, tls.clone())),
+        ("native-redirect", EnvoyOptions { template: "envoy/bench-native-redirect.yaml.tmpl".into(), ..EnvoyOptions::new(poller) }),
+    ];
+    for (name, opts) in variants.drain(..) {
+        let yaml = render(&opts, listen, admin, &wasm)?;
+        assert_eq!(validate(name, &yaml)?, Ok(()), "{name}");
+    }
+    let example = std::fs::read_to_string(workspace_root().join("envoy/examples/vault-redirect-tls.yaml"))?
+        .replace("/etc/envoy/tls/vault.example.com.crt", &tls.cert.display().to_string())
+        .replace("/etc/envoy/tls/vault.example.com.key", &tls.key.display().to_string())
+        .replace("/etc/envoy/vault_redirect_filter.wasm", &wasm.display().to_string());
+    assert_eq!(validate("example-tls", &example)?, Ok(()), "envoy/examples/vault-redirect-tls.yaml");
+    // The check can fail: a misspelt field is refused.
+    let broken = example.replace("normalize_path: false", "normalise_path: false");
+    let refused = validate("broken", &broken)?;
+    assert!(refused.as_ref().is_err_and(|e| e.contains("normalise_path")), "{refused:?}");
+    Ok(())
+}
