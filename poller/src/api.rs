@@ -5,6 +5,7 @@
 //! Handlers only read the state; the watcher is the only writer. A long-poll parks on the
 //! watch channel, which wakes it only when the version changes: waiters cost no CPU.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use vault_redirect_core::{HostChoice, RedirectPolicy};
+use vault_redirect_core::{HostChoice, RedirectPolicy, StateDoc};
 
 use crate::metrics::Metrics;
 use crate::state::{iso8601, Snapshot};
@@ -78,10 +79,13 @@ pub fn error_response(status: StatusCode, message: String) -> Response {
     r
 }
 
+/// The query of `/v1/active`.
 #[derive(Debug, Deserialize)]
-struct ActiveQuery {
-    index: Option<String>,
-    wait: Option<String>,
+pub struct ActiveQuery {
+    /// The version the client holds.
+    pub index: Option<String>,
+    /// How long it may wait for a newer one.
+    pub wait: Option<String>,
 }
 
 /// Decrements the waiter gauge however the request ends (answer, shutdown, client gone).
@@ -109,20 +113,28 @@ fn jitter(wait: Duration) -> Duration {
     Duration::from_millis(rand::random_range(0..=max_ms))
 }
 
-async fn active(State(app): State<AppState>, Query(q): Query<ActiveQuery>) -> Response {
-    let index = match q.index.as_deref().map(str::parse::<u64>) {
+/// The `index` and `wait` of a `/v1/active` request, or why it gets a 400.
+pub fn longpoll_params(index: Option<&str>, wait: Option<&str>) -> Result<(Option<u64>, Duration), String> {
+    let index = match index.map(str::parse::<u64>) {
         None => None,
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
-            let raw = q.index.unwrap_or_default();
-            return error_response(StatusCode::BAD_REQUEST, format!("invalid index {raw:?}: expected a non-negative integer"));
+            let raw = index.unwrap_or_default();
+            return Err(format!("invalid index {raw:?}: expected a non-negative integer"));
         }
     };
-    let wait = match q.wait.as_deref().map(crate::duration::parse) {
+    let wait = match wait.map(crate::duration::parse) {
         None => DEFAULT_LONGPOLL_WAIT,
         Some(Ok(d)) => d.min(MAX_LONGPOLL_WAIT),
-        Some(Err(e)) => return error_response(StatusCode::BAD_REQUEST, format!("invalid wait: {e}")),
+        Some(Err(e)) => return Err(format!("invalid wait: {e}")),
     };
+    Ok((index, wait))
+}
+
+/// The document a `/v1/active` request gets: at once without `index`; with it, once the
+/// version passes `index`, the wait (plus jitter) ends, or the poller stops. `None` when
+/// `gone` resolves first (the client left).
+pub async fn longpoll_doc(app: &AppState, index: Option<u64>, wait: Duration, gone: impl Future<Output = ()>) -> Option<StateDoc> {
     if let Some(n) = index {
         let _guard = WaiterGuard::new(app.metrics.clone());
         let max_stale = app.info.max_stale;
@@ -134,11 +146,23 @@ async fn active(State(app): State<AppState>, Query(q): Query<ActiveQuery>) -> Re
             _ = state.wait_for(|s| s.doc.version > n) => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|stopping| *stopping) => {}
+            _ = gone => return None,
         }
     }
     let mut doc = app.state.borrow().doc_at(Instant::now());
     // Consul does not record Vault's scheme: tell filters the one this poller redirects with.
     doc.scheme = Some(app.info.policy.scheme);
+    Some(doc)
+}
+
+async fn active(State(app): State<AppState>, Query(q): Query<ActiveQuery>) -> Response {
+    let (index, wait) = match longpoll_params(q.index.as_deref(), q.wait.as_deref()) {
+        Ok(p) => p,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(doc) = longpoll_doc(&app, index, wait, std::future::pending()).await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
     let mut r = (StatusCode::OK, doc.to_json()).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

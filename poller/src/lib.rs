@@ -18,6 +18,7 @@ pub mod choose;
 pub mod config;
 pub mod consul;
 pub mod duration;
+pub mod front;
 pub mod metrics;
 pub mod probes;
 pub mod redirect;
@@ -166,6 +167,9 @@ impl Poller {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        // Long-polls are answered by the front; every other request by axum (see `front`).
+        let (api_listener, front_open) =
+            front::FrontListener::start(api_listener, app.clone()).map_err(|source| RunError::Serve { what: "state API", source })?;
         let api_server = axum::serve(api_listener, api::router(app.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
         let mut api_task = tokio::spawn(async move { api_server.await });
         let mut redirect_task = redirect_listener.map(|l| {
@@ -192,6 +196,7 @@ impl Poller {
         let drain = async {
             let _ = watcher_task.await;
             let _ = (&mut api_task).await;
+            front_open.drained().await;
             if let Some(t) = redirect_task.as_mut() {
                 let _ = t.await;
             }
