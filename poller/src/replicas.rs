@@ -1,6 +1,7 @@
 //! Keeping versions comparable across poller replicas.
 //!
-//! A version is `consul_index << 16` when the document's meaning changes with a Consul answer,
+//! A version is `consul_index << 16` (in version space: plus `Snapshot::index_offset`, which
+//! keeps versions growing, and agreeing across replicas, after Consul's index went back) when the document's meaning changes with a Consul answer,
 //! or the previous version + 1 for a local event (this replica going stale, or Consul's index
 //! not moving forward). The high part is the same on every replica that saw the same Consul
 //! answer; the low part is this replica's own history. So a filter can arrive from a sibling
@@ -35,7 +36,8 @@ pub fn catch_up_version(s: &Snapshot, asked: u64, max_stale: Duration, now: Inst
         return None;
     }
     let asked_index = asked >> LOCAL_EVENT_BITS;
-    if asked_index > s.doc.consul_index {
+    let ours_index = s.version_index();
+    if asked_index > ours_index {
         // The sibling saw Consul data we have not seen yet: our own answer is on its way.
         return None;
     }
@@ -43,7 +45,7 @@ pub fn catch_up_version(s: &Snapshot, asked: u64, max_stale: Duration, now: Inst
         // One more would be the next index's version.
         return None;
     }
-    let from_index = s.doc.consul_index.checked_mul(1 << LOCAL_EVENT_BITS)?;
+    let from_index = ours_index.checked_mul(1 << LOCAL_EVENT_BITS)?;
     Some(from_index.max(asked + 1))
 }
 

@@ -93,6 +93,10 @@ pub struct Snapshot {
     /// Since when Consul's answers have shown no active node; `None` while one is served, and
     /// before any good answer (the poller starting is not the cluster lacking a node).
     pub no_active_since: Option<Instant>,
+    /// Added to Consul's index to build versions: grows by the last index seen + 1 each time
+    /// Consul's index goes backwards, so versions keep following Consul's order after a reset,
+    /// the same on every replica that saw the same index before it (see `replicas`).
+    pub index_offset: u64,
 }
 
 impl Snapshot {
@@ -110,6 +114,7 @@ impl Snapshot {
             nodes: Vec::new(),
             changes: VecDeque::new(),
             no_active_since: None,
+            index_offset: 0,
         }
     }
 
@@ -167,6 +172,12 @@ impl Snapshot {
         doc.age_ms = age.map(|a| a.as_millis().min(u128::from(u64::MAX)) as u64);
         doc.last_consul_ok_unix_ms = age.map(|a| unix_ms(SystemTime::now()).saturating_sub(a.as_millis() as u64));
         doc
+    }
+
+    /// Consul's index of the last good answer in version space: [`Snapshot::index_offset`]
+    /// plus `consul_index`. Versions are this `<< 16`, plus local events.
+    pub fn version_index(&self) -> u64 {
+        self.index_offset.saturating_add(self.doc.consul_index)
     }
 
     /// The chosen node, if any.

@@ -126,6 +126,10 @@ impl Watcher {
     /// Runs until `stop` becomes true (or its sender is dropped).
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut index: u64 = 0;
+        // The index of the last good answer (kept across errors, unlike `index`) and what
+        // versions add to Consul's index (see `Snapshot::index_offset`).
+        let mut last_answer_index: Option<u64> = None;
+        let mut index_offset: u64 = 0;
         let mut last_ok = true; // true at start: a Consul down from the start is warned about once, too
         let mut ever_ok = false;
         let mut backoff = Backoff::new(BACKOFF_BASE, self.settings.backoff_max);
@@ -175,7 +179,9 @@ impl Watcher {
                     backoff.reset();
                     last_ok = true;
                     index = next_index(index, answer.index);
-                    self.apply_answer(answer, Instant::now());
+                    index_offset = next_offset(index_offset, last_answer_index, answer.index);
+                    last_answer_index = Some(answer.index);
+                    self.apply_answer(answer, index_offset, Instant::now());
                 }
                 Err(err) => {
                     self.metrics.consul_request(err.outcome(), seconds);
@@ -221,7 +227,7 @@ impl Watcher {
         Some(credited + self.settings.max_stale)
     }
 
-    fn apply_answer(&self, answer: HealthAnswer, now: Instant) {
+    fn apply_answer(&self, answer: HealthAnswer, index_offset: u64, now: Instant) {
         let choice = choose_active(&answer.entries, &self.settings.service, &self.settings.active_tag);
         let nodes = node_statuses(&answer.entries, &choice);
         if !choice.refused_targets.is_empty() {
@@ -236,7 +242,7 @@ impl Watcher {
                 || s.doc.active_candidates != candidates;
             let previous = s.doc.active.clone();
             if changed {
-                s.doc.version = StateDoc::next_version(s.doc.version, answer.index);
+                s.doc.version = StateDoc::next_version(s.doc.version, index_offset.saturating_add(answer.index));
                 s.changed_at = now;
                 if s.doc.active != choice.active {
                     metrics.active_changes.inc();
@@ -267,6 +273,7 @@ impl Watcher {
             s.doc.reason = choice.reason.clone();
             s.doc.active_candidates = candidates;
             s.doc.consul_index = answer.index;
+            s.index_offset = index_offset;
             s.confirmed = Some(now);
             s.in_flight_until = None;
             s.consul_error = None;
@@ -323,11 +330,25 @@ fn is_down(doc: &StateDoc) -> bool {
 
 fn set_down(s: &mut Snapshot, now: Instant) {
     let previous = s.doc.active.take();
-    s.doc.version = StateDoc::next_version(s.doc.version, s.doc.consul_index);
+    s.doc.version = StateDoc::next_version(s.doc.version, s.version_index());
     s.doc.reason = Some(REASON_CONSUL_DOWN.to_string());
     s.doc.active_candidates = 0;
     s.changed_at = now;
     s.record_active_change(previous, now);
+}
+
+/// The offset versions add to Consul's index, after an answer carrying `returned` when the
+/// previous good answer carried `last` (`None`: no answer yet).
+///
+/// When Consul's index goes backwards (a snapshot restore, another server), versions must
+/// still grow, and should grow the same on every replica: the offset grows by the last index
+/// seen + 1, a value every replica that followed Consul up to the reset shares (it does not
+/// depend on which lower index a replica happened to see first).
+pub fn next_offset(offset: u64, last: Option<u64>, returned: u64) -> u64 {
+    match last {
+        Some(last) if returned < last => offset.saturating_add(last).saturating_add(1),
+        _ => offset,
+    }
 }
 
 /// The index to send next, after an answer carrying `returned` to a request that sent `sent`.
@@ -355,6 +376,20 @@ mod tests {
         assert_eq!(next_index(17, 20), 20);
         assert_eq!(next_index(17, 3), 0);
         assert_eq!(next_index(0, 0), 1);
+    }
+
+    #[test]
+    fn the_version_offset_grows_past_the_last_index_when_consul_goes_backwards() {
+        assert_eq!(next_offset(0, None, 17), 0);
+        assert_eq!(next_offset(0, Some(17), 17), 0);
+        assert_eq!(next_offset(0, Some(17), 20), 0);
+        // Reset from 20 to 3 or to 5: the same offset whatever lower index came first.
+        assert_eq!(next_offset(0, Some(20), 3), 21);
+        assert_eq!(next_offset(0, Some(20), 5), 21);
+        // A second reset stacks on the first.
+        assert_eq!(next_offset(21, Some(9), 2), 31);
+        // A zero index (a Consul bug) after zeros is not a reset.
+        assert_eq!(next_offset(0, Some(0), 0), 0);
     }
 
     #[test]

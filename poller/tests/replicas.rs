@@ -115,3 +115,29 @@ async fn readiness_follows_consul_not_vaults_election() {
     }
     p.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn after_a_consul_index_reset_replicas_still_agree_and_versions_still_grow() {
+    let consul = ConsulDouble::start(three_nodes()).await.unwrap();
+    let a = start(&consul.url(), &["--consul-wait", "1s"]).await;
+    let b = start(&consul.url(), &["--consul-wait", "1s"]).await;
+    let last = consul.index();
+    let da = active_until(&a, Duration::from_secs(10), |d| version(d) == last << 16).await;
+    active_until(&b, Duration::from_secs(10), |d| version(d) == last << 16).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A snapshot restore: the index drops to 3; then two quick failovers (indexes 4 and 5).
+    consul.reset_index(3);
+    consul.set_active("vault-b");
+    consul.set_active("vault-c");
+    let want = (last + 1 + consul.index()) << 16;
+    let va = active_until(&a, Duration::from_secs(15), |d| active_node(d) == Some("vault-c")).await;
+    let vb = active_until(&b, Duration::from_secs(15), |d| active_node(d) == Some("vault-c")).await;
+    // Versions follow Consul's order across the reset, the same on both replicas, whichever
+    // intermediate states each saw: the offset is the last index before the reset + 1.
+    assert_eq!(version(&va), want, "{va}");
+    assert_eq!(version(&vb), want, "{vb}");
+    assert!(version(&va) > version(&da));
+    assert_eq!(va["consul_index"], consul.index());
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
