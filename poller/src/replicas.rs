@@ -1,9 +1,10 @@
 //! Keeping versions comparable across poller replicas.
 //!
-//! A version is `consul_index << 16` (in version space: plus `Snapshot::index_offset`, which
-//! keeps versions growing, and agreeing across replicas, after Consul's index went back) when the document's meaning changes with a Consul answer,
-//! or the previous version + 1 for a local event (this replica going stale, or Consul's index
-//! not moving forward). The high part is the same on every replica that saw the same Consul
+//! A version is `consul_index << 16` when the document's meaning changes with a Consul answer
+//! (in version space: plus `Snapshot::index_offset`, which keeps versions growing, and
+//! agreeing across replicas, after Consul's index went back), or the previous version + 1 for
+//! a local event (this replica going stale). The high part is the same on every replica that
+//! saw the same Consul
 //! answer; the low part is this replica's own history. So a filter can arrive from a sibling
 //! holding a version above ours for the same Consul data: typically the sibling lost Consul and
 //! published "no active node" at `index << 16 | 1` while we still see Consul fine at
