@@ -231,8 +231,11 @@ async fn connection(mut stream: TcpStream, addr: SocketAddr, app: AppState, tx: 
                 Ok(0) => return,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if stream.readable().await.is_err() {
-                        return;
+                    // Readiness can be stale (the first read finds nothing): keep watching for
+                    // shutdown here too, or an idle keep-alive connection would hold it up.
+                    tokio::select! {
+                        r = stream.readable() => if r.is_err() { return },
+                        _ = stop.wait_for(|s| *s) => return,
                     }
                     continue;
                 }

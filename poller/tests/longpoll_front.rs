@@ -126,3 +126,22 @@ async fn a_bad_query_gets_axums_400_and_a_closing_client_its_answer() {
     assert_eq!(n, 0, "the connection stays open after connection: close");
     p.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_idle_keep_alive_connections() {
+    let consul = ConsulDouble::start(three_nodes()).await.unwrap();
+    let p = start(&consul.url(), &[]).await;
+    active_until(&p, Duration::from_secs(10), |d| active_node(d).is_some()).await;
+    // One answered request, then the connection idles, as an Envoy's pooled connection does.
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /v1/active HTTP/1.1\r\nHost: p\r\n\r\n").await.unwrap();
+    read_response(&mut s).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    p.stop().await.unwrap();
+    // The shutdown grace is 10 s; an idle connection must not use it up.
+    assert!(started.elapsed() < Duration::from_secs(5), "stop took {:?}", started.elapsed());
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert_eq!(n, 0, "the idle connection is closed at shutdown");
+}
