@@ -57,6 +57,8 @@ pub struct Info {
     pub service: String,
     /// The tag that marks the active node.
     pub active_tag: String,
+    /// `--max-waiters`: long-polls parked at once before new ones are answered at once.
+    pub max_waiters: u64,
 }
 
 /// The state API router.
@@ -135,7 +137,12 @@ pub fn longpoll_params(index: Option<&str>, wait: Option<&str>) -> Result<(Optio
 /// version passes `index`, the wait (plus jitter) ends, or the poller stops. `None` when
 /// `gone` resolves first (the client left).
 pub async fn longpoll_doc(app: &AppState, index: Option<u64>, wait: Duration, gone: impl Future<Output = ()>) -> Option<StateDoc> {
-    if let Some(n) = index {
+    let parked = u64::try_from(app.metrics.longpoll_waiters.get()).unwrap_or(0);
+    if index.is_some() && parked >= app.info.max_waiters {
+        // Holding one more would grow memory without bound; the caller gets the current
+        // document now, as a long-poll whose wait ended.
+        app.metrics.longpoll_over_limit.inc();
+    } else if let Some(n) = index {
         let _guard = WaiterGuard::new(app.metrics.clone());
         let max_stale = app.info.max_stale;
         app.versions.send_if_modified(|s| crate::replicas::catch_up(s, n, max_stale, Instant::now()));

@@ -167,6 +167,11 @@ pub struct Config {
     #[arg(long, env = "VAULT_REDIRECT_MAX_STALE", default_value = "60s", value_parser = parse_duration)]
     pub max_stale: Duration,
 
+    /// Most long-polls parked at once on /v1/active; past it a long-poll is answered at once
+    /// (the filter then paces itself) instead of holding another connection and its memory.
+    #[arg(long, env = "VAULT_REDIRECT_MAX_WAITERS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_waiters: u64,
+
     /// Address of the state API (/v1/active, /health, /metrics).
     #[arg(long, env = "VAULT_REDIRECT_LISTEN", default_value = "127.0.0.1:8210")]
     pub listen: SocketAddr,

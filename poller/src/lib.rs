@@ -158,6 +158,7 @@ impl Poller {
             max_stale: config.max_stale,
             service: config.service.clone(),
             active_tag: config.active_tag.clone(),
+            max_waiters: config.max_waiters,
         });
         let versions = state_tx.clone();
         let watcher = Watcher::new(client, settings, state_tx, metrics.clone());

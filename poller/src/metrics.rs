@@ -36,6 +36,8 @@ pub struct Metrics {
     pub since_consul_ok: Gauge<f64, AtomicU64>,
     /// Open long-polls on `/v1/active`.
     pub longpoll_waiters: Gauge,
+    /// Long-polls answered at once because `--max-waiters` were already parked.
+    pub longpoll_over_limit: Counter,
     /// Nodes that qualified as active in the last Consul answer (more than 1: stale tags).
     pub active_candidates: Gauge,
     /// Active-tagged nodes refused because their address is not a valid redirect target.
@@ -75,6 +77,12 @@ impl Metrics {
         );
         let longpoll_waiters = Gauge::default();
         registry.register("longpoll_waiters", "Open long-poll requests on /v1/active", longpoll_waiters.clone());
+        let longpoll_over_limit = Counter::default();
+        registry.register(
+            "longpoll_over_limit",
+            "Long-polls answered at once because --max-waiters long-polls were already parked",
+            longpoll_over_limit.clone(),
+        );
         let active_candidates = Gauge::default();
         registry.register(
             "active_candidates",
@@ -109,6 +117,7 @@ impl Metrics {
             state_age,
             since_consul_ok,
             longpoll_waiters,
+            longpoll_over_limit,
             active_candidates,
             refused_targets,
             redirects,

@@ -131,3 +131,26 @@ async fn the_document_carries_the_redirect_scheme_as_a_hint_for_filters() {
     assert_eq!(doc["scheme"], "https");
     p.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn past_max_waiters_a_long_poll_is_answered_at_once_and_counted() {
+    let consul = ConsulDouble::start(three_nodes()).await.unwrap();
+    let p = start(&consul.url(), &["--max-waiters", "2"]).await;
+    let doc = active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
+    let version = doc["version"].as_u64().unwrap();
+    let url = p.url(&format!("/v1/active?index={version}&wait=30s"));
+    let parked: Vec<_> = (0..2).map(|_| tokio::spawn({ let url = url.clone(); async move { get_json(&url).await } })).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(parked.iter().all(|w| !w.is_finished()), "the first two long-polls must park");
+    let started = Instant::now();
+    let (status, third) = get_json(&url).await;
+    assert_eq!((status, third["version"].as_u64()), (200, Some(version)));
+    assert!(started.elapsed() < Duration::from_secs(10), "the third long-poll was held");
+    let metrics = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("vault_redirect_longpoll_over_limit_total 1"), "{metrics}");
+    consul.set_active("vault-b");
+    for w in parked {
+        assert_eq!(w.await.unwrap().1["active"]["node"], "vault-b");
+    }
+    p.stop().await.unwrap();
+}
