@@ -193,6 +193,16 @@ pub struct Config {
     #[arg(long, env = "VAULT_REDIRECT_PORT")]
     pub redirect_port: Option<u16>,
 
+    /// Serve --redirect-listen over TLS (HTTP/1.1 and h2 by ALPN) with this PEM certificate
+    /// chain, leaf first (vault-redirector's -c/--cert-path). Needs --redirect-tls-key.
+    /// Independent of --redirect-scheme, which is the scheme of the Location sent.
+    #[arg(long, env = "VAULT_REDIRECT_TLS_CERT")]
+    pub redirect_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --redirect-tls-cert (vault-redirector's -k/--key-path).
+    #[arg(long, env = "VAULT_REDIRECT_TLS_KEY")]
+    pub redirect_tls_key: Option<PathBuf>,
+
     /// Log filter (env_logger syntax: error, warn, info, debug, trace, or per module).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
@@ -236,6 +246,12 @@ pub enum ConfigError {
     /// Only one of the client certificate and key was given.
     #[error("--consul-client-cert and --consul-client-key go together; only {0} was given")]
     ClientPair(&'static str),
+    /// Only one of the redirect listener's certificate and key was given.
+    #[error("--redirect-tls-cert and --redirect-tls-key go together; only {0} was given")]
+    RedirectTlsPair(&'static str),
+    /// TLS was asked for without a redirect listener to serve it on.
+    #[error("--redirect-tls-cert and --redirect-tls-key need --redirect-listen (the state API on --listen stays plain HTTP)")]
+    RedirectTlsWithoutListen,
     /// A file could not be read.
     #[error("cannot read {what} {path:?}: {source}")]
     File {
@@ -330,6 +346,12 @@ impl Config {
             (None, Some(_)) => return Err(ConfigError::ClientPair("--consul-client-key")),
             _ => {}
         }
+        match (&self.redirect_tls_cert, &self.redirect_tls_key) {
+            (Some(_), None) => return Err(ConfigError::RedirectTlsPair("--redirect-tls-cert")),
+            (None, Some(_)) => return Err(ConfigError::RedirectTlsPair("--redirect-tls-key")),
+            (Some(_), Some(_)) if self.redirect_listen.is_none() => return Err(ConfigError::RedirectTlsWithoutListen),
+            _ => {}
+        }
         if Some(self.listen) == self.redirect_listen && self.listen.port() != 0 {
             return Err(ConfigError::SameListen(self.listen));
         }
@@ -389,6 +411,8 @@ mod tests {
             (&["--consul-wait", "11m"], "11m"),
             (&["--max-stale", "0"], "--max-stale"),
             (&["--consul-client-cert", "/c.pem"], "--consul-client-cert"),
+            (&["--redirect-listen", "127.0.0.1:0", "--redirect-tls-key", "/k.pem"], "only --redirect-tls-key"),
+            (&["--redirect-tls-cert", "/c.pem", "--redirect-tls-key", "/k.pem"], "need --redirect-listen"),
         ];
         for (args, needle) in cases {
             let err = parse(args).validate().unwrap_err().to_string();

@@ -11,7 +11,8 @@
 //! shared snapshot), `api` (state API, health, metrics), `status` (the status page, its
 //! document and the `status` subcommand), `redirect` (standalone mode), `metrics` (every
 //! metric name), `signals` (log toggles and termination), `probes` (`/livez`, `/readyz`),
-//! `replicas` (keeping versions comparable across replicas), `duration`.
+//! `replicas` (keeping versions comparable across replicas), `tls` (TLS on the redirect
+//! listener), `duration`.
 
 pub mod api;
 pub mod choose;
@@ -26,6 +27,7 @@ pub mod replicas;
 pub mod signals;
 pub mod state;
 pub mod status;
+pub mod tls;
 pub mod watcher;
 
 use std::future::Future;
@@ -80,6 +82,7 @@ pub struct Poller {
     client: ConsulClient,
     api_listener: TcpListener,
     redirect_listener: Option<TcpListener>,
+    redirect_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
@@ -111,17 +114,25 @@ impl Poller {
     pub async fn bind(config: Config) -> Result<Poller, RunError> {
         config.validate()?;
         let client = ConsulClient::new(&config)?;
+        // Loaded and checked before anything is bound, so a bad file fails start-up cleanly.
+        let redirect_tls = match (&config.redirect_tls_cert, &config.redirect_tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let api_listener = bind(config.listen).await?;
         log::info!("listening on {}", local_addr(&api_listener, config.listen)?);
         let redirect_listener = match config.redirect_listen {
             Some(addr) => {
                 let l = bind(addr).await?;
                 log::info!("redirects listening on {}", local_addr(&l, addr)?);
+                if let Some(cert) = config.redirect_tls_cert.as_ref().filter(|_| redirect_tls.is_some()) {
+                    log::info!("redirects served over TLS (h2, http/1.1) with {}", cert.display());
+                }
                 Some(l)
             }
             None => None,
         };
-        Ok(Poller { config, client, api_listener, redirect_listener })
+        Ok(Poller { config, client, api_listener, redirect_listener, redirect_tls })
     }
 
     /// The state API's bound address.
@@ -140,7 +151,7 @@ impl Poller {
     /// Runs until `shutdown` resolves, then answers every long-poll with the current state,
     /// lets open requests finish (up to [`SHUTDOWN_GRACE`]) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-        let Poller { config, client, api_listener, redirect_listener } = self;
+        let Poller { config, client, api_listener, redirect_listener, redirect_tls } = self;
         let metrics = Arc::new(Metrics::new());
         metrics.max_stale.set(config.max_stale.as_secs_f64());
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -174,9 +185,14 @@ impl Poller {
         let api_server = axum::serve(api_listener, api::router(app.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
         let mut api_task = tokio::spawn(async move { api_server.await });
         let mut redirect_task = redirect_listener.map(|l| {
-            let server = axum::serve(l, redirect::router(app.clone(), info.policy.clone()))
-                .with_graceful_shutdown(stopped(stop_rx.clone()));
-            tokio::spawn(async move { server.await })
+            let router = redirect::router(app.clone(), info.policy.clone());
+            match redirect_tls {
+                Some(acceptor) => tokio::spawn(tls::serve(l, acceptor, router, stop_rx.clone())),
+                None => {
+                    let server = axum::serve(l, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+                    tokio::spawn(async move { server.await })
+                }
+            }
         });
 
         let failed = tokio::select! {

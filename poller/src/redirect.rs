@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -38,7 +38,10 @@ async fn redirect(State(rs): State<RedirectState>, request: Request) -> Response
     let uri = request.uri();
     // Origin-form targets reach `decide` as they came; any other form (absolute, authority,
     // `*`) is passed whole so `decide` refuses it rather than gluing it to our authority.
-    let target: String = if uri.scheme().is_some() || uri.authority().is_some() {
+    // h2 (over TLS) always carries :scheme and :authority beside :path, so there the target
+    // is :path alone; the authority is ignored as the Host header is.
+    let h2 = request.version() == Version::HTTP_2;
+    let target: String = if !h2 && (uri.scheme().is_some() || uri.authority().is_some()) {
         uri.to_string()
     } else {
         uri.path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_default()
