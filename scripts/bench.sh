@@ -14,6 +14,6 @@ if [ ! -x .venv-bench/bin/vault-redirector ]; then
   python3 -m venv .venv-bench
   .venv-bench/bin/pip install --quiet --disable-pip-version-check "vault-redirector==0.2.0"
 fi
-cargo build --quiet -p vault-redirect-filter --target wasm32-wasip1 --profile wasm-release
+scripts/build.sh
 cargo build --quiet --release -p vault-redirect-poller
 cargo run --quiet --release -p vault-redirect-e2e --bin bench

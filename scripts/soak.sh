@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --quiet -p vault-redirect-filter --target wasm32-wasip1 --profile wasm-release
+scripts/build.sh
 cargo build --quiet --release -p vault-redirect-poller
 VAULT_REDIRECT_POLLER_BIN=$PWD/target/release/vault-redirect-poller cargo run --quiet --release -p vault-redirect-e2e --bin soak

@@ -2,12 +2,13 @@
 //! a size jump is usually a dependency pulled in by accident (serde_json alone added 88 KB).
 //!
 //! The goal is 100 KB; measured (docs/BENCHMARKS.md): a filter that does nothing but
-//! answer with the proxy-wasm 0.2.5 SDK and std is already 82 KB, and this filter is 164 KB
-//! (130 KB after `wasm-opt -Oz`). The gate sits just above today's size so growth fails here.
+//! answer with the proxy-wasm 0.2.5 SDK and std is already 82 KB; this filter is 164 KB as
+//! cargo builds it and 140 KB once scripts/build.sh has trimmed the callbacks it does not
+//! implement (filter/trim). The gate sits just above today's size so growth fails here.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-/// Today's size plus about 5 %.
-const MAX_BYTES: u64 = 172_000;
+/// Today's trimmed size plus about 5 %.
+const MAX_BYTES: u64 = 148_000;
 
 #[test]
 fn the_release_wasm_stays_under_its_size_gate() {
@@ -16,7 +17,7 @@ fn the_release_wasm_stays_under_its_size_gate() {
     let size = std::fs::metadata(&path)
         .unwrap_or_else(|e| {
             panic!(
-                "{}: {e}; build it with `cargo build -p vault-redirect-filter --target wasm32-wasip1 --profile wasm-release`",
+                "{}: {e}; build it with scripts/build.sh",
                 path.display()
             )
         })
