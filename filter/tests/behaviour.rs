@@ -402,7 +402,7 @@ fn a_cas_mismatch_is_retried_and_the_newest_state_wins() {
 
 #[test]
 fn an_unknown_poller_cluster_is_retried_quietly_while_envoy_starts_then_counted_and_warned() {
-    let host = host_with(&r#"{"poller_cluster":"no_such_cluster","retry_initial_ms":10,"tick_ms":1000}"#.to_string());
+    let host = host_with(r#"{"poller_cluster":"no_such_cluster","retry_initial_ms":10,"tick_ms":1000}"#);
     let mut vm = started(&host);
     assert!(vm.pending_http_calls().is_empty());
     // Until the first state the timer runs fast, and Envoy's BadArgument for a cluster a worker
