@@ -211,7 +211,7 @@ impl ConsulDouble {
     /// key given (Consul's `https` listener, for `CONSUL_CACERT` tests). [`ConsulDouble::url`]
     /// then starts with `https://`.
     pub async fn start_tls(nodes: Vec<VaultNode>, cert_chain_pem: &str, key_pem: &str) -> std::io::Result<ConsulDouble> {
-        let acceptor = tls_acceptor(cert_chain_pem, key_pem)?;
+        let acceptor = crate::tls::acceptor(cert_chain_pem, key_pem, &[])?;
         Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), nodes, Some(acceptor)).await
     }
 
@@ -392,25 +392,6 @@ async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-}
-
-/// A TLS acceptor for a PEM chain and key, with the ring provider reqwest's rustls uses
-/// (explicit, so a second provider elsewhere in the build cannot make rustls refuse).
-fn tls_acceptor(cert_chain_pem: &str, key_pem: &str) -> std::io::Result<TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let invalid = |what: &str, e: &dyn std::fmt::Display| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {e}"));
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| invalid("certificate chain", &e))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| invalid("private key", &e))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid("protocol versions", &e))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| invalid("certificate", &e))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 fn router(shared: Arc<Shared>) -> Router {

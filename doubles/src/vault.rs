@@ -175,7 +175,8 @@ impl VaultCluster {
     /// Like [`VaultCluster::start`], serving https (HTTP/1.1 and h2 by ALPN) with the PEM
     /// chain and key given; `api_addr` and `leader_address` then start with `https://`.
     pub async fn start_tls(nodes: &[(&str, Role)], cert_chain_pem: &str, key_pem: &str) -> std::io::Result<VaultCluster> {
-        let acceptor = tls_acceptor(cert_chain_pem, key_pem)?;
+        // Vault's listener offers h2 and HTTP/1.1 by ALPN.
+        let acceptor = crate::tls::acceptor(cert_chain_pem, key_pem, &[b"h2", b"http/1.1"])?;
         Self::start_with(nodes, Some(acceptor)).await
     }
 
@@ -356,25 +357,6 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, node: usize, tls: Opt
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-}
-
-fn tls_acceptor(cert_chain_pem: &str, key_pem: &str) -> std::io::Result<TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let invalid = |what: &str, e: &dyn std::fmt::Display| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {e}"));
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| invalid("certificate chain", &e))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| invalid("private key", &e))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid("protocol versions", &e))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| invalid("certificate", &e))?;
-    // Vault's listener offers h2 and HTTP/1.1 by ALPN.
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 #[derive(Clone)]
