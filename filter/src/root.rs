@@ -40,6 +40,9 @@ pub struct Shared {
 struct InFlight {
     token: u32,
     since_ms: u64,
+    /// Whether the call carried an `index` (a long-poll). Without one the poller answers at
+    /// once by design, so a quick answer then is no sign of a poller that ignores `index`.
+    long: bool,
 }
 
 /// The root context of one worker.
@@ -181,7 +184,7 @@ impl Root {
             ("accept", "application/json"),
         ];
         match host::dispatch_http_call(&config.poller_cluster, headers, config.call_timeout()) {
-            Ok(token) => self.in_flight = Some(InFlight { token, since_ms: now_ms }),
+            Ok(token) => self.in_flight = Some(InFlight { token, since_ms: now_ms, long: index != 0 }),
             Err(HostError::Status(Status::BadArgument))
                 if !self.synced && now_ms < self.configured_ms.saturating_add(CLUSTER_GRACE_MS) =>
             {
@@ -229,7 +232,7 @@ impl Context for Root {
             // An answer to a call we already gave up on: its state may be old news.
             return;
         }
-        let since_ms = self.in_flight.take().map_or(0, |f| f.since_ms);
+        let (since_ms, long) = self.in_flight.take().map_or((0, false), |f| (f.since_ms, f.long));
         let now = host::now_ms();
         match Self::read_answer(num_headers) {
             Ok(doc) => {
@@ -248,9 +251,10 @@ impl Context for Root {
                 if merged != Merge::Ignored {
                     self.publish();
                 }
-                // A poller that answers at once without news (no long-poll support, a lagging
-                // replica) must not turn this loop into a busy one: wait a backoff step then.
-                let quick = now.saturating_sub(since_ms) < QUICK_ANSWER_MS;
+                // A poller that answers a long-poll at once without news (no long-poll support,
+                // a lagging replica) must not turn this loop into a busy one: wait a backoff
+                // step then. An answer to a poll without `index` is meant to be immediate.
+                let quick = long && now.saturating_sub(since_ms) < QUICK_ANSWER_MS;
                 self.next_poll_ms = if merged != Merge::Newer && quick {
                     now.saturating_add(u64::try_from(shared.config.retry_initial.as_millis()).unwrap_or(u64::MAX))
                 } else {

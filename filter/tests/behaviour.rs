@@ -199,6 +199,25 @@ fn an_answer_without_news_that_came_at_once_does_not_start_a_busy_loop() {
 }
 
 #[test]
+fn a_worker_seeded_from_shared_data_resumes_its_long_poll_at_once_after_its_first_answer() {
+    let host = host_with(&config(r#""tick_ms":500"#));
+    let _first = redirecting(&host);
+    // The second worker's first poll fails; its next tick seeds it from shared data.
+    let mut second = started(&host);
+    let call = the_poll(&second);
+    second.fail_http_call(call.token).unwrap();
+    host.advance(Duration::from_millis(300));
+    second.tick().unwrap();
+    // Its next poll asks for an immediate confirmation (no index) of the version it holds...
+    let confirm = the_poll(&second);
+    assert_eq!(confirm.header(":path"), Some("/v1/active?index=0&wait=30s"));
+    second.respond_http_call(confirm.token, HttpCallResponse::new(200, state(1 << 16, "vault-a", "10.0.0.1", 8200))).unwrap();
+    // ...and, that answer being immediate by design, goes straight back to long-polling.
+    let long = the_poll(&second);
+    assert_eq!(long.header(":path"), Some(format!("/v1/active?index={}&wait=30s", 1u64 << 16).as_str()));
+}
+
+#[test]
 fn a_state_unconfirmed_past_max_stale_gives_503_and_pass_through_mode_continues() {
     let host = host_with(&config(r#""max_stale_seconds":10,"tick_ms":100"#));
     let mut vm = redirecting(&host);
