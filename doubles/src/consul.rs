@@ -18,12 +18,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::go_duration;
@@ -233,7 +231,7 @@ impl ConsulDouble {
         inner.commit(&[]);
         let (generation, _) = watch::channel(0);
         let shared = Arc::new(Shared { inner: Mutex::new(inner), generation, requests: AtomicU64::new(0) });
-        let server = tokio::spawn(serve(listener, router(shared.clone()), tls.clone()));
+        let server = tokio::spawn(consul_accept_loop(listener, router(shared.clone()), tls.clone()));
         Ok(ConsulDouble { shared, addr, server: Mutex::new(Some(server)), tls })
     }
 
@@ -338,7 +336,7 @@ impl ConsulDouble {
     /// Listens again on the same address after [`ConsulDouble::go_down`], with the same catalog.
     pub async fn come_back(&self) -> std::io::Result<()> {
         let listener = TcpListener::bind(self.addr).await?;
-        let server = tokio::spawn(serve(listener, router(self.shared.clone()), self.tls.clone()));
+        let server = tokio::spawn(consul_accept_loop(listener, router(self.shared.clone()), self.tls.clone()));
         if let Some(old) = self.server.lock().unwrap_or_else(|e| e.into_inner()).replace(server) {
             old.abort();
         }
@@ -359,39 +357,9 @@ impl Drop for ConsulDouble {
     }
 }
 
-/// Accepts connections until aborted. Connections live in a `JoinSet` owned by this task, so
-/// aborting the task closes all of them, which `axum::serve` would not do.
-async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let service = TowerToHyperService::new(app.clone());
-                    let tls = tls.clone();
-                    connections.spawn(async move {
-                        let http = hyper::server::conn::http1::Builder::new();
-                        match tls {
-                            None => {
-                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                            }
-                            Some(acceptor) => match acceptor.accept(stream).await {
-                                Ok(tls_stream) => {
-                                    let _ = http.serve_connection(TokioIo::new(tls_stream), service).await;
-                                }
-                                Err(e) => log::debug!("consul double: TLS handshake failed: {e}"),
-                            },
-                        }
-                    });
-                }
-                Err(e) => {
-                    log::warn!("consul double: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
+/// The Consul double's listener: HTTP/1.1, one router for every connection.
+async fn consul_accept_loop(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
+    crate::serve::accept_loop(listener, tls, crate::serve::Protocols::Http1, "consul double", move |_| app.clone()).await;
 }
 
 fn router(shared: Arc<Shared>) -> Router {

@@ -11,6 +11,7 @@
 //!   KV v2 behind `X-Vault-Token`, standby forwarding, and a record of every request received.
 
 pub mod consul;
+mod serve;
 mod tls;
 mod go_duration;
 pub mod vault;

@@ -27,19 +27,16 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::consul::{Role, VaultNode};
@@ -323,40 +320,13 @@ impl Drop for VaultCluster {
     }
 }
 
-/// Accepts connections until aborted; connections live in a `JoinSet` owned by this task, so
-/// aborting it closes all of them. HTTP/1.1 and h2 (prior knowledge, or ALPN over TLS).
+/// A Vault node's listener: HTTP/1.1 and h2 (prior knowledge, or ALPN over TLS); each
+/// connection's router knows its peer, for the record of requests.
 async fn serve(listener: TcpListener, shared: Arc<Shared>, node: usize, tls: Option<TlsAcceptor>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let app = Router::new().fallback(handle).with_state(NodeCtx { shared: shared.clone(), node, peer });
-                    let service = TowerToHyperService::new(app);
-                    let tls = tls.clone();
-                    connections.spawn(async move {
-                        let http = auto::Builder::new(TokioExecutor::new());
-                        match tls {
-                            None => {
-                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                            }
-                            Some(acceptor) => match acceptor.accept(stream).await {
-                                Ok(tls_stream) => {
-                                    let _ = http.serve_connection(TokioIo::new(tls_stream), service).await;
-                                }
-                                Err(e) => log::debug!("vault double: TLS handshake failed: {e}"),
-                            },
-                        }
-                    });
-                }
-                Err(e) => {
-                    log::warn!("vault double: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
+    crate::serve::accept_loop(listener, tls, crate::serve::Protocols::Http1AndH2, "vault double", move |peer| {
+        Router::new().fallback(handle).with_state(NodeCtx { shared: shared.clone(), node, peer })
+    })
+    .await;
 }
 
 #[derive(Clone)]
@@ -758,6 +728,7 @@ fn request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn rfc3339_matches_go_for_known_instants() {
