@@ -37,13 +37,15 @@ if [ "$(.tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print 
   cargo install --quiet --root .tools wasm-bindgen-cli --version "$bindgen_version"
 fi
 
-# Operator tests (issue 10): headless Chromium and chromedriver drive the poller's status page;
+# Debian packages. Operator tests (issue 10): headless Chromium and chromedriver drive the poller's status page;
 # promtool (Debian's prometheus package) checks and unit-tests the alert rules. Debian's
 # packages, installed only when missing.
 operator_pkgs=()
 command -v chromium >/dev/null || operator_pkgs+=(chromium)
 command -v chromedriver >/dev/null || operator_pkgs+=(chromium-driver)
 command -v promtool >/dev/null || operator_pkgs+=(prometheus)
+# binaryen's wasm-opt shrinks the filter's .wasm in scripts/build.sh.
+command -v wasm-opt >/dev/null || operator_pkgs+=(binaryen)
 if [ ${#operator_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${operator_pkgs[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive

@@ -3,8 +3,8 @@
 //! Every host call the filter makes goes through this adapter, which turns the host's `Status`
 //! into [`HostError`] and never panics. The SDK's own wrappers `panic!` on statuses they do not
 //! expect (shared data, header maps, local responses), and a panic kills the Envoy VM with every
-//! request it serves; so the calls on our paths are made here against the raw ABI, and only
-//! `dispatch_http_call` goes through the SDK, whose dispatcher must learn the callout token.
+//! request it serves; so every call is made here against the raw ABI (the crate's types name
+//! the enums).
 
 use std::ptr::{null, null_mut};
 use std::time::Duration;
@@ -79,6 +79,19 @@ extern "C" {
         headers_data: *const u8,
         headers_size: usize,
         grpc_status: i32,
+    ) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout: u32,
+        return_token: *mut u32,
     ) -> u32;
     fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
@@ -211,16 +224,31 @@ pub fn send_response(status: u32, headers: &[(&str, &[u8])], body: &[u8]) -> Res
     })
 }
 
-/// Starts an HTTP call through the SDK, whose dispatcher routes the answer back to the root
-/// context by token. Statuses other than BadArgument/InternalFailure would panic inside the SDK;
-/// Envoy returns only those (source/extensions/common/wasm/context.cc, httpCall).
-pub fn dispatch_http_call(
-    cluster: &str,
-    headers: Vec<(&str, &str)>,
-    timeout: Duration,
-) -> Result<u32, HostError> {
-    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout)
-        .map_err(HostError::Status)
+/// Starts an HTTP call to `cluster` (no body, no trailers) and returns its token; the answer
+/// arrives in `proxy_on_http_call_response` of the calling root context. Envoy refuses an
+/// unknown cluster or bad headers with BadArgument and a call it cannot start with
+/// InternalFailure.
+pub fn http_call(cluster: &str, headers: &[(&str, &[u8])], timeout: Duration) -> Result<u32, HostError> {
+    let serialized = serialize_headers(headers);
+    let no_trailers = serialize_headers(&[]);
+    let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    let mut token: u32 = 0;
+    // SAFETY: every pointer and length describes a live buffer or local for the whole call.
+    check(unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            serialized.as_ptr(),
+            serialized.len(),
+            null(),
+            0,
+            no_trailers.as_ptr(),
+            no_trailers.len(),
+            timeout_ms,
+            &mut token,
+        )
+    })
+    .map(|()| token)
 }
 
 /// Defines (or finds, if a sibling VM defined it) a metric and returns its id.

@@ -1,6 +1,8 @@
 //! Every metric the filter reports, named once. Envoy shows them in its stats (prefixed by
 //! Envoy with `wasmcustom.`); all workers define the same names, so Envoy sums them.
 
+use std::cell::Cell;
+
 use proxy_wasm::types::MetricType;
 
 use crate::host;
@@ -68,5 +70,39 @@ pub fn bump(id: Option<u32>) {
 pub fn set(id: Option<u32>, value: u64) {
     if let Some(id) = id {
         host::record_metric(id, value);
+    }
+}
+
+/// One worker's request counters, counted in its memory and added to the host's counters on
+/// the next tick (`RequestCounts::flush`), so a request makes no metric host call: a call
+/// into Envoy per request costs more than a memory increment, and the counters reach
+/// Envoy's stats within one tick (500 ms by default), far inside any scrape interval.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    pub redirects: Cell<u32>,
+    pub no_active: Cell<u32>,
+    pub bad_requests: Cell<u32>,
+    pub pass_through: Cell<u32>,
+}
+
+impl RequestCounts {
+    /// Counts one request.
+    pub fn count(counter: &Cell<u32>) {
+        counter.set(counter.get().saturating_add(1));
+    }
+
+    /// Adds what was counted since the last flush to the host's counters and starts again.
+    pub fn flush(&self, metrics: &Metrics) {
+        for (counter, id) in [
+            (&self.redirects, metrics.redirects),
+            (&self.no_active, metrics.no_active),
+            (&self.bad_requests, metrics.bad_requests),
+            (&self.pass_through, metrics.pass_through),
+        ] {
+            let n = counter.replace(0);
+            if let (true, Some(id)) = (n > 0, id) {
+                host::increment_metric(id, i64::from(n));
+            }
+        }
     }
 }

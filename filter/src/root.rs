@@ -8,15 +8,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType, Status};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
 use vault_redirect_core::state::MAX_DOC_BYTES;
 use vault_redirect_core::StateDoc;
 
 use crate::config::FilterConfig;
 use crate::host::{self, HostError};
-use crate::metrics::{self, Metrics};
-use crate::request::Request;
+use crate::metrics::{self, Metrics, RequestCounts};
 use crate::sync::{self, Known, Merge, View, SHARED_KEY};
 
 /// The largest plugin configuration read.
@@ -35,6 +33,21 @@ pub struct Shared {
     pub(crate) config: FilterConfig,
     pub(crate) view: RefCell<View>,
     pub(crate) metrics: Metrics,
+    /// This worker's request counts since the last tick (see [`RequestCounts`]).
+    pub(crate) counts: RequestCounts,
+}
+
+impl Shared {
+    /// What requests see before any configuration: no state, so every request gets a 503.
+    /// Envoy never sends requests to an unconfigured plugin; a host that did gets answers.
+    pub fn unconfigured() -> Self {
+        Shared {
+            config: FilterConfig::unconfigured(),
+            view: RefCell::new(View::unknown()),
+            metrics: Metrics::default(),
+            counts: RequestCounts::default(),
+        }
+    }
 }
 
 struct InFlight {
@@ -81,6 +94,16 @@ impl Root {
             synced: false,
             configured_ms: 0,
         }
+    }
+
+    /// The host's id for this root context.
+    pub fn context_id(&self) -> u32 {
+        self.context_id
+    }
+
+    /// What this root's requests read, once configured.
+    pub fn shared(&self) -> Option<&Rc<Shared>> {
+        self.shared.as_ref()
     }
 
     fn log(&self, level: LogLevel, message: &str) {
@@ -177,13 +200,13 @@ impl Root {
             _ => 0,
         };
         let path = format!("{}?index={index}&wait={}s", config.poller_path, config.wait.as_secs());
-        let headers = vec![
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", config.poller_authority.as_str()),
-            ("accept", "application/json"),
+        let headers: [(&str, &[u8]); 4] = [
+            (":method", b"GET"),
+            (":path", path.as_bytes()),
+            (":authority", config.poller_authority.as_bytes()),
+            ("accept", b"application/json"),
         ];
-        match host::dispatch_http_call(&config.poller_cluster, headers, config.call_timeout()) {
+        match host::http_call(&config.poller_cluster, &headers, config.call_timeout()) {
             Ok(token) => self.in_flight = Some(InFlight { token, since_ms: now_ms, long: index != 0 }),
             Err(HostError::Status(Status::BadArgument))
                 if !self.synced && now_ms < self.configured_ms.saturating_add(CLUSTER_GRACE_MS) =>
@@ -225,8 +248,10 @@ impl Root {
     }
 }
 
-impl Context for Root {
-    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, _body_size: usize, _num_trailers: usize) {
+/// The callbacks of a root context (dispatched by `crate::abi`).
+impl Root {
+    /// An answer (or failure: no headers) to the long-poll `token_id`.
+    pub fn on_http_call_response(&mut self, token_id: u32, num_headers: usize) {
         let Some(shared) = self.shared.clone() else { return };
         if self.in_flight.as_ref().map(|f| f.token) != Some(token_id) {
             // An answer to a call we already gave up on: its state may be old news.
@@ -265,10 +290,9 @@ impl Context for Root {
             Err(why) => self.poll_failed(&shared, now, &why),
         }
     }
-}
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    /// Reads and validates the plugin configuration; `false` makes Envoy refuse it.
+    pub fn on_configure(&mut self) -> bool {
         let bytes = match host::buffer(BufferType::PluginConfiguration, MAX_CONFIG_BYTES) {
             Ok(b) => b,
             Err(e) => {
@@ -288,7 +312,16 @@ impl RootContext for Root {
             self.log(LogLevel::Error, &format!("cannot set the tick period: {e}"));
             return false;
         }
-        let shared = Rc::new(Shared { config, view: RefCell::new(View::unknown()), metrics: Metrics::define() });
+        // Counts of the previous configuration not flushed yet go to the host first.
+        if let Some(old) = &self.shared {
+            old.counts.flush(&old.metrics);
+        }
+        let shared = Rc::new(Shared {
+            config,
+            view: RefCell::new(View::unknown()),
+            metrics: Metrics::define(),
+            counts: RequestCounts::default(),
+        });
         let now = host::now_ms();
         self.configured_ms = now;
         // A new configuration may change how a state maps to a Location: rebuild the view.
@@ -300,8 +333,10 @@ impl RootContext for Root {
         true
     }
 
-    fn on_tick(&mut self) {
+    /// The timer: request counts to the host, stale-state checks, sibling pick-up, next poll.
+    pub fn on_tick(&mut self) {
         let Some(shared) = self.shared.clone() else { return };
+        shared.counts.flush(&shared.metrics);
         let now = host::now_ms();
         if let Some(f) = &self.in_flight {
             // Envoy always answers a call by its timeout; this guards against a host that does not.
@@ -323,24 +358,5 @@ impl RootContext for Root {
             metrics::set(shared.metrics.state_age_ms, now.saturating_sub(k.heard_ms));
         }
         self.poll(&shared, now);
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Before configuration there is nothing to serve with; Envoy never creates request
-        // contexts for an unconfigured plugin, and answering None would make the SDK panic, so
-        // a request then gets a placeholder that answers 503.
-        let shared = match &self.shared {
-            Some(s) => s.clone(),
-            None => Rc::new(Shared {
-                config: FilterConfig::unconfigured(),
-                view: RefCell::new(View::unknown()),
-                metrics: Metrics::default(),
-            }),
-        };
-        Some(Box::new(Request { context_id, shared }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }

@@ -240,6 +240,7 @@ fn a_state_unconfirmed_past_max_stale_gives_503_and_pass_through_mode_continues(
     vm.tick().unwrap();
     let out = get(&mut vm, "/v1/x");
     assert_eq!((out.action, out.local_response), (Action::Continue, None));
+    vm.tick().unwrap();
     assert_eq!(host.metric("vault_redirect.no_active"), Some(1));
 }
 
@@ -325,6 +326,7 @@ fn targets_that_are_not_origin_form_get_400_and_long_paths_414() {
     assert_eq!(out.status, 400, "a request without :path");
     let long = format!("/{}", "a".repeat(9_000));
     assert_eq!(get(&mut vm, &long).local_response.unwrap().status, 414);
+    vm.tick().unwrap();
     assert_eq!(host.metric("vault_redirect.bad_requests"), Some(7));
 }
 
@@ -359,6 +361,7 @@ fn pass_through_paths_continue_and_the_debug_header_names_version_and_age() {
     let out = get(&mut vm, "/healthzz").local_response.unwrap();
     assert_eq!(out.status, 307);
     assert_eq!(out.header("x-vault-redirect-state"), Some(format!("version={}; age_ms=1234", 1u64 << 16).as_str()));
+    vm.tick().unwrap();
     assert_eq!(host.metric("vault_redirect.pass_through"), Some(4));
 }
 
@@ -366,10 +369,23 @@ fn pass_through_paths_continue_and_the_debug_header_names_version_and_age() {
 fn redirects_and_state_updates_are_counted() {
     let host = host_with(&config(""));
     let mut vm = redirecting(&host);
+    let before = vm.hostcall_counts();
     for _ in 0..3 {
         get(&mut vm, "/v1/x");
     }
+    // Requests count in the worker's memory (no metric host call per request) ...
+    let after = vm.hostcall_counts();
+    assert_eq!(after.get("proxy_increment_metric"), before.get("proxy_increment_metric"));
+    let redirects = host.metric("vault_redirect.redirects").unwrap_or(0);
+    assert_eq!(redirects, 0, "counted before the tick");
+    // ... and reach the host's counter on the next tick, once.
+    vm.tick().unwrap();
     assert_eq!(host.metric("vault_redirect.redirects"), Some(3));
+    vm.tick().unwrap();
+    assert_eq!(host.metric("vault_redirect.redirects"), Some(3), "a tick without requests adds nothing");
+    get(&mut vm, "/v1/x");
+    vm.tick().unwrap();
+    assert_eq!(host.metric("vault_redirect.redirects"), Some(4));
     assert_eq!(host.metric("vault_redirect.state_updates"), Some(1));
     assert_eq!(host.metric("vault_redirect.state_version"), Some(1 << 16));
 }

@@ -1,34 +1,124 @@
-//! The release `.wasm` is trimmed (scripts/build.sh): it exports exactly the callbacks the
-//! filter implements, so Envoy crosses into V8 only for those on each request.
+//! The post-link step (filter/link, run by scripts/build.sh): the shipped `.wasm` exports the
+//! filter's own callbacks under the ABI's names and nothing else, so Envoy enters the VM only
+//! for what the filter does; cargo's output, not linked, refuses to start instead of running
+//! the SDK's dispatcher without the filter's.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use host_test::{Host, LogLevel};
+use vault_redirect_filter_link::{exports, link, linked_exports, Linked};
+
+fn release_dir() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/wasm-release")
+}
+
+fn read(path: PathBuf) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build.sh", path.display()))
+}
+
+/// The shipped filter.
+fn shipped() -> Vec<u8> {
+    read(release_dir().join("vault_redirect_filter.wasm"))
+}
+
+/// The module as cargo linked it, before scripts/build.sh's post-link step.
+fn unlinked() -> Vec<u8> {
+    read(release_dir().join("deps/vault_redirect_filter.wasm"))
+}
+
+const CONFIG: &str = r#"{"poller_cluster":"vault_redirect_poller"}"#;
 
 #[test]
-fn the_release_wasm_exports_only_the_callbacks_the_filter_implements() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip1/wasm-release/vault_redirect_filter.wasm");
-    let wasm = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build.sh", path.display()));
-    let exports: BTreeSet<String> = vault_redirect_filter_trim::exports(&wasm).unwrap().into_iter().collect();
-    let keep: BTreeSet<String> = vault_redirect_filter_trim::KEEP.iter().map(|s| s.to_string()).collect();
+fn the_shipped_wasm_exports_exactly_the_linked_callbacks() {
+    let exported: BTreeSet<String> = exports(&shipped()).unwrap().into_iter().collect();
+    let expected: BTreeSet<String> = linked_exports().iter().map(|s| s.to_string()).collect();
     assert_eq!(
-        exports, keep,
-        "the .wasm is not trimmed (run scripts/build.sh, which trims after cargo builds it), or KEEP is out of date"
+        exported, expected,
+        "the .wasm is not linked (run scripts/build.sh), or the link lists are out of date"
     );
-    // Trimming again changes nothing: the step is idempotent, so build.sh may always run it.
-    let (again, dropped) = vault_redirect_filter_trim::trim(&wasm).unwrap();
-    assert_eq!((dropped, again.len()), (0, wasm.len()));
+    for absent in [
+        "proxy_on_delete",
+        "proxy_on_done",
+        "proxy_on_log",
+        "proxy_on_response_headers",
+    ] {
+        assert!(
+            !exported.contains(absent),
+            "{absent} is exported: Envoy would enter the VM for it on every request"
+        );
+    }
 }
 
 #[test]
-fn trimming_refuses_a_module_that_is_not_the_filter() {
-    let not_filter = wat_module();
-    let err = vault_redirect_filter_trim::trim(&not_filter).unwrap_err().to_string();
-    assert!(err.contains("does not export memory") || err.contains("does not export"), "{err}");
+fn linking_is_idempotent() {
+    let wasm = shipped();
+    let (again, what) = link(&wasm).unwrap();
+    assert_eq!(
+        what,
+        Linked {
+            removed: 0,
+            renamed: 0
+        }
+    );
+    assert_eq!(again, wasm);
 }
 
-/// A minimal valid module exporting one function and nothing the filter needs.
-fn wat_module() -> Vec<u8> {
+#[test]
+fn linking_hands_the_callbacks_from_the_sdk_to_the_filter() {
+    let raw = unlinked();
+    let before: BTreeSet<String> = exports(&raw).unwrap().into_iter().collect();
+    assert!(
+        before.contains("proxy_on_delete") && before.contains("vault_redirect_on_request_headers"),
+        "{before:?}"
+    );
+    let (linked, what) = link(&raw).unwrap();
+    assert_eq!(what.renamed, vault_redirect_filter_link::CALLBACKS.len());
+    assert!(what.removed >= 10, "{what:?}");
+    assert!(
+        linked.len() < raw.len(),
+        "the SDK's dispatcher should have left the module"
+    );
+    // The linked module is the filter: it starts and takes a configuration.
+    let vm = Host::from_bytes(&linked)
+        .unwrap()
+        .with_plugin_config(CONFIG)
+        .start_vm()
+        .unwrap();
+    assert!(
+        vm.vm_start_result() && vm.configure_result(),
+        "{:?}",
+        vm.logs()
+    );
+}
+
+#[test]
+fn the_unlinked_module_refuses_to_start_and_says_why() {
+    let vm = Host::from_bytes(&unlinked())
+        .unwrap()
+        .with_plugin_config(CONFIG)
+        .start_vm()
+        .unwrap();
+    assert!(
+        !vm.vm_start_result(),
+        "cargo's output must not run as the filter"
+    );
+    let logs = vm.logs();
+    assert!(
+        logs.iter()
+            .any(|(level, m)| *level == LogLevel::Critical && m.contains("scripts/build.sh")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn linking_refuses_a_module_that_is_not_the_filter() {
     // (module (func (export "f")))
-    vec![0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 3, 2, 1, 0, 7, 5, 1, 1, 102, 0, 0, 10, 4, 1, 2, 0, 11]
+    let not_filter = [
+        0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 3, 2, 1, 0, 7, 5, 1, 1, 102, 0, 0, 10, 4,
+        1, 2, 0, 11,
+    ];
+    let err = link(&not_filter).unwrap_err().to_string();
+    assert!(err.contains("does not export"), "{err}");
 }

@@ -75,22 +75,18 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Builds the release filter as scripts/build.sh does and returns its path.
+/// Builds the release filter with scripts/build.sh (cargo, then the post-link step and
+/// wasm-opt: cargo's own output is not the filter Envoy loads) and returns its path.
 fn build_filter(root: &std::path::Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
-    const BUILD: [&str; 6] = ["build", "-p", "vault-redirect-filter", "--target", "wasm32-wasip1", "--profile"];
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(&cargo)
-        .args(BUILD)
-        .arg("wasm-release")
-        .arg("--quiet")
+    let status = std::process::Command::new("bash")
+        .arg("scripts/build.sh")
         .current_dir(root)
         .status()
-        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+        .map_err(|e| format!("cannot run scripts/build.sh: {e}"))?;
     if !status.success() {
-        return Err(format!("`cargo {} wasm-release` failed ({status})", BUILD.join(" ")).into());
+        return Err(format!("scripts/build.sh failed ({status})").into());
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), std::path::PathBuf::from);
-    let wasm = target_dir.join("wasm32-wasip1/wasm-release/vault_redirect_filter.wasm");
+    let wasm = root.join("target/wasm32-wasip1/wasm-release/vault_redirect_filter.wasm");
     if !wasm.is_file() {
         return Err(format!("{} is missing after building it", wasm.display()).into());
     }

@@ -33,6 +33,8 @@ pub struct EnvoyOptions {
     /// Move the template's listener into a watched file (filesystem LDS), so
     /// [`Envoy::set_plugin_config`] can replace it while Envoy runs.
     pub lds: bool,
+    /// The filter module to load; `None` for the workspace's release build.
+    pub wasm: Option<PathBuf>,
 }
 
 /// PEM files for a TLS listener.
@@ -55,6 +57,7 @@ impl EnvoyOptions {
             template: "envoy/envoy.yaml.tmpl".into(),
             tls: None,
             lds: false,
+            wasm: None,
         }
     }
 
@@ -221,7 +224,10 @@ fn fill(template: &str, opts: &EnvoyOptions, listen: SocketAddr, admin: SocketAd
 impl Envoy {
     /// Starts Envoy on free ports and waits until its admin says LIVE and the listener accepts.
     pub async fn start(opts: EnvoyOptions) -> Result<Envoy> {
-        let wasm = crate::filter_wasm()?;
+        let wasm = match &opts.wasm {
+            Some(path) => path.clone(),
+            None => crate::filter_wasm()?,
+        };
         let listen = crate::free_addr()?;
         let admin = crate::free_addr()?;
         let yaml = render(&opts, listen, admin, &wasm)?;
@@ -321,6 +327,20 @@ impl Envoy {
     pub async fn stat(&self, name: &str) -> Result<Option<u64>> {
         let text = crate::client()?.get(format!("http://{}/stats?filter={name}", self.admin)).send().await?.text().await?;
         Ok(text.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok())))
+    }
+
+    /// Waits (up to 10 s) until the counter `name` reaches `at_least`, and returns it. The
+    /// filter counts requests in each worker's memory and adds them to Envoy's counters on its
+    /// next tick (500 ms by default), so a counter lags the requests by up to a tick.
+    pub async fn counter_at_least(&self, name: &str, at_least: u64) -> Result<u64> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let value = self.stat(name).await?.unwrap_or(0);
+            if value >= at_least || std::time::Instant::now() >= deadline {
+                return Ok(value);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! It never builds anything: a missing artifact is an error that says which command builds it.
 
+pub mod bench;
 pub mod envoy;
 pub mod fanout;
 pub mod poller;
@@ -39,7 +40,7 @@ pub fn artifact(path: PathBuf, how: &str) -> Result<PathBuf> {
 pub fn filter_wasm() -> Result<PathBuf> {
     artifact(
         target_dir().join("wasm32-wasip1/wasm-release/vault_redirect_filter.wasm"),
-        "cargo build -p vault-redirect-filter --target wasm32-wasip1 --profile wasm-release",
+        "scripts/build.sh",
     )
 }
 

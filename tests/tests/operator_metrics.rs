@@ -58,7 +58,12 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 async fn the_filters_metrics_are_in_envoys_prometheus_stats() -> Result<()> {
     let r = start().await?;
     let prom = format!("http://{}/stats/prometheus", r.envoy.admin);
-    let text = get(&prom).await?;
+    // Request counters reach Envoy on the filter's next tick.
+    let text = wait_for("a redirect counted in /stats/prometheus", Duration::from_secs(10), || async {
+        let t = get(&prom).await.ok()?;
+        (sample(&t, "vault_redirect_redirects").unwrap_or(0.0) >= 1.0).then_some(t)
+    })
+    .await?;
     for (name, kind) in [
         ("vault_redirect_redirects", "counter"),
         ("vault_redirect_no_active", "counter"),
@@ -89,9 +94,10 @@ async fn the_filters_metrics_are_in_envoys_prometheus_stats() -> Result<()> {
     })
     .await?;
     let new_version = r.poller.state().await?.version as f64;
-    let text = wait_for("the new version in /stats/prometheus", Duration::from_secs(15), || async {
+    let text = wait_for("the new version and the 414 in /stats/prometheus", Duration::from_secs(15), || async {
         let t = get(&prom).await.ok()?;
-        (sample(&t, "vault_redirect_state_version") == Some(new_version)).then_some(t)
+        let counted = sample(&t, "vault_redirect_bad_requests").unwrap_or(0.0) >= 1.0;
+        (sample(&t, "vault_redirect_state_version") == Some(new_version) && counted).then_some(t)
     })
     .await?;
     ensure!(sample(&text, "vault_redirect_bad_requests").unwrap_or(0.0) >= 1.0, "the 414 was not counted");

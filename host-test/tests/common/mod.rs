@@ -153,7 +153,7 @@ pub fn filter_wasm_path() -> std::path::PathBuf {
     let path = root.join("target/wasm32-wasip1/wasm-release/vault_redirect_filter.wasm");
     assert!(
         path.exists(),
-        "{} is missing: build it first with\n    cargo build -p vault-redirect-filter --target wasm32-wasip1 --profile wasm-release",
+        "{} is missing: build it first with scripts/build.sh (cargo, then the post-link step)",
         path.display()
     );
     path

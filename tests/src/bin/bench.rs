@@ -15,9 +15,9 @@ use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
 use vault_redirect_e2e::proc::Proc;
+use vault_redirect_e2e::bench::{load as load_for, rss_kib, LoadResult, CONNECTIONS};
 use vault_redirect_e2e::{client, free_addr, wait_for, workspace_root};
 
-const CONNECTIONS: u32 = 32;
 const PATH: &str = "/v1/secret/data/app?version=2";
 
 /// Seconds of load per contender (BENCH_SECONDS overrides).
@@ -25,74 +25,9 @@ fn load_seconds() -> u64 {
     std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10)
 }
 
-/// utime + stime of a process, in clock ticks (USER_HZ, 100 on Linux).
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-/// Resident memory of a process in KiB.
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
-}
-
-struct LoadResult {
-    name: String,
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    requests: u64,
-    cpu_us_per_req: f64,
-    errors: u64,
-}
-
-fn parse_latency(v: &str) -> Option<f64> {
-    let v = v.trim();
-    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
-    let n: f64 = num.parse().ok()?;
-    Some(match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        _ => return None,
-    })
-}
-
-/// Runs wrk against `url` while measuring the CPU time of `pid`.
+/// Runs wrk against `url` for the configured time while measuring the CPU time of `pid`.
 async fn load(name: &str, url: &str, pid: u32) -> Result<LoadResult> {
-    let threads = "2".to_string();
-    let before = cpu_ticks(pid)?;
-    let out = tokio::process::Command::new("wrk")
-        .args(["-t", &threads, "-c", &CONNECTIONS.to_string(), "-d", &format!("{}s", load_seconds()), "--latency", url])
-        .output()
-        .await
-        .context("running wrk (scripts/bench.sh installs it)")?;
-    let after = cpu_ticks(pid)?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if !out.status.success() {
-        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
-    }
-    let field = |prefix: &str| text.lines().find(|l| l.trim_start().starts_with(prefix)).map(str::to_string);
-    let rps: f64 = field("Requests/sec:").and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).context("no Requests/sec")?;
-    let p50 = field("50%").and_then(|l| parse_latency(l.split_whitespace().nth(1)?)).context("no p50")?;
-    let p99 = field("99%").and_then(|l| parse_latency(l.split_whitespace().nth(1)?)).context("no p99")?;
-    let requests: u64 = text
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .context("no request count")?;
-    let errors = field("Non-2xx or 3xx responses:").and_then(|l| l.split_whitespace().last()?.parse().ok()).unwrap_or(0)
-        + field("Socket errors:").map(|l| l.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum()).unwrap_or(0);
-    let ticks = after.saturating_sub(before) as f64;
-    let cpu_us_per_req = ticks * 10_000.0 / requests.max(1) as f64;
-    Ok(LoadResult { name: name.to_string(), rps, p50_ms: p50, p99_ms: p99, requests, cpu_us_per_req, errors })
+    load_for(name, url, pid, Duration::from_secs(load_seconds())).await
 }
 
 /// Checks a contender answers the redirect we expect before loading it.

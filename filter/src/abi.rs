@@ -1,0 +1,175 @@
+//! The proxy-wasm callbacks the filter implements, dispatched here rather than by the SDK.
+//!
+//! Why: the SDK's dispatcher gives every request a boxed context kept in a hash map until Envoy
+//! calls `proxy_on_delete`, so each request costs Envoy a third entry into the VM, and keeps
+//! the SDK's dispatcher (hash maps, trait objects, `panic!` on ids it does not know) in the
+//! module. A redirect keeps no per-request state: a request needs `proxy_on_context_create`
+//! and `proxy_on_request_headers`, nothing else, and a module without `proxy_on_delete` is
+//! never entered for it. Envoy enters a VM per callback, and those entries, not Rust code, are
+//! what a request costs beyond Envoy's own redirect (docs/BENCHMARKS.md).
+//!
+//! How: the proxy-wasm crate exports its dispatcher under the ABI's names whether or not it is
+//! used, and two definitions of one symbol cannot be linked; so these functions are exported
+//! as `vault_redirect_on_*`, and the post-link step (`filter/link`, run by scripts/build.sh)
+//! removes the SDK's callbacks and gives these the ABI's names. The module cargo emits, not
+//! yet linked, refuses to start (see `lib.rs`) rather than run half a filter.
+//!
+//! Root contexts live in a per-worker registry. Requests find theirs through the context id
+//! Envoy hands to `proxy_on_context_create`, which it calls right before
+//! `proxy_on_request_headers` for the same stream; a small ring of recent creations bridges
+//! the two calls. Nothing here panics: a callback for an id it does not know is logged and
+//! answered with the ABI's neutral value.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use proxy_wasm::types::{Action, LogLevel};
+
+use crate::host;
+use crate::request;
+use crate::root::{Root, Shared};
+
+/// Request contexts remembered between their creation and their request headers. Envoy makes
+/// the two calls back to back for a stream; any size above one only adds slack for a host that
+/// interleaves streams.
+const RECENT: usize = 16;
+
+thread_local! {
+    /// This worker's root contexts (one per plugin configuration using this VM; usually one).
+    static ROOTS: RefCell<Vec<Root>> = const { RefCell::new(Vec::new()) };
+    /// (request context id, root context id) of recent request contexts, by id modulo RECENT.
+    static CREATED: Cell<[(u32, u32); RECENT]> = const { Cell::new([(0, 0); RECENT]) };
+}
+
+/// Runs `f` on the root context `context_id`, or logs why it cannot.
+fn with_root<T>(context_id: u32, callback: &str, neutral: T, f: impl FnOnce(&mut Root) -> T) -> T {
+    ROOTS.with(|roots| {
+        let Ok(mut roots) = roots.try_borrow_mut() else {
+            // Envoy defers callbacks that would re-enter the VM; a host that does not gets this.
+            host::log(
+                LogLevel::Error,
+                &format!("#{context_id} {callback} re-entered the filter; ignored"),
+            );
+            return neutral;
+        };
+        match roots.iter_mut().find(|r| r.context_id() == context_id) {
+            Some(root) => f(root),
+            None => {
+                host::log(
+                    LogLevel::Error,
+                    &format!("#{context_id} {callback} for an unknown root context; ignored"),
+                );
+                neutral
+            }
+        }
+    })
+}
+
+/// What a request of `root_context_id` reads: that root's state, else the newest configured
+/// root's (a request context the ring lost), else a placeholder that answers 503.
+fn shared_for(context_id: u32, root_context_id: Option<u32>) -> Rc<Shared> {
+    let found = ROOTS.with(|roots| {
+        let roots = roots.try_borrow().ok()?;
+        let by_id = root_context_id.and_then(|id| {
+            roots
+                .iter()
+                .find(|r| r.context_id() == id)?
+                .shared()
+                .cloned()
+        });
+        by_id.or_else(|| roots.iter().rev().find_map(|r| r.shared().cloned()))
+    });
+    found.unwrap_or_else(|| {
+        host::log(
+            LogLevel::Warn,
+            &format!("#{context_id} request before any configuration: answering 503"),
+        );
+        Rc::new(Shared::unconfigured())
+    })
+}
+
+fn slot(context_id: u32) -> usize {
+    usize::try_from(context_id).unwrap_or(0) % RECENT
+}
+
+/// `proxy_on_context_create`: a root context (root id 0) joins the registry; a request context
+/// is remembered until its request headers arrive.
+#[no_mangle]
+pub extern "C" fn vault_redirect_on_context_create(context_id: u32, root_context_id: u32) {
+    if root_context_id == 0 {
+        ROOTS.with(|roots| match roots.try_borrow_mut() {
+            Ok(mut roots) => {
+                roots.retain(|r| r.context_id() != context_id);
+                roots.push(Root::new(context_id));
+            }
+            Err(_) => host::log(
+                LogLevel::Error,
+                &format!("#{context_id} created while the filter ran; ignored"),
+            ),
+        });
+        return;
+    }
+    CREATED.with(|created| {
+        let mut recent = created.get();
+        if let Some(entry) = recent.get_mut(slot(context_id)) {
+            *entry = (context_id, root_context_id);
+        }
+        created.set(recent);
+    });
+}
+
+/// `proxy_on_request_headers`: the whole of a request's work.
+#[no_mangle]
+pub extern "C" fn vault_redirect_on_request_headers(
+    context_id: u32,
+    _num_headers: usize,
+    _end_of_stream: bool,
+) -> Action {
+    let root_context_id = CREATED.with(|created| {
+        let recent = created.get();
+        recent
+            .get(slot(context_id))
+            .filter(|(id, _)| *id == context_id)
+            .map(|(_, root)| *root)
+    });
+    let shared = shared_for(context_id, root_context_id);
+    request::on_request_headers(context_id, &shared)
+}
+
+/// `proxy_on_vm_start`: nothing to do (the VM configuration is unused).
+#[no_mangle]
+pub extern "C" fn vault_redirect_on_vm_start(
+    _context_id: u32,
+    _vm_configuration_size: usize,
+) -> bool {
+    true
+}
+
+/// `proxy_on_configure`: validates and applies the plugin configuration.
+#[no_mangle]
+pub extern "C" fn vault_redirect_on_configure(
+    context_id: u32,
+    _plugin_configuration_size: usize,
+) -> bool {
+    with_root(context_id, "configure", false, Root::on_configure)
+}
+
+/// `proxy_on_tick`: the root context's timer.
+#[no_mangle]
+pub extern "C" fn vault_redirect_on_tick(context_id: u32) {
+    with_root(context_id, "tick", (), Root::on_tick);
+}
+
+/// `proxy_on_http_call_response`: the answer to a root context's long-poll.
+#[no_mangle]
+pub extern "C" fn vault_redirect_on_http_call_response(
+    context_id: u32,
+    token_id: u32,
+    num_headers: usize,
+    _body_size: usize,
+    _num_trailers: usize,
+) {
+    with_root(context_id, "http call response", (), |root| {
+        root.on_http_call_response(token_id, num_headers)
+    });
+}
