@@ -10,9 +10,9 @@
 //!
 //! How: the proxy-wasm crate exports its dispatcher under the ABI's names whether or not it is
 //! used, and two definitions of one symbol cannot be linked; so these functions are exported
-//! as `vault_redirect_on_*`, and the post-link step (`filter/link`, run by scripts/build.sh)
-//! removes the SDK's callbacks and gives these the ABI's names. The module cargo emits, not
-//! yet linked, refuses to start (see `lib.rs`) rather than run half a filter.
+//! as `vault_redirect_on_*`, the workspace's linker (filter/link/wasm-ld) leaves the SDK's
+//! callbacks out, and the post-link step (filter/link, run by scripts/build.sh) gives these the
+//! ABI's names. The module cargo emits, not yet renamed, cannot be loaded (see `lib.rs`).
 //!
 //! Root contexts live in a per-worker registry. Requests find theirs through the context id
 //! Envoy hands to `proxy_on_context_create`, which it calls right before

@@ -13,30 +13,35 @@ pub mod request;
 pub mod root;
 pub mod sync;
 
-use proxy_wasm::traits::{Context, RootContext};
-use proxy_wasm::types::LogLevel;
+#[cfg(target_os = "wasi")]
+extern "C" {
+    /// Runs the module's static constructors (wasi-libc's environment among them).
+    fn __wasm_call_ctors();
+}
 
-/// The root context the SDK's dispatcher creates when the module was not post-linked
-/// (`filter/link`): the SDK then still owns the callbacks and would serve requests without our
-/// dispatcher, so the VM refuses to start, saying why. The linked module never reaches it.
-struct Unlinked;
-
-impl Context for Unlinked {}
-
-impl RootContext for Unlinked {
-    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        host::log(
-            LogLevel::Critical,
-            "this vault_redirect_filter.wasm was not post-linked: build it with scripts/build.sh",
-        );
-        false
-    }
-
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        false
+/// The reactor initialiser the host calls once, before any callback. The filter registers
+/// nothing with the SDK's dispatcher: `abi` dispatches (see the post-link step, filter/link).
+#[no_mangle]
+pub extern "C" fn _initialize() {
+    #[cfg(target_os = "wasi")]
+    // SAFETY: called once by the host before anything else runs, as wasi-libc requires.
+    unsafe {
+        __wasm_call_ctors();
     }
 }
 
-proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Unlinked) });
-}}
+#[link(wasm_import_module = "vault_redirect")]
+extern "C" {
+    /// No host provides this: the module cargo emits imports it (through
+    /// [`vault_redirect_unlinked_guard`]) so that Envoy refuses to load it, naming it, rather
+    /// than run the SDK's dispatcher in place of the filter's. The post-link step removes the
+    /// guard, and with it the import.
+    fn this_module_was_not_post_linked_build_it_with_scripts_build_sh();
+}
+
+/// Exported only to keep the import above in the module until the post-link step; never called.
+#[no_mangle]
+pub extern "C" fn vault_redirect_unlinked_guard() {
+    // SAFETY: never runs: a module holding this import cannot be instantiated by a host.
+    unsafe { this_module_was_not_post_linked_build_it_with_scripts_build_sh() }
+}

@@ -1,15 +1,18 @@
 //! The post-link step of the filter build (`vault-redirect-filter-link FILE.wasm` rewrites it in
-//! place): it hands the proxy-wasm callbacks to the filter's own dispatcher and removes every
-//! export the filter does not need, then drops the code nothing reaches.
+//! place): the filter's callbacks take the proxy-wasm ABI's names, every other export goes, and
+//! so does the code nothing reaches any more.
 //!
 //! Why: the proxy-wasm SDK exports its dispatcher under every `proxy_on_*` name whatever the
 //! filter implements, and a crate cannot export the same names (two definitions of one symbol
 //! do not link). Envoy enters the VM for each exported callback on every request (response
 //! headers, body, trailers, log, done, delete...), and the SDK's dispatcher keeps a context
-//! per request. The filter therefore exports its callbacks as `vault_redirect_on_*`
-//! (filter/src/abi.rs); this step removes the SDK's callbacks and renames the filter's to the
-//! ABI's names. A request then costs Envoy two entries into the VM (docs/BENCHMARKS.md), and
-//! the SDK's dispatcher, no longer reachable, leaves the module.
+//! per request. So the filter exports its own callbacks as `vault_redirect_on_*`
+//! (filter/src/abi.rs), the workspace's linker (filter/link/wasm-ld) leaves the SDK's
+//! callbacks unexported so its dispatcher is not linked at all, and this step renames the
+//! filter's callbacks and removes the guard that keeps cargo's output from loading
+//! (filter/src/lib.rs). A request then costs Envoy two entries into the VM plus the
+//! allocator's (docs/BENCHMARKS.md). Should the SDK's callbacks still be exported (a build
+//! without the workspace's linker), they are removed here too.
 //!
 //! The step is idempotent: a module it already linked comes back unchanged.
 
@@ -56,7 +59,7 @@ pub fn linked_exports() -> Vec<&'static str> {
 /// What [`link`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Linked {
-    /// SDK callbacks and other exports removed.
+    /// Exports removed: the unlinked guard, and any SDK callback still exported.
     pub removed: usize,
     /// Filter callbacks renamed to their ABI name.
     pub renamed: usize,
