@@ -34,11 +34,40 @@ use crate::root::{Root, Shared};
 /// interleaves streams.
 const RECENT: usize = 16;
 
+/// Which root context recent request contexts belong to: (request id, root id) by request id
+/// modulo [`RECENT`]. A newer context in the same slot replaces an older one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recent([(u32, u32); RECENT]);
+
+impl Recent {
+    /// Nothing remembered.
+    pub const EMPTY: Recent = Recent([(0, 0); RECENT]);
+
+    fn slot(context_id: u32) -> usize {
+        usize::try_from(context_id).unwrap_or(0) % RECENT
+    }
+
+    /// Remembers that request context `context_id` belongs to `root_context_id`.
+    pub fn record(&mut self, context_id: u32, root_context_id: u32) {
+        if let Some(entry) = self.0.get_mut(Self::slot(context_id)) {
+            *entry = (context_id, root_context_id);
+        }
+    }
+
+    /// The root of `context_id`, if still remembered. Id 0 is never a request context.
+    pub fn root_of(&self, context_id: u32) -> Option<u32> {
+        match self.0.get(Self::slot(context_id)) {
+            Some(&(id, root)) if id == context_id && id != 0 => Some(root),
+            _ => None,
+        }
+    }
+}
+
 thread_local! {
     /// This worker's root contexts (one per plugin configuration using this VM; usually one).
     static ROOTS: RefCell<Vec<Root>> = const { RefCell::new(Vec::new()) };
-    /// (request context id, root context id) of recent request contexts, by id modulo RECENT.
-    static CREATED: Cell<[(u32, u32); RECENT]> = const { Cell::new([(0, 0); RECENT]) };
+    /// Recent request contexts and their roots.
+    static CREATED: Cell<Recent> = const { Cell::new(Recent::EMPTY) };
 }
 
 /// Runs `f` on the root context `context_id`, or logs why it cannot.
@@ -88,10 +117,6 @@ fn shared_for(context_id: u32, root_context_id: Option<u32>) -> Rc<Shared> {
     })
 }
 
-fn slot(context_id: u32) -> usize {
-    usize::try_from(context_id).unwrap_or(0) % RECENT
-}
-
 /// `proxy_on_context_create`: a root context (root id 0) joins the registry; a request context
 /// is remembered until its request headers arrive.
 #[no_mangle]
@@ -111,9 +136,7 @@ pub extern "C" fn vault_redirect_on_context_create(context_id: u32, root_context
     }
     CREATED.with(|created| {
         let mut recent = created.get();
-        if let Some(entry) = recent.get_mut(slot(context_id)) {
-            *entry = (context_id, root_context_id);
-        }
+        recent.record(context_id, root_context_id);
         created.set(recent);
     });
 }
@@ -125,13 +148,7 @@ pub extern "C" fn vault_redirect_on_request_headers(
     _num_headers: usize,
     _end_of_stream: bool,
 ) -> Action {
-    let root_context_id = CREATED.with(|created| {
-        let recent = created.get();
-        recent
-            .get(slot(context_id))
-            .filter(|(id, _)| *id == context_id)
-            .map(|(_, root)| *root)
-    });
+    let root_context_id = CREATED.with(|created| created.get().root_of(context_id));
     let shared = shared_for(context_id, root_context_id);
     request::on_request_headers(context_id, &shared)
 }
@@ -172,4 +189,35 @@ pub extern "C" fn vault_redirect_on_http_call_response(
     with_root(context_id, "http call response", (), |root| {
         root.on_http_call_response(token_id, num_headers)
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_finds_its_root_until_a_newer_context_takes_its_slot() {
+        let mut recent = Recent::EMPTY;
+        assert_eq!(recent.root_of(5), None);
+        recent.record(5, 1);
+        recent.record(6, 2);
+        assert_eq!((recent.root_of(5), recent.root_of(6)), (Some(1), Some(2)));
+        // Interleaved streams of two roots, as many as the ring holds, all resolve.
+        for id in 100..100 + RECENT as u32 {
+            recent.record(id, id % 2 + 1);
+        }
+        for id in 100..100 + RECENT as u32 {
+            assert_eq!(recent.root_of(id), Some(id % 2 + 1), "context {id}");
+        }
+        // One more takes the oldest slot: that context is no longer known (the caller then
+        // falls back to the newest configured root), never mistaken for another's.
+        recent.record(100 + RECENT as u32, 9);
+        assert_eq!(recent.root_of(100), None);
+        assert_eq!(recent.root_of(100 + RECENT as u32), Some(9));
+    }
+
+    #[test]
+    fn context_zero_is_never_a_request() {
+        assert_eq!(Recent::EMPTY.root_of(0), None);
+    }
 }

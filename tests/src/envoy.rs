@@ -35,6 +35,9 @@ pub struct EnvoyOptions {
     pub lds: bool,
     /// The filter module to load; `None` for the workspace's release build.
     pub wasm: Option<PathBuf>,
+    /// A second listener on this address whose filter has this plugin configuration, with the
+    /// same `vm_config`: Envoy runs both plugins in one VM per worker, as two root contexts.
+    pub second_listener: Option<(SocketAddr, String)>,
 }
 
 /// PEM files for a TLS listener.
@@ -58,6 +61,7 @@ impl EnvoyOptions {
             tls: None,
             lds: false,
             wasm: None,
+            second_listener: None,
         }
     }
 
@@ -113,6 +117,19 @@ fn render_parts(opts: &EnvoyOptions, listen: SocketAddr, admin: SocketAddr, wasm
     let mut yaml = fill(&opts.template, opts, listen, admin, wasm)?;
     if let Some(files) = &opts.tls {
         yaml = with_tls(&yaml, files)?;
+    }
+    if let Some((addr, plugin_config)) = &opts.second_listener {
+        if opts.lds || opts.tls.is_some() {
+            anyhow::bail!("a second listener is only rendered for a plain, static bootstrap");
+        }
+        let second = EnvoyOptions { plugin_config: plugin_config.clone(), second_listener: None, ..opts.clone() };
+        let other = fill(&opts.template, &second, *addr, admin, wasm)?;
+        let block = other
+            .split_once("  listeners:\n")
+            .and_then(|(_, rest)| rest.split_once("  clusters:\n"))
+            .map(|(listeners, _)| listeners.replacen("  - name: vault_redirect\n", "  - name: vault_redirect_second\n", 1))
+            .context("the template has no `listeners:` ... `clusters:` section")?;
+        yaml = yaml.replacen("  clusters:\n", &format!("{block}  clusters:\n"), 1);
     }
     if !opts.lds {
         return Ok((yaml, None));

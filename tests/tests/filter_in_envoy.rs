@@ -158,3 +158,47 @@ async fn envoy_refuses_a_configuration_with_a_bad_value_and_names_it() -> anyhow
     assert!(err.contains("`scheme`") && err.contains("\"ftp\""), "{err}");
     Ok(())
 }
+
+/// Two listeners whose filters share `vm_config` run in one VM per worker as two root contexts
+/// with their own configuration. The filter dispatches requests to their root itself
+/// (filter/src/abi.rs), so each listener must answer with its own scheme and port, from fresh
+/// connections interleaved over both workers, before and after a failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_plugin_configurations_in_one_vm_each_answer_with_their_own() -> anyhow::Result<()> {
+    let consul = vault_redirect_doubles::ConsulDouble::start(common::three_nodes()).await?;
+    let poller = vault_redirect_e2e::poller::Poller::start(&consul.url(), &[]).await?;
+    let second = vault_redirect_e2e::free_addr()?;
+    let envoy = Envoy::start(EnvoyOptions {
+        concurrency: 2,
+        second_listener: Some((
+            second,
+            r#"{"poller_cluster":"vault_redirect_poller","scheme":"https","target_port":8443}"#.into(),
+        )),
+        ..EnvoyOptions::new(poller.addr)
+    })
+    .await?;
+    let first_url = envoy.url("/v1/sys/health?x=1");
+    let second_url = format!("http://{second}/v1/sys/health?x=2");
+    let fresh = || reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(0).build();
+    let location = |url: String| async move {
+        let r = fresh().ok()?.get(&url).send().await.ok()?;
+        (r.status().as_u16() == 307).then(|| r.headers().get("location")?.to_str().ok().map(str::to_string))?
+    };
+    for (host, port) in [("127.0.0.2", 8200), ("127.0.0.3", 8200)] {
+        let want_first = format!("http://{host}:{port}/v1/sys/health?x=1");
+        let want_second = format!("https://{host}:8443/v1/sys/health?x=2");
+        wait_for(&format!("both listeners on {host}"), Duration::from_secs(15), || async {
+            (location(first_url.clone()).await? == want_first && location(second_url.clone()).await? == want_second)
+                .then_some(())
+        })
+        .await?;
+        // Interleaved fresh connections land on both workers; none may get the other's answer.
+        for i in 0..40 {
+            let (url, want) = if i % 2 == 0 { (&first_url, &want_first) } else { (&second_url, &want_second) };
+            assert_eq!(location(url.clone()).await.as_ref(), Some(want), "request {i}");
+        }
+        consul.set_active("vault-b");
+    }
+    assert!(envoy.filter_failures().is_empty(), "{:?}", envoy.filter_failures());
+    Ok(())
+}
