@@ -13,7 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use common::vault::{quick_plugin, Probe, Seen, VaultStack, PROBE_PATH, QUICK_MAX_STALE, QUICK_POLLER};
+use common::vault::{check_samples, quick_plugin, Probe, Sample, Seen, VaultStack, PROBE_PATH, QUICK_MAX_STALE, QUICK_POLLER};
 use vault_redirect_doubles::{Fault, Role};
 use vault_redirect_e2e::envoy::EnvoyOptions;
 use vault_redirect_e2e::{client, wait_for};
@@ -265,7 +265,9 @@ async fn a_sealed_active_node_is_never_a_target() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flapping_ten_times_a_second_settles_on_the_final_active_node() -> Result<()> {
-    let stack = quick_stack().await?;
+    // The debug header names the state version of each answer: with one worker, versions must
+    // never go down, which settles what node names alone cannot while the active node cycles.
+    let stack = VaultStack::plain(QUICK_POLLER, &quick_plugin(r#","debug_header":true"#)).await?;
     let probe = stack.probe("vault-a")?;
     probe.observe(5).await?;
     let order = ["vault-b", "vault-c", "vault-a"];
@@ -291,7 +293,13 @@ async fn flapping_ten_times_a_second_settles_on_the_final_active_node() -> Resul
     let after: Vec<_> = probe.samples().into_iter().filter(|s| s.at > settled).collect();
     assert!(after.iter().all(|s| s.seen == stack.redirect("vault-b")), "{:?}", after.iter().find(|s| s.seen != stack.redirect("vault-b")));
     let checked = probe.check(LAG)?;
-    println!("flapping: {checked} samples, no wrong answer");
+    let versions: Vec<u64> = probe.samples().iter().filter_map(|s| s.version).collect();
+    assert!(versions.len() * 10 >= checked * 9, "{} of {checked} answers named their version", versions.len());
+    if let Some(w) = versions.windows(2).find(|w| w[1] < w[0]) {
+        panic!("the state version went down: {} then {}", w[0], w[1]);
+    }
+    let distinct = versions.windows(2).filter(|w| w[1] > w[0]).count();
+    println!("flapping: {checked} samples, no wrong answer, {distinct} version steps, never down");
     stack.assert_no_failures()
 }
 
@@ -364,4 +372,34 @@ async fn envoy_takes_a_new_plugin_configuration_from_lds_without_dropping_the_st
     probe.check(LAG)?;
     // The refused configuration is logged (critical), fails to load, and nothing else fails.
     stack.assert_no_failures_except(&["invalid value \"ftp\"", "Failed to configure base Wasm plugin", "failed to load"])
+}
+
+/// The probe's checker itself: a lagging but forward-moving view of a cycling active node
+/// passes; an answer that was never right, or one that can only be an older truth after a
+/// newer one was seen, fails.
+#[test]
+fn the_probe_check_accepts_lag_and_catches_wrong_and_backward_answers() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let r = |node: &str| Seen::Redirect(format!("http://{node}/"));
+    // a (0 ms), b (100), c (200), a (300): the active node cycles.
+    let truth = vec![(ms(0), r("a")), (ms(100), r("b")), (ms(200), r("c")), (ms(300), r("a"))];
+    let run = |seen: &[(u64, &str)], lag: u64| {
+        let samples: Vec<Sample> =
+            seen.iter().map(|(at, node)| Sample { at: ms(*at), seen: r(node), version: None }).collect();
+        check_samples(&samples, &truth, Duration::from_millis(lag))
+    };
+    // On time.
+    assert!(run(&[(10, "a"), (110, "b"), (210, "c"), (310, "a")], 0).is_ok());
+    // Late, skipping b (a poller pacing its Consul queries): the `a` at 320 is still the first
+    // truth, not the fourth, so the `c` after it is no step back.
+    assert!(run(&[(10, "a"), (320, "a"), (330, "c"), (450, "a")], 300).is_ok());
+    // Early: c before it was true.
+    let early = run(&[(10, "a"), (150, "c")], 1_000).unwrap_err().to_string();
+    assert!(early.contains("never right then"), "{early}");
+    // Back: after c (200) an answer b, which only the older truth explains.
+    let back = run(&[(10, "a"), (210, "c"), (260, "b")], 1_000).unwrap_err().to_string();
+    assert!(back.contains("went back"), "{back}");
+    // Unknown node.
+    assert!(run(&[(10, "z")], 1_000).is_err());
 }

@@ -185,6 +185,8 @@ pub enum Seen {
 pub struct Sample {
     pub at: Instant,
     pub seen: Seen,
+    /// The state version from the filter's debug header, when the configuration turns it on.
+    pub version: Option<u64>,
 }
 
 /// Samples Envoy's answer to [`PROBE_PATH`] every few milliseconds until dropped, and
@@ -201,20 +203,27 @@ impl Drop for Probe {
     }
 }
 
-async fn sample(http: &reqwest::Client, url: &str) -> Seen {
+async fn sample(http: &reqwest::Client, url: &str) -> (Seen, Option<u64>) {
     match http.get(url).send().await {
-        Err(e) => Seen::Failed(e.to_string()),
+        Err(e) => (Seen::Failed(e.to_string()), None),
         Ok(r) => {
+            // `x-vault-redirect-state: version=<v>; age_ms=<ms>` (debug_header).
+            let version = r
+                .headers()
+                .get("x-vault-redirect-state")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("version=")?.split(';').next()?.parse().ok());
             let status = r.status().as_u16();
             let loc = r.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
             let retry = r.headers().get("retry-after").is_some();
             let body = r.bytes().await.unwrap_or_default();
             let vault_error = serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["errors"].is_array());
-            match (status, loc) {
+            let seen = match (status, loc) {
                 (307, Some(l)) => Seen::Redirect(l),
                 (503, _) if retry && vault_error => Seen::NoActive,
                 (s, _) => Seen::Status(s),
-            }
+            };
+            (seen, version)
         }
     }
 }
@@ -232,8 +241,8 @@ impl Probe {
             // Bounded: at most 10 minutes of sampling even if a test forgets to drop the probe.
             let end = Instant::now() + Duration::from_secs(600);
             while Instant::now() < end {
-                let seen = sample(&http, &url).await;
-                out.lock().unwrap_or_else(|e| e.into_inner()).push(Sample { at: Instant::now(), seen });
+                let (seen, version) = sample(&http, &url).await;
+                out.lock().unwrap_or_else(|e| e.into_inner()).push(Sample { at: Instant::now(), seen, version });
                 tokio::time::sleep(every).await;
             }
         });
@@ -273,41 +282,47 @@ impl Probe {
     pub fn check(&self, lag: Duration) -> Result<usize> {
         let samples = self.samples();
         let truth = self.truth.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut last = 0usize;
-        let mut wrong = Vec::new();
-        for s in &samples {
-            let explained = truth
-                .iter()
-                .enumerate()
-                .filter(|(i, (start, seen))| {
-                    let end = truth.get(i + 1).map(|(t, _)| *t + lag);
-                    *seen == s.seen && *start <= s.at && end.is_none_or(|e| s.at <= e)
-                })
-                .map(|(i, _)| i)
-                .max();
-            match explained {
-                None => wrong.push(format!("{:?} at +{:?}: never right then", s.seen, s.at - truth[0].0)),
-                Some(i) if i < last && truth[i].1 != truth[last].1 => {
-                    wrong.push(format!("{:?} at +{:?}: went back after {:?}", s.seen, s.at - truth[0].0, truth[last].1))
-                }
-                Some(i) => last = last.max(i),
-            }
-        }
-        if samples.is_empty() {
-            bail!("the probe took no sample");
-        }
-        if !wrong.is_empty() {
-            let shown: Vec<_> = wrong.iter().take(10).cloned().collect();
-            bail!(
-                "{} wrong answers out of {} samples; truth {:?}; first ones:\n{}",
-                wrong.len(),
-                samples.len(),
-                truth.iter().map(|(t, s)| (*t - truth[0].0, s.clone())).collect::<Vec<_>>(),
-                shown.join("\n")
-            );
-        }
-        Ok(samples.len())
+        check_samples(&samples, &truth, lag)
     }
+}
+
+/// [`Probe::check`] on given samples and truth (`truth` sorted by time, never empty).
+pub fn check_samples(samples: &[Sample], truth: &[(Instant, Seen)], lag: Duration) -> Result<usize> {
+    let mut last = 0usize;
+    let mut wrong = Vec::new();
+    for s in samples {
+        // The truths that could explain this answer: right then, or right until at most
+        // `lag` before. Node names repeat when the active node cycles, so one answer can
+        // match several truths; take the earliest one not before the truth already
+        // reached, which keeps the timeline moving forward whenever it can (a lagging
+        // view of an older change is not a step back).
+        let window = |i: usize| truth.get(i + 1).map(|(t, _)| *t + lag);
+        let explains = |i: usize| {
+            let (start, seen) = &truth[i];
+            *seen == s.seen && *start <= s.at && window(i).is_none_or(|e| s.at <= e)
+        };
+        match (last..truth.len()).find(|&i| explains(i)) {
+            Some(i) => last = i,
+            None if (0..last).any(explains) => {
+                wrong.push(format!("{:?} at +{:?}: went back after {:?}", s.seen, s.at - truth[0].0, truth[last].1))
+            }
+            None => wrong.push(format!("{:?} at +{:?}: never right then", s.seen, s.at - truth[0].0)),
+        }
+    }
+    if samples.is_empty() {
+        bail!("the probe took no sample");
+    }
+    if !wrong.is_empty() {
+        let shown: Vec<_> = wrong.iter().take(10).cloned().collect();
+        bail!(
+            "{} wrong answers out of {} samples; truth {:?}; first ones:\n{}",
+            wrong.len(),
+            samples.len(),
+            truth.iter().map(|(t, s)| (*t - truth[0].0, s.clone())).collect::<Vec<_>>(),
+            shown.join("\n")
+        );
+    }
+    Ok(samples.len())
 }
 
 /// `p` (0-100) percentile of `values`, nearest rank.
