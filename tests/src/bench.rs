@@ -124,3 +124,13 @@ pub async fn load(name: &str, url: &str, pid: u32, duration: Duration) -> Result
         errors,
     })
 }
+
+/// Waits (up to 20 s) until `url` answers a 307, before a contender is loaded.
+pub async fn check_redirect(url: &str) -> Result<()> {
+    let http = crate::client()?;
+    crate::wait_for(&format!("a 307 from {url}"), Duration::from_secs(20), || async {
+        let r = http.get(url).send().await.ok()?;
+        (r.status().as_u16() == 307).then_some(())
+    })
+    .await
+}

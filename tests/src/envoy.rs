@@ -350,13 +350,15 @@ impl Envoy {
     /// filter counts requests in each worker's memory and adds them to Envoy's counters on its
     /// next tick (500 ms by default), so a counter lags the requests by up to a tick.
     pub async fn counter_at_least(&self, name: &str, at_least: u64) -> Result<u64> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let value = self.stat(name).await?.unwrap_or(0);
-            if value >= at_least || std::time::Instant::now() >= deadline {
-                return Ok(value);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let what = format!("{name} >= {at_least}");
+        let reached = crate::wait_for(&what, Duration::from_secs(10), || async {
+            self.stat(name).await.ok()?.filter(|v| *v >= at_least)
+        })
+        .await;
+        match reached {
+            Ok(value) => Ok(value),
+            // Not reached: the caller's assertion reports the value it did reach.
+            Err(_) => Ok(self.stat(name).await?.unwrap_or(0)),
         }
     }
 }

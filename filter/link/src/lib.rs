@@ -84,11 +84,12 @@ pub fn link(wasm: &[u8]) -> Result<(Vec<u8>, Linked)> {
         .count();
     if unlinked == 0 && already == CALLBACKS.len() {
         // Linked before: nothing but what a linked filter exports may remain.
+        let linked = linked_exports();
         let extra: Vec<&str> = module
             .exports
             .iter()
             .map(|e| e.name.as_str())
-            .filter(|n| !linked_exports().contains(n))
+            .filter(|n| !linked.contains(n))
             .collect();
         if !extra.is_empty() {
             bail!("the module looks linked but also exports {extra:?}");

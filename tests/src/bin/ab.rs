@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
-use vault_redirect_e2e::{bench, client, wait_for, workspace_root};
+use vault_redirect_e2e::{bench, workspace_root};
 
 const PATH: &str = "/v1/secret/data/app?version=2";
 
@@ -77,18 +77,8 @@ async fn main() -> Result<()> {
         .await?;
         contenders.push((format!("{name} ({size} bytes)"), envoy));
     }
-    let http = client()?;
-    for (name, envoy) in &contenders {
-        let url = envoy.url(PATH);
-        wait_for(
-            &format!("a 307 from {name}"),
-            Duration::from_secs(20),
-            || async {
-                let r = http.get(&url).send().await.ok()?;
-                (r.status().as_u16() == 307).then_some(())
-            },
-        )
-        .await?;
+    for (_, envoy) in &contenders {
+        bench::check_redirect(&envoy.url(PATH)).await?;
     }
 
     println!("| round | contender | requests/s | p99 ms | server CPU µs/request | CPU ratio to native | throughput ratio |");

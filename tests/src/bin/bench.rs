@@ -15,8 +15,8 @@ use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
 use vault_redirect_e2e::proc::Proc;
-use vault_redirect_e2e::bench::{load as load_for, rss_kib, LoadResult, CONNECTIONS};
-use vault_redirect_e2e::{client, free_addr, wait_for, workspace_root};
+use vault_redirect_e2e::bench::{check_redirect, load as load_for, rss_kib, LoadResult, CONNECTIONS};
+use vault_redirect_e2e::{client, free_addr, workspace_root};
 
 const PATH: &str = "/v1/secret/data/app?version=2";
 
@@ -28,16 +28,6 @@ fn load_seconds() -> u64 {
 /// Runs wrk against `url` for the configured time while measuring the CPU time of `pid`.
 async fn load(name: &str, url: &str, pid: u32) -> Result<LoadResult> {
     load_for(name, url, pid, Duration::from_secs(load_seconds())).await
-}
-
-/// Checks a contender answers the redirect we expect before loading it.
-async fn check_redirect(url: &str) -> Result<()> {
-    let http = client()?;
-    wait_for(&format!("a 307 from {url}"), Duration::from_secs(20), || async {
-        let r = http.get(url).send().await.ok()?;
-        (r.status().as_u16() == 307).then_some(())
-    })
-    .await
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
