@@ -322,13 +322,20 @@ mod tests {
 
     #[test]
     fn values_of_every_kind_are_read() {
-        let v = Json::parse(br#" {"a":[1,-2.5e3,true,false,null],"b":{"c":"d"},"a":"last"} "#).unwrap();
+        let v =
+            Json::parse(br#" {"a":[1,-2.5e3,true,false,null],"b":{"c":"d"},"a":"last"} "#).unwrap();
         assert_eq!(v.get("a"), Some(&Json::Str("last".into())));
         assert_eq!(v.get("b").and_then(|b| b.get("c")).and_then(Json::as_str), Some("d"));
         let Json::Obj(m) = &v else { panic!() };
         assert_eq!(
             m[0].1,
-            Json::Arr(vec![Json::Num("1".into()), Json::Num("-2.5e3".into()), Json::Bool(true), Json::Bool(false), Json::Null])
+            Json::Arr(vec![
+                Json::Num("1".into()),
+                Json::Num("-2.5e3".into()),
+                Json::Bool(true),
+                Json::Bool(false),
+                Json::Null
+            ])
         );
     }
 
@@ -349,8 +356,21 @@ mod tests {
     #[test]
     fn malformed_documents_are_refused_with_a_position() {
         for bad in [
-            &b""[..], b"{", b"[1,]", b"{\"a\" 1}", b"01x", b"\"\\x\"", b"\"\\ud800\"", b"\"a\nb\"", b"tru", b"1 2",
-            b"{\"a\":1,}", b"-", b"1.", b"1e", b"\"\xff\"",
+            &b""[..],
+            b"{",
+            b"[1,]",
+            b"{\"a\" 1}",
+            b"01x",
+            b"\"\\x\"",
+            b"\"\\ud800\"",
+            b"\"a\nb\"",
+            b"tru",
+            b"1 2",
+            b"{\"a\":1,}",
+            b"-",
+            b"1.",
+            b"1e",
+            b"\"\xff\"",
         ] {
             assert!(Json::parse(bad).is_err(), "{:?} was accepted", String::from_utf8_lossy(bad));
         }

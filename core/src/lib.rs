@@ -11,6 +11,6 @@ pub mod redirect;
 pub mod state;
 pub mod target;
 
-pub use redirect::{decide, Decision, RedirectPolicy, HostChoice, Scheme};
+pub use redirect::{decide, Decision, HostChoice, RedirectPolicy, Scheme};
 pub use state::{ActiveNode, StateDoc};
 pub use target::{Target, TargetError};

@@ -142,14 +142,18 @@ mod tests {
     fn the_prefix_uses_the_address_by_default_and_the_node_name_on_request() {
         let policy = RedirectPolicy::default();
         assert_eq!(policy.location_prefix(&node()).unwrap(), "http://10.0.0.6:8200");
-        let by_name = RedirectPolicy { scheme: Scheme::Https, host: HostChoice::Node, port: Some(443) };
+        let by_name =
+            RedirectPolicy { scheme: Scheme::Https, host: HostChoice::Node, port: Some(443) };
         assert_eq!(by_name.location_prefix(&node()).unwrap(), "https://vault-b:443");
     }
 
     #[test]
     fn an_ipv6_address_is_bracketed_in_the_prefix() {
         let v6 = ActiveNode { address: "2001:db8::7".into(), ..node() };
-        assert_eq!(RedirectPolicy::default().location_prefix(&v6).unwrap(), "http://[2001:db8::7]:8200");
+        assert_eq!(
+            RedirectPolicy::default().location_prefix(&v6).unwrap(),
+            "http://[2001:db8::7]:8200"
+        );
     }
 
     #[test]
@@ -162,7 +166,12 @@ mod tests {
     fn the_path_and_query_are_copied_byte_for_byte() {
         let path = b"/v1/secret/data/a%20b?version=2&x=%0D";
         let d = decide(Some("http://10.0.0.6:8200"), Some(path), &[]);
-        assert_eq!(d, Decision::Redirect(b"http://10.0.0.6:8200/v1/secret/data/a%20b?version=2&x=%0D".to_vec()));
+        assert_eq!(
+            d,
+            Decision::Redirect(
+                b"http://10.0.0.6:8200/v1/secret/data/a%20b?version=2&x=%0D".to_vec()
+            )
+        );
     }
 
     #[test]
@@ -181,7 +190,10 @@ mod tests {
 
     #[test]
     fn control_characters_are_refused_and_long_paths_get_414() {
-        assert!(matches!(decide(Some("http://v:1"), Some(b"/a\r\nX: y"), &[]), Decision::BadRequest(_)));
+        assert!(matches!(
+            decide(Some("http://v:1"), Some(b"/a\r\nX: y"), &[]),
+            Decision::BadRequest(_)
+        ));
         let long = [b"/".as_slice(), &vec![b'a'; MAX_PATH_BYTES]].concat();
         assert_eq!(decide(Some("http://v:1"), Some(&long), &[]), Decision::PathTooLong);
     }

@@ -98,7 +98,16 @@ impl StateDoc {
         let [version, active, reason, consul_index, last_ok, age, candidates, scheme] = fields(
             json,
             "state document",
-            ["version", "active", "reason", "consul_index", "last_consul_ok_unix_ms", "age_ms", "active_candidates", "scheme"],
+            [
+                "version",
+                "active",
+                "reason",
+                "consul_index",
+                "last_consul_ok_unix_ms",
+                "age_ms",
+                "active_candidates",
+                "scheme",
+            ],
         )?;
         let scheme = match scheme {
             None | Some(Json::Null) => None,
@@ -162,7 +171,9 @@ impl StateDoc {
             json::write_str(&mut out, r);
         }
         let _ = write!(out, ",\"consul_index\":{}", self.consul_index);
-        for (name, v) in [("last_consul_ok_unix_ms", self.last_consul_ok_unix_ms), ("age_ms", self.age_ms)] {
+        for (name, v) in
+            [("last_consul_ok_unix_ms", self.last_consul_ok_unix_ms), ("age_ms", self.age_ms)]
+        {
             match v {
                 Some(v) => {
                     let _ = write!(out, ",\"{name}\":{v}");
@@ -197,7 +208,11 @@ fn invalid(field: &str, what: &str) -> DocError {
 }
 
 /// The members `names` of the object `json`; a repeated known member is refused, as serde does.
-fn fields<'a, const N: usize>(json: &'a Json, what: &str, names: [&str; N]) -> Result<[Option<&'a Json>; N], DocError> {
+fn fields<'a, const N: usize>(
+    json: &'a Json,
+    what: &str,
+    names: [&str; N],
+) -> Result<[Option<&'a Json>; N], DocError> {
     let Json::Obj(members) = json else {
         return Err(invalid(what, "is not an object"));
     };
@@ -215,7 +230,8 @@ fn fields<'a, const N: usize>(json: &'a Json, what: &str, names: [&str; N]) -> R
 
 fn required_u64(v: Option<&Json>, field: &str) -> Result<u64, DocError> {
     let v = v.ok_or_else(|| invalid(field, "is missing"))?;
-    v.as_u64().ok_or_else(|| invalid(field, &format!("must be a non-negative integer, not {}", v.kind())))
+    v.as_u64()
+        .ok_or_else(|| invalid(field, &format!("must be a non-negative integer, not {}", v.kind())))
 }
 
 fn optional_u64(v: Option<&Json>, field: &str) -> Result<Option<u64>, DocError> {
@@ -239,7 +255,11 @@ mod tests {
     fn doc() -> StateDoc {
         StateDoc {
             version: 7 << 16,
-            active: Some(ActiveNode { node: "vault-a".into(), address: "10.0.0.5".into(), port: 8200 }),
+            active: Some(ActiveNode {
+                node: "vault-a".into(),
+                address: "10.0.0.5".into(),
+                port: 8200,
+            }),
             reason: None,
             consul_index: 7,
             last_consul_ok_unix_ms: Some(1_700_000_000_000),
@@ -262,7 +282,10 @@ mod tests {
         tricky.age_ms = None;
         for d in [doc(), tricky, StateDoc::none("none")] {
             assert_eq!(serde_json::from_slice::<StateDoc>(&d.to_json()).unwrap(), d);
-            assert_eq!(serde_json::to_value(&d).unwrap(), serde_json::from_slice::<serde_json::Value>(&d.to_json()).unwrap());
+            assert_eq!(
+                serde_json::to_value(&d).unwrap(),
+                serde_json::from_slice::<serde_json::Value>(&d.to_json()).unwrap()
+            );
         }
     }
 
@@ -289,10 +312,22 @@ mod tests {
     fn missing_or_mistyped_fields_are_named() {
         let cases = [
             (r#"{"active":null,"consul_index":1}"#, "`version` is missing"),
-            (r#"{"version":-1,"active":null,"consul_index":1}"#, "`version` must be a non-negative integer"),
-            (r#"{"version":1,"active":{"node":"a","address":"b","port":70000},"consul_index":1}"#, "`active.port` is larger"),
-            (r#"{"version":1,"active":{"node":1,"address":"b","port":1},"consul_index":1}"#, "`active.node` must be a string"),
-            (r#"{"version":1,"version":2,"active":null,"consul_index":1}"#, "`version` appears twice"),
+            (
+                r#"{"version":-1,"active":null,"consul_index":1}"#,
+                "`version` must be a non-negative integer",
+            ),
+            (
+                r#"{"version":1,"active":{"node":"a","address":"b","port":70000},"consul_index":1}"#,
+                "`active.port` is larger",
+            ),
+            (
+                r#"{"version":1,"active":{"node":1,"address":"b","port":1},"consul_index":1}"#,
+                "`active.node` must be a string",
+            ),
+            (
+                r#"{"version":1,"version":2,"active":null,"consul_index":1}"#,
+                "`version` appears twice",
+            ),
         ];
         for (json, expected) in cases {
             let err = StateDoc::parse(json.as_bytes()).unwrap_err().to_string();

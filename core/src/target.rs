@@ -44,10 +44,7 @@ impl Target {
         if host.is_empty() {
             return Err(TargetError::Empty);
         }
-        let unbracketed = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
+        let unbracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         if unbracketed.parse::<Ipv6Addr>().is_ok() {
             // std's parser admits only hex digits, ':' and '.' (no zone id), so the text is
             // safe as given; it is not re-printed because Ipv6Addr's Display costs wasm size.
@@ -100,7 +97,9 @@ mod tests {
 
     #[test]
     fn names_and_ipv4_literals_are_accepted_as_given() {
-        for host in ["vault-a", "vault-a.service.consul", "10.0.0.5", "node_1.dc1", "vault.example.com."] {
+        for host in
+            ["vault-a", "vault-a.service.consul", "10.0.0.5", "node_1.dc1", "vault.example.com."]
+        {
             assert_eq!(Target::parse(host).map(|t| t.0), Ok(host.to_string()), "{host}");
         }
     }
@@ -114,8 +113,18 @@ mod tests {
     #[test]
     fn bytes_that_would_change_the_url_are_refused() {
         for host in [
-            "evil.example/x", "a@b", "a b", "a\r\nSet-Cookie: x", "a:80", "a?b", "a#b", "a%0d", "a\\b",
-            "fe80::1%eth0", "[::1", "a\0b",
+            "evil.example/x",
+            "a@b",
+            "a b",
+            "a\r\nSet-Cookie: x",
+            "a:80",
+            "a?b",
+            "a#b",
+            "a%0d",
+            "a\\b",
+            "fe80::1%eth0",
+            "[::1",
+            "a\0b",
         ] {
             assert!(
                 matches!(Target::parse(host), Err(TargetError::ForbiddenByte { .. })),

@@ -11,7 +11,9 @@ use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr: SocketAddr = match std::env::args().nth(1) {
-        Some(a) => a.parse().map_err(|e| std::io::Error::other(format!("bad address {a:?}: {e}")))?,
+        Some(a) => {
+            a.parse().map_err(|e| std::io::Error::other(format!("bad address {a:?}: {e}")))?
+        }
         None => SocketAddr::from(([127, 0, 0, 1], 0)),
     };
     let consul = ConsulDouble::start_on(

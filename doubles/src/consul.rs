@@ -201,19 +201,30 @@ impl ConsulDouble {
     }
 
     /// Starts on `addr` (port 0 picks a free one).
-    pub async fn start_on(addr: SocketAddr, nodes: Vec<VaultNode>) -> std::io::Result<ConsulDouble> {
+    pub async fn start_on(
+        addr: SocketAddr,
+        nodes: Vec<VaultNode>,
+    ) -> std::io::Result<ConsulDouble> {
         Self::start_with(addr, nodes, None).await
     }
 
     /// Starts on a free port of 127.0.0.1 serving https with the PEM certificate chain and
     /// key given (Consul's `https` listener, for `CONSUL_CACERT` tests). [`ConsulDouble::url`]
     /// then starts with `https://`.
-    pub async fn start_tls(nodes: Vec<VaultNode>, cert_chain_pem: &str, key_pem: &str) -> std::io::Result<ConsulDouble> {
+    pub async fn start_tls(
+        nodes: Vec<VaultNode>,
+        cert_chain_pem: &str,
+        key_pem: &str,
+    ) -> std::io::Result<ConsulDouble> {
         let acceptor = crate::tls::acceptor(cert_chain_pem, key_pem, &[])?;
         Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), nodes, Some(acceptor)).await
     }
 
-    async fn start_with(addr: SocketAddr, nodes: Vec<VaultNode>, tls: Option<TlsAcceptor>) -> std::io::Result<ConsulDouble> {
+    async fn start_with(
+        addr: SocketAddr,
+        nodes: Vec<VaultNode>,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<ConsulDouble> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let mut inner = Inner {
@@ -230,8 +241,10 @@ impl ConsulDouble {
         };
         inner.commit(&[]);
         let (generation, _) = watch::channel(0);
-        let shared = Arc::new(Shared { inner: Mutex::new(inner), generation, requests: AtomicU64::new(0) });
-        let server = tokio::spawn(consul_accept_loop(listener, router(shared.clone()), tls.clone()));
+        let shared =
+            Arc::new(Shared { inner: Mutex::new(inner), generation, requests: AtomicU64::new(0) });
+        let server =
+            tokio::spawn(consul_accept_loop(listener, router(shared.clone()), tls.clone()));
         Ok(ConsulDouble { shared, addr, server: Mutex::new(Some(server)), tls })
     }
 
@@ -336,7 +349,11 @@ impl ConsulDouble {
     /// Listens again on the same address after [`ConsulDouble::go_down`], with the same catalog.
     pub async fn come_back(&self) -> std::io::Result<()> {
         let listener = TcpListener::bind(self.addr).await?;
-        let server = tokio::spawn(consul_accept_loop(listener, router(self.shared.clone()), self.tls.clone()));
+        let server = tokio::spawn(consul_accept_loop(
+            listener,
+            router(self.shared.clone()),
+            self.tls.clone(),
+        ));
         if let Some(old) = self.server.lock().unwrap_or_else(|e| e.into_inner()).replace(server) {
             old.abort();
         }
@@ -359,13 +376,18 @@ impl Drop for ConsulDouble {
 
 /// The Consul double's listener: HTTP/1.1, one router for every connection.
 async fn consul_accept_loop(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
-    crate::serve::accept_loop(listener, tls, crate::serve::Protocols::Http1, "consul double", move |_| app.clone()).await;
+    crate::serve::accept_loop(
+        listener,
+        tls,
+        crate::serve::Protocols::Http1,
+        "consul double",
+        move |_| app.clone(),
+    )
+    .await;
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/v1/health/service/{service}", get(health_service))
-        .with_state(shared)
+    Router::new().route("/v1/health/service/{service}", get(health_service)).with_state(shared)
 }
 
 /// The query parameters of `/v1/health/service/<name>` that the double understands.
@@ -406,12 +428,14 @@ fn parse_query(params: &[(String, String)]) -> Result<HealthQuery, Box<Response>
             // agent/http.go parseWait: both errors are 400 with these bodies.
             "index" => q.index = value.parse().map_err(|_| bad_request("Invalid index"))?,
             "wait" => {
-                let wait = go_duration::parse(value).ok_or_else(|| bad_request("Invalid wait time"))?;
+                let wait =
+                    go_duration::parse(value).ok_or_else(|| bad_request("Invalid wait time"))?;
                 // The server uses its default for 0 and clamps to its maximum.
                 q.wait = if wait.is_zero() { DEFAULT_WAIT } else { wait.min(MAX_WAIT) };
             }
             "passing" => {
-                q.passing = parse_bool(value).ok_or_else(|| bad_request("Invalid value for ?passing"))?
+                q.passing =
+                    parse_bool(value).ok_or_else(|| bad_request("Invalid value for ?passing"))?
             }
             "stale" => q.stale = true,
             "consistent" => consistent = true,
@@ -459,7 +483,8 @@ async fn health_service(
         let inner = shared.lock();
         if let Some(dc) = &query.dc {
             if dc != &inner.datacenter {
-                return (StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter").into_response();
+                return (StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter")
+                    .into_response();
             }
         }
         match (&inner.acl, token) {
@@ -523,7 +548,8 @@ async fn answer(shared: &Shared, service: &str, query: &HealthQuery, access: Acc
     let mut known_leader = true;
     match fault {
         Some(Fault::ServerError) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, "rpc error making call: EOF").into_response();
+            return (StatusCode::INTERNAL_SERVER_ERROR, "rpc error making call: EOF")
+                .into_response();
         }
         Some(Fault::Hang) => std::future::pending::<()>().await,
         Some(Fault::NoLeader) if !query.stale => {
@@ -546,7 +572,10 @@ async fn answer(shared: &Shared, service: &str, query: &HealthQuery, access: Acc
     let h = response.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/json"));
     h.insert("x-consul-index", HeaderValue::from(index));
-    h.insert("x-consul-knownleader", HeaderValue::from_static(if known_leader { "true" } else { "false" }));
+    h.insert(
+        "x-consul-knownleader",
+        HeaderValue::from_static(if known_leader { "true" } else { "false" }),
+    );
     h.insert("x-consul-lastcontact", HeaderValue::from(if known_leader { 0u64 } else { 12_000 }));
     h.insert(
         "x-consul-effective-consistency",
@@ -583,7 +612,8 @@ fn entry(inner: &Inner, n: &VaultNode) -> Value {
             "wan_ipv4": {"Address": service_address, "Port": n.port},
         })
     };
-    let (sealed_status, sealed_output) = if n.sealed { ("critical", "Vault Sealed") } else { ("passing", "Vault Unsealed") };
+    let (sealed_status, sealed_output) =
+        if n.sealed { ("critical", "Vault Sealed") } else { ("passing", "Vault Unsealed") };
     let (serf_status, serf_output) = if n.serf_healthy {
         ("passing", "Agent alive and reachable")
     } else {

@@ -11,9 +11,9 @@
 //!   KV v2 behind `X-Vault-Token`, standby forwarding, and a record of every request received.
 
 pub mod consul;
+mod go_duration;
 mod serve;
 mod tls;
-mod go_duration;
 pub mod vault;
 
 pub use consul::{ConsulDouble, Fault, Role, VaultNode};

@@ -166,18 +166,30 @@ impl VaultCluster {
 
     /// vault-a active, vault-b and vault-c standby.
     pub async fn start_three() -> std::io::Result<VaultCluster> {
-        Self::start(&[("vault-a", Role::Active), ("vault-b", Role::Standby), ("vault-c", Role::Standby)]).await
+        Self::start(&[
+            ("vault-a", Role::Active),
+            ("vault-b", Role::Standby),
+            ("vault-c", Role::Standby),
+        ])
+        .await
     }
 
     /// Like [`VaultCluster::start`], serving https (HTTP/1.1 and h2 by ALPN) with the PEM
     /// chain and key given; `api_addr` and `leader_address` then start with `https://`.
-    pub async fn start_tls(nodes: &[(&str, Role)], cert_chain_pem: &str, key_pem: &str) -> std::io::Result<VaultCluster> {
+    pub async fn start_tls(
+        nodes: &[(&str, Role)],
+        cert_chain_pem: &str,
+        key_pem: &str,
+    ) -> std::io::Result<VaultCluster> {
         // Vault's listener offers h2 and HTTP/1.1 by ALPN.
         let acceptor = crate::tls::acceptor(cert_chain_pem, key_pem, &[b"h2", b"http/1.1"])?;
         Self::start_with(nodes, Some(acceptor)).await
     }
 
-    async fn start_with(roles: &[(&str, Role)], tls: Option<TlsAcceptor>) -> std::io::Result<VaultCluster> {
+    async fn start_with(
+        roles: &[(&str, Role)],
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<VaultCluster> {
         let mut listeners = Vec::new();
         let mut nodes = Vec::new();
         let now = SystemTime::now();
@@ -217,7 +229,8 @@ impl VaultCluster {
             .nodes
             .iter()
             .map(|n| {
-                let mut v = VaultNode::new(&n.name, &n.addr.ip().to_string(), n.addr.port(), n.role);
+                let mut v =
+                    VaultNode::new(&n.name, &n.addr.ip().to_string(), n.addr.port(), n.role);
                 v.sealed = n.sealed;
                 v.initialized = n.initialized;
                 v
@@ -323,9 +336,19 @@ impl Drop for VaultCluster {
 /// A Vault node's listener: HTTP/1.1 and h2 (prior knowledge, or ALPN over TLS); each
 /// connection's router knows its peer, for the record of requests.
 async fn serve(listener: TcpListener, shared: Arc<Shared>, node: usize, tls: Option<TlsAcceptor>) {
-    crate::serve::accept_loop(listener, tls, crate::serve::Protocols::Http1AndH2, "vault double", move |peer| {
-        Router::new().fallback(handle).with_state(NodeCtx { shared: shared.clone(), node, peer })
-    })
+    crate::serve::accept_loop(
+        listener,
+        tls,
+        crate::serve::Protocols::Http1AndH2,
+        "vault double",
+        move |peer| {
+            Router::new().fallback(handle).with_state(NodeCtx {
+                shared: shared.clone(),
+                node,
+                peer,
+            })
+        },
+    )
     .await;
 }
 
@@ -359,7 +382,9 @@ fn record(inner: &mut Inner, node: usize, req: &Request, forwarded_from: Option<
             headers: req
                 .headers
                 .iter()
-                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())
+                })
                 .collect(),
             body: req.body.to_vec(),
             peer: req.peer,
@@ -376,7 +401,13 @@ struct Request {
     peer: SocketAddr,
 }
 
-async fn handle(State(ctx): State<NodeCtx>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(ctx): State<NodeCtx>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req = Request { method, uri, headers, body, peer: ctx.peer };
     let mut response = {
         let mut inner = ctx.shared.lock();
@@ -424,13 +455,18 @@ fn route(inner: &mut Inner, node: usize, req: &Request) -> Response {
             }
             r
         }
-        (true, None, _) => error(StatusCode::SERVICE_UNAVAILABLE, &["no active Vault instance found"]),
+        (true, None, _) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &["no active Vault instance found"])
+        }
         (false, Some((_, _)), Some(active)) => {
             let from = inner.nodes.get(node).map(|n| n.name.clone());
             record(inner, active, req, from);
             logical(inner, req)
         }
-        (false, _, _) => error(StatusCode::INTERNAL_SERVER_ERROR, &["local node not active but active cluster node not found"]),
+        (false, _, _) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &["local node not active but active cluster node not found"],
+        ),
     }
 }
 
@@ -472,7 +508,17 @@ fn sys_health(inner: &Inner, node: usize, req: &Request) -> Response {
             code("performancestandbycode", 473)?,
         ))
     })();
-    let Ok((standby_ok, perf_standby_ok, uninit, sealed_code, standby_code, active_code, _dr, perf_code)) = parsed else {
+    let Ok((
+        standby_ok,
+        perf_standby_ok,
+        uninit,
+        sealed_code,
+        standby_code,
+        active_code,
+        _dr,
+        perf_code,
+    )) = parsed
+    else {
         return error(StatusCode::BAD_REQUEST, &[]);
     };
     // A sealed node reports itself a standby, as Vault's core does until it is unsealed.
@@ -534,7 +580,8 @@ fn sys_leader(inner: &Inner, node: usize, req: &Request) -> Response {
     }
     let active = inner.active();
     let is_self = n.serving_active();
-    let active_time = if is_self { n.active_since.map(rfc3339).unwrap_or_else(zero_time) } else { zero_time() };
+    let active_time =
+        if is_self { n.active_since.map(rfc3339).unwrap_or_else(zero_time) } else { zero_time() };
     json_response(
         StatusCode::OK,
         &json!({
@@ -558,7 +605,10 @@ fn logical(inner: &mut Inner, req: &Request) -> Response {
     let path = req.uri.path();
     let Some(key) = path.strip_prefix("/v1/secret/data/").filter(|k| !k.is_empty()) else {
         let route = path.strip_prefix("/v1/").unwrap_or(path);
-        return error(StatusCode::NOT_FOUND, &[&format!("no handler for route \"{route}\". route entry not found.")]);
+        return error(
+            StatusCode::NOT_FOUND,
+            &[&format!("no handler for route \"{route}\". route entry not found.")],
+        );
     };
     let key = key.to_string();
     match req.method.as_str() {
@@ -608,7 +658,10 @@ fn kv_write(inner: &mut Inner, key: &str, body: &[u8]) -> Response {
     let versions = inner.kv.entry(key.to_string()).or_default();
     if let Some(cas) = parsed.get("options").and_then(|o| o.get("cas")) {
         if cas.as_u64() != Some(versions.len() as u64) {
-            return error(StatusCode::BAD_REQUEST, &["check-and-set parameter did not match the current version"]);
+            return error(
+                StatusCode::BAD_REQUEST,
+                &["check-and-set parameter did not match the current version"],
+            );
         }
     }
     let created = SystemTime::now();
@@ -626,7 +679,9 @@ fn kv_read(inner: &Inner, key: &str, query: &str) -> Response {
         None | Some("") | Some("0") => versions.len(),
         Some(v) => match v.parse::<usize>() {
             Ok(n) => n,
-            Err(_) => return error(StatusCode::BAD_REQUEST, &[&format!("invalid version \"{v}\"")]),
+            Err(_) => {
+                return error(StatusCode::BAD_REQUEST, &[&format!("invalid version \"{v}\"")])
+            }
         },
     };
     let Some(version) = number.checked_sub(1).and_then(|i| versions.get(i)) else {
@@ -634,7 +689,9 @@ fn kv_read(inner: &Inner, key: &str, query: &str) -> Response {
     };
     json_response(
         StatusCode::OK,
-        &envelope(json!({ "data": version.data, "metadata": version_metadata(version.created, number) })),
+        &envelope(
+            json!({ "data": version.data, "metadata": version_metadata(version.created, number) }),
+        ),
     )
 }
 
@@ -659,7 +716,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let decoded = match bytes[i] {
-            b'%' => bytes.get(i + 1).copied().and_then(hex).zip(bytes.get(i + 2).copied().and_then(hex)),
+            b'%' => {
+                bytes.get(i + 1).copied().and_then(hex).zip(bytes.get(i + 2).copied().and_then(hex))
+            }
             _ => None,
         };
         match (bytes[i], decoded) {

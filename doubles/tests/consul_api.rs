@@ -47,7 +47,10 @@ async fn entries_have_the_shape_consul_answers_and_vault_registers() {
     assert_eq!(a["Service"]["Address"], "10.0.0.1");
     assert_eq!(a["Service"]["Port"], 8200);
     assert_eq!(entries[1]["Service"]["Tags"], serde_json::json!(["standby", "initialized"]));
-    assert_eq!(entries[2]["Service"]["Tags"], serde_json::json!(["performance-standby", "initialized"]));
+    assert_eq!(
+        entries[2]["Service"]["Tags"],
+        serde_json::json!(["performance-standby", "initialized"])
+    );
     let checks = a["Checks"].as_array().unwrap();
     assert_eq!(checks[0]["CheckID"], "serfHealth");
     assert_eq!(checks[0]["ServiceID"], "");
@@ -63,22 +66,36 @@ async fn entries_have_the_shape_consul_answers_and_vault_registers() {
 async fn a_sealed_node_has_a_critical_sealed_check_and_passing_filters_it_out() {
     let consul = ConsulDouble::start(nodes()).await.unwrap();
     consul.update(|n| n[1].sealed = true);
-    let body: Value = get(&format!("{}/v1/health/service/vault", consul.url())).await.json().await.unwrap();
+    let body: Value =
+        get(&format!("{}/v1/health/service/vault", consul.url())).await.json().await.unwrap();
     assert_eq!(body[1]["Checks"][1]["Status"], "critical");
     assert_eq!(body[1]["Checks"][1]["Output"], "Vault Sealed");
     for q in ["?passing", "?passing=true", "?passing=1"] {
-        let body: Value = get(&format!("{}/v1/health/service/vault{q}", consul.url())).await.json().await.unwrap();
-        let names: Vec<&str> = body.as_array().unwrap().iter().map(|e| e["Node"]["Node"].as_str().unwrap()).collect();
+        let body: Value = get(&format!("{}/v1/health/service/vault{q}", consul.url()))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let names: Vec<&str> =
+            body.as_array().unwrap().iter().map(|e| e["Node"]["Node"].as_str().unwrap()).collect();
         assert_eq!(names, ["vault-a", "vault-c"], "{q}");
     }
-    let body: Value = get(&format!("{}/v1/health/service/vault?passing=false", consul.url())).await.json().await.unwrap();
+    let body: Value = get(&format!("{}/v1/health/service/vault?passing=false", consul.url()))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body.as_array().unwrap().len(), 3);
 }
 
 #[tokio::test]
 async fn tag_filters_and_an_unknown_service_is_an_empty_list() {
     let consul = ConsulDouble::start(nodes()).await.unwrap();
-    let body: Value = get(&format!("{}/v1/health/service/vault?tag=active", consul.url())).await.json().await.unwrap();
+    let body: Value = get(&format!("{}/v1/health/service/vault?tag=active", consul.url()))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body.as_array().unwrap().len(), 1);
     let r = get(&format!("{}/v1/health/service/nomad", consul.url())).await;
     assert_eq!(r.status(), 200);
@@ -111,7 +128,8 @@ async fn a_blocking_query_ends_after_its_wait_plus_at_most_a_sixteenth() {
     let index = consul.index();
     for (wait, expected) in [("16s", 16.0), ("100ms", 0.1), ("1m", 60.0)] {
         let started = tokio::time::Instant::now();
-        let r = get(&format!("{}/v1/health/service/vault?index={index}&wait={wait}", consul.url())).await;
+        let r = get(&format!("{}/v1/health/service/vault?index={index}&wait={wait}", consul.url()))
+            .await;
         let took = started.elapsed().as_secs_f64();
         assert_eq!(index_of(&r), index, "an answer at the end of the wait carries the same index");
         assert!(took >= expected && took <= expected * 17.0 / 16.0 + 0.01, "{wait}: {took}");

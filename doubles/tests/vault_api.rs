@@ -13,10 +13,18 @@ fn http() -> reqwest::Client {
 }
 
 async fn three() -> (VaultCluster, String, String, String) {
-    let c = VaultCluster::start(&[("vault-a", Role::Active), ("vault-b", Role::Standby), ("vault-c", Role::PerfStandby)])
-        .await
-        .unwrap();
-    let (a, b, cc) = (c.api_addr("vault-a").unwrap(), c.api_addr("vault-b").unwrap(), c.api_addr("vault-c").unwrap());
+    let c = VaultCluster::start(&[
+        ("vault-a", Role::Active),
+        ("vault-b", Role::Standby),
+        ("vault-c", Role::PerfStandby),
+    ])
+    .await
+    .unwrap();
+    let (a, b, cc) = (
+        c.api_addr("vault-a").unwrap(),
+        c.api_addr("vault-b").unwrap(),
+        c.api_addr("vault-c").unwrap(),
+    );
     (c, a, b, cc)
 }
 
@@ -27,13 +35,17 @@ async fn status(url: &str) -> u16 {
 #[tokio::test]
 async fn each_node_listens_on_its_own_loopback_address() {
     let (c, a, b, cc) = three().await;
-    let addrs: Vec<_> = ["vault-a", "vault-b", "vault-c"].iter().map(|n| c.addr(n).unwrap()).collect();
+    let addrs: Vec<_> =
+        ["vault-a", "vault-b", "vault-c"].iter().map(|n| c.addr(n).unwrap()).collect();
     assert!(addrs.iter().all(|a| a.ip().is_loopback()));
     assert_ne!(a, b);
     assert_ne!(b, cc);
     // On Linux every 127.0.0.0/8 address can be bound: .2, .3, .4 as in the e2e tests.
     if cfg!(target_os = "linux") {
-        assert_eq!(addrs.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>(), ["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+        assert_eq!(
+            addrs.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>(),
+            ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        );
     }
     let consul = c.consul_nodes();
     assert_eq!(consul[0].address, addrs[0].ip().to_string());
@@ -60,14 +72,26 @@ async fn sys_health_answers_vaults_default_codes_and_body() {
         assert_eq!(body[k], v, "{k}");
     }
     assert!(body["server_time_utc"].as_u64().unwrap() > 1_700_000_000);
-    assert!(body["version"].is_string() && body["cluster_name"].is_string() && body["cluster_id"].is_string());
+    assert!(
+        body["version"].is_string()
+            && body["cluster_name"].is_string()
+            && body["cluster_id"].is_string()
+    );
 
     assert_eq!(status(&format!("{b}/v1/sys/health")).await, 429);
-    let standby: Value = http().get(format!("{b}/v1/sys/health")).send().await.unwrap().json().await.unwrap();
-    assert_eq!((standby["standby"].clone(), standby["performance_standby"].clone()), (json!(true), json!(false)));
+    let standby: Value =
+        http().get(format!("{b}/v1/sys/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (standby["standby"].clone(), standby["performance_standby"].clone()),
+        (json!(true), json!(false))
+    );
     assert_eq!(status(&format!("{cc}/v1/sys/health")).await, 473);
-    let perf: Value = http().get(format!("{cc}/v1/sys/health")).send().await.unwrap().json().await.unwrap();
-    assert_eq!((perf["standby"].clone(), perf["performance_standby"].clone()), (json!(true), json!(true)));
+    let perf: Value =
+        http().get(format!("{cc}/v1/sys/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (perf["standby"].clone(), perf["performance_standby"].clone()),
+        (json!(true), json!(true))
+    );
 
     c.set_sealed("vault-b", true);
     let sealed = http().get(format!("{b}/v1/sys/health")).send().await.unwrap();
@@ -118,7 +142,8 @@ async fn head_sys_health_gives_the_status_only_and_other_methods_are_refused() {
 #[tokio::test]
 async fn sys_leader_names_the_active_node_from_every_node() {
     let (c, a, b, _) = three().await;
-    let from_b: Value = http().get(format!("{b}/v1/sys/leader")).send().await.unwrap().json().await.unwrap();
+    let from_b: Value =
+        http().get(format!("{b}/v1/sys/leader")).send().await.unwrap().json().await.unwrap();
     assert_eq!(from_b["ha_enabled"], true);
     assert_eq!(from_b["is_self"], false);
     assert_eq!(from_b["leader_address"], a.as_str());
@@ -126,16 +151,22 @@ async fn sys_leader_names_the_active_node_from_every_node() {
     assert_eq!(from_b["active_time"], "0001-01-01T00:00:00Z");
     assert_eq!(from_b["performance_standby"], false);
     assert_eq!(from_b["performance_standby_last_remote_wal"], 0);
-    let from_a: Value = http().get(format!("{a}/v1/sys/leader")).send().await.unwrap().json().await.unwrap();
+    let from_a: Value =
+        http().get(format!("{a}/v1/sys/leader")).send().await.unwrap().json().await.unwrap();
     assert_eq!(from_a["is_self"], true);
     assert!(from_a["active_time"].as_str().unwrap().ends_with('Z'));
     assert_ne!(from_a["active_time"], "0001-01-01T00:00:00Z");
 
     c.set_active("vault-b");
-    let after: Value = http().get(format!("{a}/v1/sys/leader")).send().await.unwrap().json().await.unwrap();
-    assert_eq!((after["is_self"].clone(), after["leader_address"].clone()), (json!(false), json!(b)));
+    let after: Value =
+        http().get(format!("{a}/v1/sys/leader")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (after["is_self"].clone(), after["leader_address"].clone()),
+        (json!(false), json!(b))
+    );
     c.set_no_active();
-    let none: Value = http().get(format!("{a}/v1/sys/leader")).send().await.unwrap().json().await.unwrap();
+    let none: Value =
+        http().get(format!("{a}/v1/sys/leader")).send().await.unwrap().json().await.unwrap();
     assert_eq!(none["leader_address"], "");
     c.set_sealed("vault-a", true);
     assert_eq!(status(&format!("{a}/v1/sys/leader")).await, 503);
@@ -158,32 +189,61 @@ async fn kv_v2_write_then_read_needs_a_token_and_answers_vaults_shapes() {
     }
     assert_eq!(c.secret("app/db"), None);
 
-    let w = http().post(&url).header("X-Vault-Token", "s.root").json(&json!({"options": {"cas": 0}, "data": {"k": "v"}}));
+    let w = http()
+        .post(&url)
+        .header("X-Vault-Token", "s.root")
+        .json(&json!({"options": {"cas": 0}, "data": {"k": "v"}}));
     let w: Value = w.send().await.unwrap().json().await.unwrap();
     assert_eq!(w["data"]["version"], 1);
     assert_eq!(w["data"]["deletion_time"], "");
     assert_eq!(w["data"]["destroyed"], false);
     assert!(w["data"]["created_time"].as_str().unwrap().ends_with('Z'));
-    for k in ["request_id", "lease_id", "renewable", "lease_duration", "wrap_info", "warnings", "auth"] {
+    for k in
+        ["request_id", "lease_id", "renewable", "lease_duration", "wrap_info", "warnings", "auth"]
+    {
         assert!(w.get(k).is_some(), "envelope lacks {k}");
     }
     // PUT is the same operation; a wrong cas is refused.
-    let put = http().put(&url).header("X-Vault-Token", "s.root").json(&json!({"data": {"k": "v2"}}));
+    let put =
+        http().put(&url).header("X-Vault-Token", "s.root").json(&json!({"data": {"k": "v2"}}));
     assert_eq!(put.send().await.unwrap().status(), 200);
-    let cas = http().post(&url).header("X-Vault-Token", "s.root").json(&json!({"options": {"cas": 1}, "data": {}}));
+    let cas = http()
+        .post(&url)
+        .header("X-Vault-Token", "s.root")
+        .json(&json!({"options": {"cas": 1}, "data": {}}));
     assert_eq!(cas.send().await.unwrap().status(), 400);
     let empty = http().post(&url).header("X-Vault-Token", "s.root").json(&json!({"k": "v"}));
     let empty = empty.send().await.unwrap();
     assert_eq!(empty.status(), 400);
     assert_eq!(empty.json::<Value>().await.unwrap(), json!({"errors": ["no data provided"]}));
 
-    let r: Value = http().get(&url).header("X-Vault-Token", "s.root").send().await.unwrap().json().await.unwrap();
+    let r: Value = http()
+        .get(&url)
+        .header("X-Vault-Token", "s.root")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["data"]["data"], json!({"k": "v2"}));
     assert_eq!(r["data"]["metadata"]["version"], 2);
-    let v1: Value =
-        http().get(format!("{url}?version=1")).header("X-Vault-Token", "s.root").send().await.unwrap().json().await.unwrap();
+    let v1: Value = http()
+        .get(format!("{url}?version=1"))
+        .header("X-Vault-Token", "s.root")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v1["data"]["data"], json!({"k": "v"}));
-    let missing = http().get(format!("{a}/v1/secret/data/nope")).header("X-Vault-Token", "s.root").send().await.unwrap();
+    let missing = http()
+        .get(format!("{a}/v1/secret/data/nope"))
+        .header("X-Vault-Token", "s.root")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.json::<Value>().await.unwrap(), json!({"errors": []}));
     assert_eq!(status(&format!("{url}?version=1")).await, 403);
@@ -205,7 +265,10 @@ async fn every_request_is_recorded_with_headers_and_body() {
     let got = c.received("vault-a");
     assert_eq!(got.len(), 1);
     let r = &got[0];
-    assert_eq!((r.method.as_str(), r.path.as_str(), r.query.as_deref()), ("POST", "/v1/secret/data/x", Some("y=%2F")));
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str(), r.query.as_deref()),
+        ("POST", "/v1/secret/data/x", Some("y=%2F"))
+    );
     assert_eq!(r.header("X-Vault-Token"), Some("t"));
     assert_eq!(r.body, body.as_bytes());
     assert_eq!(r.forwarded_from, None);
@@ -218,7 +281,10 @@ async fn every_request_is_recorded_with_headers_and_body() {
 async fn a_standby_forwards_to_the_active_node_by_default() {
     let (c, _, b, _) = three().await;
     c.add_token("t");
-    let w = http().post(format!("{b}/v1/secret/data/f")).header("X-Vault-Token", "t").json(&json!({"data": {"a": 1}}));
+    let w = http()
+        .post(format!("{b}/v1/secret/data/f"))
+        .header("X-Vault-Token", "t")
+        .json(&json!({"data": {"a": 1}}));
     let w = w.send().await.unwrap();
     assert_eq!(w.status(), 200, "the client gets the active node's answer from the standby");
     assert_eq!(c.secret("f"), Some(json!({"a": 1})));
@@ -228,7 +294,12 @@ async fn a_standby_forwards_to_the_active_node_by_default() {
     assert_eq!(at_a[0].forwarded_from.as_deref(), Some("vault-b"));
     // Without an active node a standby cannot forward: 500, Vault's message.
     c.set_no_active();
-    let r = http().get(format!("{b}/v1/secret/data/f")).header("X-Vault-Token", "t").send().await.unwrap();
+    let r = http()
+        .get(format!("{b}/v1/secret/data/f"))
+        .header("X-Vault-Token", "t")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 500);
     assert_eq!(
         r.json::<Value>().await.unwrap(),
@@ -250,9 +321,17 @@ async fn a_standby_redirects_with_307_when_the_client_disables_forwarding() {
     assert_eq!(r.headers()["location"], format!("{a}/v1/secret/data/p?version=2&x=%2F").as_str());
     assert!(c.received("vault-a").is_empty(), "a redirect is not a forward");
     c.set_no_active();
-    let r = http().get(format!("{b}/v1/x")).header("X-Vault-No-Request-Forwarding", "1").send().await.unwrap();
+    let r = http()
+        .get(format!("{b}/v1/x"))
+        .header("X-Vault-No-Request-Forwarding", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"errors": ["no active Vault instance found"]}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"errors": ["no active Vault instance found"]})
+    );
 }
 
 #[tokio::test]
@@ -260,7 +339,12 @@ async fn a_sealed_node_serves_nothing_but_health() {
     let (c, a, _, _) = three().await;
     c.add_token("t");
     c.set_sealed("vault-a", true);
-    let r = http().get(format!("{a}/v1/secret/data/x")).header("X-Vault-Token", "t").send().await.unwrap();
+    let r = http()
+        .get(format!("{a}/v1/secret/data/x"))
+        .header("X-Vault-Token", "t")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"errors": ["Vault is sealed"]}));
     assert_eq!(status(&format!("{a}/v1/sys/health")).await, 503);

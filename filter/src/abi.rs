@@ -99,13 +99,8 @@ fn with_root<T>(context_id: u32, callback: &str, neutral: T, f: impl FnOnce(&mut
 fn shared_for(context_id: u32, root_context_id: Option<u32>) -> Rc<Shared> {
     let found = ROOTS.with(|roots| {
         let roots = roots.try_borrow().ok()?;
-        let by_id = root_context_id.and_then(|id| {
-            roots
-                .iter()
-                .find(|r| r.context_id() == id)?
-                .shared()
-                .cloned()
-        });
+        let by_id = root_context_id
+            .and_then(|id| roots.iter().find(|r| r.context_id() == id)?.shared().cloned());
         by_id.or_else(|| roots.iter().rev().find_map(|r| r.shared().cloned()))
     });
     found.unwrap_or_else(|| {

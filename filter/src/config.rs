@@ -141,13 +141,17 @@ impl FilterConfig {
             return Err(ConfigError::Json(format!("expected an object, found {}", json.kind())));
         };
         if let Some((key, _)) = members.iter().find(|(k, _)| !FIELDS.contains(&k.as_str())) {
-            return Err(ConfigError::Json(format!("unknown field `{key}`, expected one of {FIELDS:?}")));
+            return Err(ConfigError::Json(format!(
+                "unknown field `{key}`, expected one of {FIELDS:?}"
+            )));
         }
         let field = |name: &str| json.get(name).filter(|v| **v != Json::Null);
         let string = |name: &'static str, default: &str| -> Result<String, ConfigError> {
             match field(name) {
                 None => Ok(default.to_string()),
-                Some(v) => v.as_str().map(str::to_string).ok_or_else(|| bad(name, v, "must be a string")),
+                Some(v) => {
+                    v.as_str().map(str::to_string).ok_or_else(|| bad(name, v, "must be a string"))
+                }
             }
         };
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
@@ -160,15 +164,28 @@ impl FilterConfig {
 
         let poller_cluster = string("poller_cluster", "")?;
         if !header_safe(&poller_cluster) {
-            return Err(bad("poller_cluster", &poller_cluster, "must be a non-empty Envoy cluster name"));
+            return Err(bad(
+                "poller_cluster",
+                &poller_cluster,
+                "must be a non-empty Envoy cluster name",
+            ));
         }
         let poller_authority = string("poller_authority", "vault-redirect-poller")?;
         if !header_safe(&poller_authority) {
-            return Err(bad("poller_authority", &poller_authority, "must be a non-empty host[:port]"));
+            return Err(bad(
+                "poller_authority",
+                &poller_authority,
+                "must be a non-empty host[:port]",
+            ));
         }
         let poller_path = string("poller_path", "/v1/active")?;
-        if !poller_path.starts_with('/') || poller_path.contains('?') || !header_safe(&poller_path) {
-            return Err(bad("poller_path", &poller_path, "must be an absolute path without a query"));
+        if !poller_path.starts_with('/') || poller_path.contains('?') || !header_safe(&poller_path)
+        {
+            return Err(bad(
+                "poller_path",
+                &poller_path,
+                "must be an absolute path without a query",
+            ));
         }
         let wait_seconds = number("wait_seconds", DEFAULT_WAIT_SECONDS)?;
         if !(1..=600).contains(&wait_seconds) {
@@ -180,7 +197,11 @@ impl FilterConfig {
             return Err(bad("retry_max_ms", retry_max_ms, "must be between 1 and 600000"));
         }
         if retry_initial_ms == 0 || retry_initial_ms > retry_max_ms {
-            return Err(bad("retry_initial_ms", retry_initial_ms, "must be at least 1 and at most retry_max_ms"));
+            return Err(bad(
+                "retry_initial_ms",
+                retry_initial_ms,
+                "must be at least 1 and at most retry_max_ms",
+            ));
         }
         let scheme = match field("scheme") {
             None => None,
@@ -218,7 +239,13 @@ impl FilterConfig {
                 for item in items {
                     match item.as_str() {
                         Some(p) if p.starts_with('/') => paths.push(p.to_string()),
-                        _ => return Err(bad("pass_through_paths", item, "every entry must be a string starting with /")),
+                        _ => {
+                            return Err(bad(
+                                "pass_through_paths",
+                                item,
+                                "every entry must be a string starting with /",
+                            ))
+                        }
                     }
                 }
                 paths
@@ -317,9 +344,18 @@ mod tests {
                 "debug_header":true,"tick_ms":100}"#,
         )
         .unwrap();
-        assert_eq!(c.policy, RedirectPolicy { scheme: Scheme::Https, host: HostChoice::Node, port: Some(443) });
-        assert_eq!((c.wait, c.retry_initial, c.retry_max), (Duration::from_secs(5), Duration::from_millis(10), Duration::from_millis(20)));
-        assert_eq!((c.no_active, c.debug_header, c.tick), (NoActive::PassThrough, true, Duration::from_millis(100)));
+        assert_eq!(
+            c.policy,
+            RedirectPolicy { scheme: Scheme::Https, host: HostChoice::Node, port: Some(443) }
+        );
+        assert_eq!(
+            (c.wait, c.retry_initial, c.retry_max),
+            (Duration::from_secs(5), Duration::from_millis(10), Duration::from_millis(20))
+        );
+        assert_eq!(
+            (c.no_active, c.debug_header, c.tick),
+            (NoActive::PassThrough, true, Duration::from_millis(100))
+        );
         assert_eq!(c.poller_authority, "poller:8210");
         assert_eq!(c.pass_through_paths, vec!["/healthz".to_string()]);
     }
@@ -344,11 +380,19 @@ mod tests {
     #[test]
     fn typos_unknown_enums_and_garbage_are_refused() {
         for json in [&br#"{"poller_cluster":"p","schem":"https"}"#[..], b"", b"{", b"null", b"[]"] {
-            assert!(matches!(FilterConfig::parse(json), Err(ConfigError::Json(_))), "{:?}", String::from_utf8_lossy(json));
+            assert!(
+                matches!(FilterConfig::parse(json), Err(ConfigError::Json(_))),
+                "{:?}",
+                String::from_utf8_lossy(json)
+            );
         }
-        let err = FilterConfig::parse(br#"{"poller_cluster":"p","scheme":"ftp"}"#).unwrap_err().to_string();
+        let err = FilterConfig::parse(br#"{"poller_cluster":"p","scheme":"ftp"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`scheme`") && err.contains("ftp"), "{err}");
-        let err = FilterConfig::parse(br#"{"poller_cluster":"p","wait_seconds":"30"}"#).unwrap_err().to_string();
+        let err = FilterConfig::parse(br#"{"poller_cluster":"p","wait_seconds":"30"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`wait_seconds`"), "{err}");
     }
 }

@@ -93,7 +93,12 @@ extern "C" {
         timeout: u32,
         return_token: *mut u32,
     ) -> u32;
-    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
 }
@@ -157,7 +162,13 @@ pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
     let mut size: usize = 0;
     // SAFETY: as in `buffer`.
     unsafe {
-        match check(proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)) {
+        match check(proxy_get_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        )) {
             Ok(()) => Ok(Some(take_host_buffer(data, size))),
             Err(HostError::Status(Status::NotFound)) => Ok(None),
             Err(e) => Err(e),
@@ -172,7 +183,8 @@ pub fn shared_get(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
     let mut cas: u32 = 0;
     // SAFETY: as in `buffer`.
     unsafe {
-        match check(proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)) {
+        match check(proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas))
+        {
             Ok(()) => Ok(Some((take_host_buffer(data, size), cas))),
             Err(HostError::Status(Status::NotFound)) => Ok(None),
             Err(e) => Err(e),
@@ -183,7 +195,9 @@ pub fn shared_get(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
 /// Writes shared data if its CAS still is `cas` (0: unconditionally).
 pub fn shared_set(key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
     // SAFETY: pointers and lengths describe live slices for the whole call.
-    check(unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) })
+    check(unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
 }
 
 /// Serialises a header map the way the ABI expects: count, (key len, value len) pairs, then
@@ -228,7 +242,11 @@ pub fn send_response(status: u32, headers: &[(&str, &[u8])], body: &[u8]) -> Res
 /// arrives in `proxy_on_http_call_response` of the calling root context. Envoy refuses an
 /// unknown cluster or bad headers with BadArgument and a call it cannot start with
 /// InternalFailure.
-pub fn http_call(cluster: &str, headers: &[(&str, &[u8])], timeout: Duration) -> Result<u32, HostError> {
+pub fn http_call(
+    cluster: &str,
+    headers: &[(&str, &[u8])],
+    timeout: Duration,
+) -> Result<u32, HostError> {
     let serialized = serialize_headers(headers);
     let no_trailers = serialize_headers(&[]);
     let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
@@ -255,7 +273,8 @@ pub fn http_call(cluster: &str, headers: &[(&str, &[u8])], timeout: Duration) ->
 pub fn define_metric(kind: MetricType, name: &str) -> Result<u32, HostError> {
     let mut id: u32 = 0;
     // SAFETY: pointers describe a live &str and a live local.
-    check(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) }).map(|()| id)
+    check(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })
+        .map(|()| id)
 }
 
 /// Adds `offset` to a counter or gauge; failures are ignored (metrics never fail a request).

@@ -15,19 +15,13 @@ pub fn on_request_headers(context_id: u32, shared: &Shared) -> Action {
     let path = match host::header(MapType::HttpRequestHeaders, ":path") {
         Ok(p) => p,
         Err(e) => {
-            host::log(
-                LogLevel::Warn,
-                &format!("#{context_id} cannot read :path: {e}"),
-            );
+            host::log(LogLevel::Warn, &format!("#{context_id} cannot read :path: {e}"));
             None
         }
     };
     let view = shared.view.borrow();
-    let decision = decide(
-        view.prefix.as_deref(),
-        path.as_deref(),
-        &shared.config.pass_through_paths,
-    );
+    let decision =
+        decide(view.prefix.as_deref(), path.as_deref(), &shared.config.pass_through_paths);
     let debug = shared.config.debug_header.then(|| {
         let age = host::now_ms().saturating_sub(view.heard_ms);
         format!("version={}; age_ms={}", view.version, age)
@@ -70,10 +64,7 @@ pub fn on_request_headers(context_id: u32, shared: &Shared) -> Action {
         }
     };
     if let Err(e) = result {
-        host::log(
-            LogLevel::Error,
-            &format!("#{context_id} cannot send the local response: {e}"),
-        );
+        host::log(LogLevel::Error, &format!("#{context_id} cannot send the local response: {e}"));
     }
     // After a local response Envoy must not run the rest of the chain for this request.
     Action::Pause

@@ -117,7 +117,10 @@ impl Root {
         let (view, refused) = View::of(known, &policy, shared.config.max_stale, now_ms);
         if let Some(e) = refused {
             metrics::bump(shared.metrics.refused_targets);
-            self.log(LogLevel::Error, &format!("refusing state version {}: {e}", known.doc.version));
+            self.log(
+                LogLevel::Error,
+                &format!("refusing state version {}: {e}", known.doc.version),
+            );
         }
         metrics::set(shared.metrics.state_version, view.version);
         *shared.view.borrow_mut() = view;
@@ -207,16 +210,25 @@ impl Root {
             ("accept", b"application/json"),
         ];
         match host::http_call(&config.poller_cluster, &headers, config.call_timeout()) {
-            Ok(token) => self.in_flight = Some(InFlight { token, since_ms: now_ms, long: index != 0 }),
+            Ok(token) => {
+                self.in_flight = Some(InFlight { token, since_ms: now_ms, long: index != 0 })
+            }
             Err(HostError::Status(Status::BadArgument))
                 if !self.synced && now_ms < self.configured_ms.saturating_add(CLUSTER_GRACE_MS) =>
             {
                 // The worker does not know the cluster yet (Envoy is still starting): try again
                 // on the next (fast) tick, without counting or warning. Past the grace period a
                 // cluster that still does not exist is a configuration error, and warned about.
-                self.log(LogLevel::Debug, &format!("cluster {:?} not known yet; retrying", config.poller_cluster));
+                self.log(
+                    LogLevel::Debug,
+                    &format!("cluster {:?} not known yet; retrying", config.poller_cluster),
+                );
             }
-            Err(e) => self.poll_failed(shared, now_ms, &format!("cannot call cluster {:?}: {e}", config.poller_cluster)),
+            Err(e) => self.poll_failed(
+                shared,
+                now_ms,
+                &format!("cannot call cluster {:?}: {e}", config.poller_cluster),
+            ),
         }
     }
 
@@ -224,11 +236,20 @@ impl Root {
         self.confirmed = false;
         self.failures = self.failures.saturating_add(1);
         metrics::bump(shared.metrics.poll_failures);
-        let delay = sync::backoff(self.failures, shared.config.retry_initial, shared.config.retry_max);
-        self.next_poll_ms = now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        let delay =
+            sync::backoff(self.failures, shared.config.retry_initial, shared.config.retry_max);
+        self.next_poll_ms =
+            now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
         // The first failure of a run is worth a warning; the rest would flood the log.
         let level = if self.failures == 1 { LogLevel::Warn } else { LogLevel::Debug };
-        self.log(level, &format!("poll failed ({} in a row), next in {} ms: {why}", self.failures, delay.as_millis()));
+        self.log(
+            level,
+            &format!(
+                "poll failed ({} in a row), next in {} ms: {why}",
+                self.failures,
+                delay.as_millis()
+            ),
+        );
     }
 
     /// Reads a poller answer: status 200 and a state document, or why not.
@@ -262,14 +283,20 @@ impl Root {
         match Self::read_answer(num_headers) {
             Ok(doc) => {
                 if self.failures > 0 {
-                    self.log(LogLevel::Info, &format!("poller reachable again after {} failures", self.failures));
+                    self.log(
+                        LogLevel::Info,
+                        &format!("poller reachable again after {} failures", self.failures),
+                    );
                 }
                 self.failures = 0;
                 self.confirmed = true;
                 if !self.synced {
                     self.synced = true;
                     if let Err(e) = host::set_tick_period(shared.config.tick) {
-                        self.log(LogLevel::Warn, &format!("cannot slow the timer down after the first state: {e}"));
+                        self.log(
+                            LogLevel::Warn,
+                            &format!("cannot slow the timer down after the first state: {e}"),
+                        );
                     }
                 }
                 let merged = self.learn(&shared, Known { doc, heard_ms: now }, now);
@@ -281,7 +308,9 @@ impl Root {
                 // step then. An answer to a poll without `index` is meant to be immediate.
                 let quick = long && now.saturating_sub(since_ms) < QUICK_ANSWER_MS;
                 self.next_poll_ms = if merged != Merge::Newer && quick {
-                    now.saturating_add(u64::try_from(shared.config.retry_initial.as_millis()).unwrap_or(u64::MAX))
+                    now.saturating_add(
+                        u64::try_from(shared.config.retry_initial.as_millis()).unwrap_or(u64::MAX),
+                    )
                 } else {
                     0
                 };
@@ -340,7 +369,9 @@ impl Root {
         let now = host::now_ms();
         if let Some(f) = &self.in_flight {
             // Envoy always answers a call by its timeout; this guards against a host that does not.
-            let limit = u64::try_from((shared.config.call_timeout() + Duration::from_secs(5)).as_millis()).unwrap_or(u64::MAX);
+            let limit =
+                u64::try_from((shared.config.call_timeout() + Duration::from_secs(5)).as_millis())
+                    .unwrap_or(u64::MAX);
             if now.saturating_sub(f.since_ms) > limit {
                 self.in_flight = None;
                 self.poll_failed(&shared, now, "no answer from the host past the call timeout");

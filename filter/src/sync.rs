@@ -93,7 +93,12 @@ impl View {
 
     /// Builds the view of `known` at `now_ms`. Returns the target error alongside when the
     /// poller named a host that cannot be redirected to, so the caller can count and log it.
-    pub fn of(known: &Known, policy: &RedirectPolicy, max_stale: Duration, now_ms: u64) -> (View, Option<TargetError>) {
+    pub fn of(
+        known: &Known,
+        policy: &RedirectPolicy,
+        max_stale: Duration,
+        now_ms: u64,
+    ) -> (View, Option<TargetError>) {
         let max_stale_ms = u64::try_from(max_stale.as_millis()).unwrap_or(u64::MAX);
         let stale_at = known.heard_ms.saturating_add(max_stale_ms);
         let mut view = View {
@@ -104,7 +109,10 @@ impl View {
             valid_until_ms: None,
         };
         if now_ms >= stale_at {
-            view.reason = format!("state is stale: nothing heard from the poller for {} s", max_stale.as_secs());
+            view.reason = format!(
+                "state is stale: nothing heard from the poller for {} s",
+                max_stale.as_secs()
+            );
             return (view, None);
         }
         view.valid_until_ms = Some(stale_at);

@@ -49,7 +49,9 @@ fn state(version: u64, node: &str, address: &str, port: u16) -> String {
 }
 
 fn no_active(version: u64, reason: &str) -> String {
-    format!(r#"{{"version":{version},"active":null,"reason":"{reason}","consul_index":1,"last_consul_ok_unix_ms":1,"age_ms":0,"active_candidates":0}}"#)
+    format!(
+        r#"{{"version":{version},"active":null,"reason":"{reason}","consul_index":1,"last_consul_ok_unix_ms":1,"age_ms":0,"active_candidates":0}}"#
+    )
 }
 
 fn started(host: &Host) -> Vm {
@@ -70,7 +72,13 @@ fn answer(vm: &mut Vm, status: u16, body: &str) {
 }
 
 fn get(vm: &mut Vm, path: &str) -> host_test::RequestOutcome {
-    vm.send_request(&[(":method", "GET"), (":scheme", "http"), (":authority", "vault.example"), (":path", path)]).unwrap()
+    vm.send_request(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "vault.example"),
+        (":path", path),
+    ])
+    .unwrap()
 }
 
 fn location(vm: &mut Vm, path: &str) -> (u32, Option<String>) {
@@ -113,7 +121,11 @@ fn every_bad_configuration_value_is_refused_and_named_in_the_log() {
     for (json, needle) in cases {
         let vm = host_with(json).start_vm().unwrap();
         assert!(!vm.configure_result(), "{json} was accepted");
-        assert!(logged(&vm, LogLevel::Critical, needle), "{json}: no critical log naming {needle}: {:?}", vm.logs());
+        assert!(
+            logged(&vm, LogLevel::Critical, needle),
+            "{json}: no critical log naming {needle}: {:?}",
+            vm.logs()
+        );
         assert!(vm.pending_http_calls().is_empty(), "{json}: a refused filter must not poll");
     }
 }
@@ -137,9 +149,16 @@ fn configure_starts_exactly_one_long_poll_with_index_wait_and_a_timeout_beyond_t
     assert_eq!(same.token, first.token);
     // A new version: the next long-poll starts at once and carries that version as its index.
     host.advance(Duration::from_secs(2));
-    vm.respond_http_call(first.token, HttpCallResponse::new(200, state(7 << 16, "a", "10.0.0.1", 8200))).unwrap();
+    vm.respond_http_call(
+        first.token,
+        HttpCallResponse::new(200, state(7 << 16, "a", "10.0.0.1", 8200)),
+    )
+    .unwrap();
     let next = the_poll(&vm);
-    assert_eq!(next.header(":path"), Some(format!("/v1/active?index={}&wait=20s", 7u64 << 16).as_str()));
+    assert_eq!(
+        next.header(":path"),
+        Some(format!("/v1/active?index={}&wait=20s", 7u64 << 16).as_str())
+    );
 }
 
 #[test]
@@ -171,7 +190,9 @@ fn failed_polls_back_off_doubling_up_to_the_cap_and_then_ask_for_an_immediate_an
 
 #[test]
 fn error_statuses_garbage_and_timeouts_count_as_failures_and_keep_the_last_state() {
-    for (status, body) in [(500, "oops"), (200, "{\"version\":"), (200, "[]"), (404, ""), (200, &"x".repeat(70_000))] {
+    for (status, body) in
+        [(500, "oops"), (200, "{\"version\":"), (200, "[]"), (404, ""), (200, &"x".repeat(70_000))]
+    {
         let host = host_with(&config(r#""retry_initial_ms":10,"tick_ms":10"#));
         let mut vm = redirecting(&host);
         answer(&mut vm, status, body);
@@ -211,10 +232,18 @@ fn a_worker_seeded_from_shared_data_resumes_its_long_poll_at_once_after_its_firs
     // Its next poll asks for an immediate confirmation (no index) of the version it holds...
     let confirm = the_poll(&second);
     assert_eq!(confirm.header(":path"), Some("/v1/active?index=0&wait=30s"));
-    second.respond_http_call(confirm.token, HttpCallResponse::new(200, state(1 << 16, "vault-a", "10.0.0.1", 8200))).unwrap();
+    second
+        .respond_http_call(
+            confirm.token,
+            HttpCallResponse::new(200, state(1 << 16, "vault-a", "10.0.0.1", 8200)),
+        )
+        .unwrap();
     // ...and, that answer being immediate by design, goes straight back to long-polling.
     let long = the_poll(&second);
-    assert_eq!(long.header(":path"), Some(format!("/v1/active?index={}&wait=30s", 1u64 << 16).as_str()));
+    assert_eq!(
+        long.header(":path"),
+        Some(format!("/v1/active?index={}&wait=30s", 1u64 << 16).as_str())
+    );
 }
 
 #[test]
@@ -229,12 +258,21 @@ fn a_state_unconfirmed_past_max_stale_gives_503_and_pass_through_mode_continues(
     vm.tick().unwrap();
     let out = get(&mut vm, "/v1/x").local_response.unwrap();
     assert_eq!(out.status, 503);
-    assert!(String::from_utf8_lossy(&out.body).contains("stale"), "{:?}", String::from_utf8_lossy(&out.body));
+    assert!(
+        String::from_utf8_lossy(&out.body).contains("stale"),
+        "{:?}",
+        String::from_utf8_lossy(&out.body)
+    );
     // A confirmation of the same version makes it fresh again.
-    vm.respond_http_call(call.token, HttpCallResponse::new(200, state(1 << 16, "vault-a", "10.0.0.1", 8200))).unwrap();
+    vm.respond_http_call(
+        call.token,
+        HttpCallResponse::new(200, state(1 << 16, "vault-a", "10.0.0.1", 8200)),
+    )
+    .unwrap();
     assert_eq!(location(&mut vm, "/v1/x").0, 307);
 
-    let host = host_with(&config(r#""max_stale_seconds":1,"tick_ms":100,"no_active":"pass_through""#));
+    let host =
+        host_with(&config(r#""max_stale_seconds":1,"tick_ms":100,"no_active":"pass_through""#));
     let mut vm = redirecting(&host);
     host.advance(Duration::from_secs(2));
     vm.tick().unwrap();
@@ -256,12 +294,17 @@ fn no_active_node_gives_503_retry_after_and_the_pollers_reason_in_vault_error_sh
     assert_eq!(out.header("cache-control"), Some("no-store"));
     assert_eq!(out.header("location"), None);
     let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
-    assert_eq!(body, serde_json::json!({"errors": ["no active Vault node: no Vault node is tagged active"]}));
+    assert_eq!(
+        body,
+        serde_json::json!({"errors": ["no active Vault node: no Vault node is tagged active"]})
+    );
 }
 
 #[test]
 fn a_target_that_is_not_a_hostname_or_ip_is_refused_counted_and_never_emitted() {
-    for address in ["evil.example/x", "a@b", "10.0.0.1\\r\\nSet-Cookie: x=1", "a b", "vault:8200", "%2e"] {
+    for address in
+        ["evil.example/x", "a@b", "10.0.0.1\\r\\nSet-Cookie: x=1", "a b", "vault:8200", "%2e"]
+    {
         let host = host_with(&config(""));
         let mut vm = redirecting(&host);
         answer(&mut vm, 200, &state(2 << 16, "vault-b", address, 8200));
@@ -269,7 +312,11 @@ fn a_target_that_is_not_a_hostname_or_ip_is_refused_counted_and_never_emitted() 
         assert_eq!(out.status, 503, "{address}");
         assert_eq!(out.header("location"), None, "{address}");
         assert_eq!(host.metric("vault_redirect.refused_targets"), Some(1), "{address}");
-        assert!(logged(&vm, LogLevel::Error, "refusing state version"), "{address}: {:?}", vm.logs());
+        assert!(
+            logged(&vm, LogLevel::Error, "refusing state version"),
+            "{address}: {:?}",
+            vm.logs()
+        );
     }
 }
 
@@ -283,7 +330,10 @@ fn ipv6_addresses_are_bracketed_and_scheme_host_and_port_follow_the_configuratio
     let host = host_with(&config(r#""scheme":"https","target_host":"node","target_port":443"#));
     let mut vm = started(&host);
     answer(&mut vm, 200, &state(1 << 16, "vault-a.dc1.consul", "10.0.0.1", 8200));
-    assert_eq!(location(&mut vm, "/v1/x?y=1"), (307, Some("https://vault-a.dc1.consul:443/v1/x?y=1".into())));
+    assert_eq!(
+        location(&mut vm, "/v1/x?y=1"),
+        (307, Some("https://vault-a.dc1.consul:443/v1/x?y=1".into()))
+    );
 }
 
 #[test]
@@ -305,12 +355,19 @@ fn the_path_is_copied_byte_for_byte_even_when_it_is_not_utf8() {
     let mut vm = redirecting(&host);
     let path: &[u8] = b"/v1/kv/\xff\xfe%00?q=%0d%0a&x=\xc3\xa9";
     let out = vm
-        .send_request_bytes(&[(":method", b"POST"), (":authority", b"vault.example"), (":path", path)])
+        .send_request_bytes(&[
+            (":method", b"POST"),
+            (":authority", b"vault.example"),
+            (":path", path),
+        ])
         .unwrap()
         .local_response
         .unwrap();
     assert_eq!(out.status, 307);
-    assert_eq!(out.header_bytes("location"), Some([b"http://10.0.0.1:8200".as_slice(), path].concat().as_slice()));
+    assert_eq!(
+        out.header_bytes("location"),
+        Some([b"http://10.0.0.1:8200".as_slice(), path].concat().as_slice())
+    );
 }
 
 #[test]
@@ -322,7 +379,11 @@ fn targets_that_are_not_origin_form_get_400_and_long_paths_414() {
         assert_eq!(out.status, 400, "{path:?}");
         assert_eq!(out.header("location"), None);
     }
-    let out = vm.send_request(&[(":method", "GET"), (":authority", "v")]).unwrap().local_response.unwrap();
+    let out = vm
+        .send_request(&[(":method", "GET"), (":authority", "v")])
+        .unwrap()
+        .local_response
+        .unwrap();
     assert_eq!(out.status, 400, "a request without :path");
     let long = format!("/{}", "a".repeat(9_000));
     assert_eq!(get(&mut vm, &long).local_response.unwrap().status, 414);
@@ -351,7 +412,8 @@ fn the_host_header_and_forwarded_headers_never_change_the_location() {
 
 #[test]
 fn pass_through_paths_continue_and_the_debug_header_names_version_and_age() {
-    let host = host_with(&config(r#""pass_through_paths":["/healthz","/ui/*"],"debug_header":true"#));
+    let host =
+        host_with(&config(r#""pass_through_paths":["/healthz","/ui/*"],"debug_header":true"#));
     let mut vm = redirecting(&host);
     for path in ["/healthz", "/healthz?full", "/ui/", "/ui/vault/secrets"] {
         let out = get(&mut vm, path);
@@ -360,7 +422,10 @@ fn pass_through_paths_continue_and_the_debug_header_names_version_and_age() {
     host.advance(Duration::from_millis(1_234));
     let out = get(&mut vm, "/healthzz").local_response.unwrap();
     assert_eq!(out.status, 307);
-    assert_eq!(out.header("x-vault-redirect-state"), Some(format!("version={}; age_ms=1234", 1u64 << 16).as_str()));
+    assert_eq!(
+        out.header("x-vault-redirect-state"),
+        Some(format!("version={}; age_ms=1234", 1u64 << 16).as_str())
+    );
     vm.tick().unwrap();
     assert_eq!(host.metric("vault_redirect.pass_through"), Some(4));
 }
@@ -382,7 +447,11 @@ fn redirects_and_state_updates_are_counted() {
     vm.tick().unwrap();
     assert_eq!(host.metric("vault_redirect.redirects"), Some(3));
     vm.tick().unwrap();
-    assert_eq!(host.metric("vault_redirect.redirects"), Some(3), "a tick without requests adds nothing");
+    assert_eq!(
+        host.metric("vault_redirect.redirects"),
+        Some(3),
+        "a tick without requests adds nothing"
+    );
     get(&mut vm, "/v1/x");
     vm.tick().unwrap();
     assert_eq!(host.metric("vault_redirect.redirects"), Some(4));
@@ -405,7 +474,8 @@ fn an_older_version_from_a_lagging_replica_does_not_move_the_state_back() {
 }
 
 #[test]
-fn a_new_worker_starts_from_shared_data_and_a_worker_with_a_failing_poll_picks_up_a_siblings_state() {
+fn a_new_worker_starts_from_shared_data_and_a_worker_with_a_failing_poll_picks_up_a_siblings_state()
+{
     let host = host_with(&config(r#""tick_ms":100"#));
     let mut first = redirecting(&host);
     let mut second = started(&host);
@@ -428,16 +498,21 @@ fn a_cas_mismatch_is_retried_and_the_newest_state_wins() {
     let host = host_with(&config(""));
     let mut vm = redirecting(&host);
     // Someone else wrote a newer state meanwhile; ours (older) must not overwrite it.
-    let newer = format!(r#"{{"heard_ms":1,"doc":{}}}"#, state(9 << 16, "vault-z", "10.0.0.9", 8200));
+    let newer =
+        format!(r#"{{"heard_ms":1,"doc":{}}}"#, state(9 << 16, "vault-z", "10.0.0.9", 8200));
     host.shared_data_set(SHARED_KEY, newer.as_bytes()).unwrap();
     answer(&mut vm, 200, &state(3 << 16, "vault-c", "10.0.0.3", 8200));
     let (bytes, _) = host.shared_data_get(SHARED_KEY).unwrap();
-    assert!(String::from_utf8_lossy(&bytes).contains("10.0.0.9"), "an older state overwrote a newer one");
+    assert!(
+        String::from_utf8_lossy(&bytes).contains("10.0.0.9"),
+        "an older state overwrote a newer one"
+    );
 }
 
 #[test]
 fn an_unknown_poller_cluster_is_retried_quietly_while_envoy_starts_then_counted_and_warned() {
-    let host = host_with(r#"{"poller_cluster":"no_such_cluster","retry_initial_ms":10,"tick_ms":1000}"#);
+    let host =
+        host_with(r#"{"poller_cluster":"no_such_cluster","retry_initial_ms":10,"tick_ms":1000}"#);
     let mut vm = started(&host);
     assert!(vm.pending_http_calls().is_empty());
     // Until the first state the timer runs fast, and Envoy's BadArgument for a cluster a worker
@@ -474,9 +549,18 @@ fn a_vault_token_never_reaches_a_log_line_or_a_response() {
         vm.tick().unwrap();
         for path in ["/v1/x", "http://evil/", "/v1/y"] {
             let out = vm
-                .send_request(&[(":method", "GET"), (":path", path), ("x-vault-token", token), ("authorization", token)])
+                .send_request(&[
+                    (":method", "GET"),
+                    (":path", path),
+                    ("x-vault-token", token),
+                    ("authorization", token),
+                ])
                 .unwrap();
-            assert!(!format!("{:?}", out.local_response).contains(token), "{path}: {:?}", out.local_response);
+            assert!(
+                !format!("{:?}", out.local_response).contains(token),
+                "{path}: {:?}",
+                out.local_response
+            );
         }
         assert!(!format!("{:?}", vm.logs()).contains(token), "{:?}", vm.logs());
         assert!(!format!("{:?}", host.metrics()).contains(token));

@@ -37,12 +37,8 @@ fn the_shipped_wasm_exports_exactly_the_linked_callbacks() {
         exported, expected,
         "the .wasm is not linked (run scripts/build.sh), or the link lists are out of date"
     );
-    for absent in [
-        "proxy_on_delete",
-        "proxy_on_done",
-        "proxy_on_log",
-        "proxy_on_response_headers",
-    ] {
+    for absent in ["proxy_on_delete", "proxy_on_done", "proxy_on_log", "proxy_on_response_headers"]
+    {
         assert!(
             !exported.contains(absent),
             "{absent} is exported: Envoy would enter the VM for it on every request"
@@ -54,13 +50,7 @@ fn the_shipped_wasm_exports_exactly_the_linked_callbacks() {
 fn linking_is_idempotent() {
     let wasm = shipped();
     let (again, what) = link(&wasm).unwrap();
-    assert_eq!(
-        what,
-        Linked {
-            removed: 0,
-            renamed: 0
-        }
-    );
+    assert_eq!(what, Linked { removed: 0, renamed: 0 });
     assert_eq!(again, wasm);
 }
 
@@ -70,7 +60,10 @@ fn linking_hands_the_callbacks_to_the_filter() {
     let before: BTreeSet<String> = exports(&raw).unwrap().into_iter().collect();
     // filter/link/wasm-ld kept the SDK's dispatcher out; the filter's callbacks wait for their names.
     assert!(before.contains("vault_redirect_on_request_headers"), "{before:?}");
-    assert!(!before.iter().any(|e| e.starts_with("proxy_on_") && e != "proxy_on_memory_allocate"), "{before:?}");
+    assert!(
+        !before.iter().any(|e| e.starts_with("proxy_on_") && e != "proxy_on_memory_allocate"),
+        "{before:?}"
+    );
     let (linked, what) = link(&raw).unwrap();
     assert_eq!(what.renamed, vault_redirect_filter_link::CALLBACKS.len());
     // The linked module is the filter: it starts and takes a configuration.
@@ -80,9 +73,13 @@ fn linking_hands_the_callbacks_to_the_filter() {
 
 #[test]
 fn the_unlinked_module_cannot_be_loaded_and_the_error_says_why() {
-    let refused = Host::from_bytes(&unlinked()).and_then(|host| host.with_plugin_config(CONFIG).start_vm());
+    let refused =
+        Host::from_bytes(&unlinked()).and_then(|host| host.with_plugin_config(CONFIG).start_vm());
     let err = refused.err().expect("cargo's output must not load as the filter").to_string();
-    assert!(err.contains("this_module_was_not_post_linked_build_it_with_scripts_build_sh"), "{err}");
+    assert!(
+        err.contains("this_module_was_not_post_linked_build_it_with_scripts_build_sh"),
+        "{err}"
+    );
 }
 
 #[test]

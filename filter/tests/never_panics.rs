@@ -34,14 +34,16 @@ fn json_fragment() -> impl Strategy<Value = String> {
 }
 
 fn json_object() -> impl Strategy<Value = Vec<u8>> {
-    (prop::collection::vec(json_fragment(), 0..8), any::<bool>(), 0usize..4).prop_map(|(parts, close, junk)| {
-        let mut s = format!("{{{}", parts.join(","));
-        if close {
-            s.push('}');
-        }
-        s.push_str(&"]".repeat(junk));
-        s.into_bytes()
-    })
+    (prop::collection::vec(json_fragment(), 0..8), any::<bool>(), 0usize..4).prop_map(
+        |(parts, close, junk)| {
+            let mut s = format!("{{{}", parts.join(","));
+            if close {
+                s.push('}');
+            }
+            s.push_str(&"]".repeat(junk));
+            s.into_bytes()
+        },
+    )
 }
 
 fn assert_alive(vm: &Vm, what: &str) {

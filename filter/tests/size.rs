@@ -15,12 +15,7 @@ fn the_release_wasm_stays_under_its_size_gate() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/wasm32-wasip1/wasm-release/vault_redirect_filter.wasm");
     let size = std::fs::metadata(&path)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; build it with scripts/build.sh",
-                path.display()
-            )
-        })
+        .unwrap_or_else(|e| panic!("{}: {e}; build it with scripts/build.sh", path.display()))
         .len();
     println!("vault_redirect_filter.wasm: {size} bytes (gate {MAX_BYTES})");
     assert!(size <= MAX_BYTES, "the filter grew to {size} bytes, past the {MAX_BYTES}-byte gate");

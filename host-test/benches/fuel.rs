@@ -58,7 +58,11 @@ fn bench() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..ROUNDS {
         let outcome = vm.send_request(GET)?;
         if outcome.fuel != redirect.fuel {
-            return Err(format!("fuel is not deterministic: {} then {}", redirect.fuel, outcome.fuel).into());
+            return Err(format!(
+                "fuel is not deterministic: {} then {}",
+                redirect.fuel, outcome.fuel
+            )
+            .into());
         }
     }
     let per_request = t.elapsed() / ROUNDS;

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wasmtime::{Config, Engine, Instance, Linker, Module, Store, Val, ValType, WasmParams, WasmResults};
+use wasmtime::{
+    Config, Engine, Instance, Linker, Module, Store, Val, ValType, WasmParams, WasmResults,
+};
 
 use crate::abi::{Action, LogLevel};
 use crate::error::{HostError, Result};
@@ -32,7 +34,8 @@ impl Host {
     /// Loads a `.wasm` (or `.wat`) file.
     pub fn new(wasm_path: impl AsRef<Path>) -> Result<Host> {
         let path = wasm_path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| HostError::Read { path: path.to_owned(), source })?;
+        let bytes = std::fs::read(path)
+            .map_err(|source| HostError::Read { path: path.to_owned(), source })?;
         Host::from_bytes(&bytes)
     }
 
@@ -41,9 +44,11 @@ impl Host {
         let mut config = Config::new();
         config.consume_fuel(true);
         let engine = Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:?}")))?;
-        let module = Module::new(&engine, bytes).map_err(|e| HostError::Compile(format!("{e:?}")))?;
+        let module =
+            Module::new(&engine, bytes).map_err(|e| HostError::Compile(format!("{e:?}")))?;
         let mut linker = Linker::new(&engine);
-        crate::imports::register_all(&mut linker).map_err(|e| HostError::Engine(format!("{e:?}")))?;
+        crate::imports::register_all(&mut linker)
+            .map_err(|e| HostError::Engine(format!("{e:?}")))?;
         let start_unix_ns = DEFAULT_START_UNIX_S * 1_000_000_000;
         Ok(Host {
             engine,
@@ -105,7 +110,8 @@ impl Host {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.config.known_clusters = Some(clusters.into_iter().map(Into::into).collect::<BTreeSet<_>>());
+        self.config.known_clusters =
+            Some(clusters.into_iter().map(Into::into).collect::<BTreeSet<_>>());
         self
     }
 
@@ -153,7 +159,8 @@ impl Host {
             world.next_vm_index += 1;
             world.next_vm_index - 1
         };
-        let mut store = Store::new(&self.engine, VmState::new(self.world.clone(), config.clone(), vm_index));
+        let mut store =
+            Store::new(&self.engine, VmState::new(self.world.clone(), config.clone(), vm_index));
         store.set_fuel(config.fuel_per_call).map_err(|e| HostError::Engine(format!("{e:?}")))?;
         let instance = self
             .linker
@@ -210,10 +217,9 @@ impl Host {
     /// returns the new CAS.
     pub fn shared_data_set(&self, key: &str, value: &[u8]) -> Result<u32> {
         let mut world = self.world.lock().map_err(|_| HostError::Poisoned)?;
-        world
-            .shared
-            .set(&self.config.vm_id, key.as_bytes(), value, 0)
-            .map_err(|status| HostError::Engine(format!("unconditional shared data write refused: {status:?}")))
+        world.shared.set(&self.config.vm_id, key.as_bytes(), value, 0).map_err(|status| {
+            HostError::Engine(format!("unconditional shared data write refused: {status:?}"))
+        })
     }
 
     /// Every metric the guests defined, by name.
@@ -228,10 +234,7 @@ impl Host {
 
     /// What the module imports, as (module, name).
     pub fn module_imports(&self) -> Vec<(String, String)> {
-        self.module
-            .imports()
-            .map(|i| (i.module().to_owned(), i.name().to_owned()))
-            .collect()
+        self.module.imports().map(|i| (i.module().to_owned(), i.name().to_owned())).collect()
     }
 
     /// What this host provides, as (module, name): exactly Envoy's set for ABI 0.2.1.
@@ -336,7 +339,10 @@ impl Request {
     /// A body-less request with these headers.
     pub fn new(headers: &[(&str, &str)]) -> Self {
         Request {
-            headers: headers.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
             ..Request::default()
         }
     }
@@ -616,11 +622,19 @@ impl Vm {
     /// `proxy_on_response_headers`, then the body and trailers while the filter continues. The
     /// outcome carries the response as the filter left it. A request the filter answered
     /// itself gets no response callbacks here.
-    pub fn send_with_response(&mut self, request: Request, response: UpstreamResponse) -> Result<RequestOutcome> {
+    pub fn send_with_response(
+        &mut self,
+        request: Request,
+        response: UpstreamResponse,
+    ) -> Result<RequestOutcome> {
         self.send_inner(request, Some(response))
     }
 
-    fn send_inner(&mut self, request: Request, response: Option<UpstreamResponse>) -> Result<RequestOutcome> {
+    fn send_inner(
+        &mut self,
+        request: Request,
+        response: Option<UpstreamResponse>,
+    ) -> Result<RequestOutcome> {
         let fuel_before = self.fuel_total;
         let calls_before = self.hostcall_total();
         let id = self.next_context_id;
@@ -660,10 +674,15 @@ impl Vm {
         }
         if action == Action::Continue && !self.answered(id) && !request.trailers.is_empty() {
             action = self
-                .call::<(i32, i32), i32>("proxy_on_request_trailers", (id as i32, len_i32(request.trailers.len())))?
+                .call::<(i32, i32), i32>(
+                    "proxy_on_request_trailers",
+                    (id as i32, len_i32(request.trailers.len())),
+                )?
                 .map_or(Action::Continue, Action::from_raw);
         }
-        if let Some(response) = response.filter(|_| action == Action::Continue && !self.answered(id)) {
+        if let Some(response) =
+            response.filter(|_| action == Action::Continue && !self.answered(id))
+        {
             action = self.respond_upstream(id, response)?;
         }
         let open = action != Action::Continue && !self.answered(id);
@@ -679,9 +698,14 @@ impl Vm {
     /// Runs the response callbacks of stream `id` on `response`; answers the last action.
     fn respond_upstream(&mut self, id: u32, response: UpstreamResponse) -> Result<Action> {
         let mut headers = vec![(b":status".to_vec(), response.status.to_string().into_bytes())];
-        headers.extend(response.headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v)));
-        let trailers: Vec<Pair> =
-            response.trailers.into_iter().map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v)).collect();
+        headers.extend(
+            response.headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v)),
+        );
+        let trailers: Vec<Pair> = response
+            .trailers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v))
+            .collect();
         let header_count = headers.len();
         let trailer_count = trailers.len();
         let end_of_stream = response.body.is_none() && trailer_count == 0;
@@ -710,7 +734,10 @@ impl Vm {
         }
         if action == Action::Continue && !self.answered(id) && trailer_count > 0 {
             action = self
-                .call::<(i32, i32), i32>("proxy_on_response_trailers", (id as i32, len_i32(trailer_count)))?
+                .call::<(i32, i32), i32>(
+                    "proxy_on_response_trailers",
+                    (id as i32, len_i32(trailer_count)),
+                )?
                 .map_or(Action::Continue, Action::from_raw);
         }
         Ok(action)
@@ -732,11 +759,7 @@ impl Vm {
     }
 
     fn answered(&self, id: u32) -> bool {
-        self.store
-            .data()
-            .streams
-            .get(&id)
-            .is_some_and(|s| s.local_response.is_some() || s.closed)
+        self.store.data().streams.get(&id).is_some_and(|s| s.local_response.is_some() || s.closed)
     }
 
     fn outcome(&self, id: u32, action: Action, open: bool) -> Result<RequestOutcome> {
@@ -800,12 +823,7 @@ impl Vm {
 
     /// How many times the guest called each import.
     pub fn hostcall_counts(&self) -> BTreeMap<String, u64> {
-        self.store
-            .data()
-            .hostcalls
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), *v))
-            .collect()
+        self.store.data().hostcalls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     }
 
     fn hostcall_total(&self) -> u64 {
@@ -815,7 +833,12 @@ impl Vm {
     /// Calls any export taking and returning `i32`s, in the context `context_id` (the root
     /// context when `None`), with the same fuel metering and trap handling as the callbacks.
     /// Meant for testing at the ABI level (hand-written modules calling host functions).
-    pub fn call_export(&mut self, context_id: Option<u32>, name: &str, args: &[i32]) -> Result<Vec<i32>> {
+    pub fn call_export(
+        &mut self,
+        context_id: Option<u32>,
+        name: &str,
+        args: &[i32],
+    ) -> Result<Vec<i32>> {
         let func = self
             .instance
             .get_func(&mut self.store, name)
@@ -903,9 +926,7 @@ impl Vm {
             return Err(HostError::VmFailed(reason.clone()));
         }
         let budget = self.store.data().config.fuel_per_call;
-        self.store
-            .set_fuel(budget)
-            .map_err(|e| HostError::Engine(format!("{e:?}")))?;
+        self.store.set_fuel(budget).map_err(|e| HostError::Engine(format!("{e:?}")))?;
         self.store.data_mut().effective_context = None;
         let logs_before = self.store.data().logs.len();
         let result = run(&mut self.store);
@@ -933,7 +954,9 @@ impl Vm {
 fn strings(pairs: &[Pair]) -> Vec<(String, String)> {
     pairs
         .iter()
-        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+        .map(|(k, v)| {
+            (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned())
+        })
         .collect()
 }
 

@@ -33,6 +33,8 @@ mod state;
 
 pub use abi::{Action, LogLevel, MetricType, Status};
 pub use error::{HostError, Result};
-pub use host::{Host, HttpCall, HttpCallResponse, LocalResponse, Request, RequestOutcome, UpstreamResponse, Vm};
+pub use host::{
+    Host, HttpCall, HttpCallResponse, LocalResponse, Request, RequestOutcome, UpstreamResponse, Vm,
+};
 pub use imports::ENVOY_IMPORTS;
 pub use state::Metric;

@@ -56,17 +56,24 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<bool> {
     let Command::Run { wasm, config, scenario, vm_config, vm_id, logs } = cli.command;
-    let plugin_config = std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?;
-    let text = std::fs::read_to_string(&scenario).with_context(|| format!("reading {}", scenario.display()))?;
-    let scenario_doc = Scenario::parse(&text).with_context(|| format!("in {}", scenario.display()))?;
+    let plugin_config =
+        std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?;
+    let text = std::fs::read_to_string(&scenario)
+        .with_context(|| format!("reading {}", scenario.display()))?;
+    let scenario_doc =
+        Scenario::parse(&text).with_context(|| format!("in {}", scenario.display()))?;
     let mut host = Host::new(&wasm)
         .with_context(|| format!("loading {}", wasm.display()))?
         .with_plugin_config(plugin_config)
         .with_vm_id(vm_id);
     if let Some(path) = vm_config {
-        host = host.with_vm_config(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+        host = host.with_vm_config(
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        );
     }
-    let report = scenario_doc.run_with_logs(&host).with_context(|| format!("replaying {}", scenario.display()))?;
+    let report = scenario_doc
+        .run_with_logs(&host)
+        .with_context(|| format!("replaying {}", scenario.display()))?;
     if !scenario_doc.description.is_empty() {
         println!("{}", scenario_doc.description);
     }

@@ -65,22 +65,14 @@ fn range(ptr: i32, len: u32) -> HostResult<std::ops::Range<usize>> {
 pub(crate) fn read(caller: &mut Caller<'_, VmState>, ptr: i32, len: i32) -> HostResult<Vec<u8>> {
     let memory = memory(caller)?;
     let range = range(ptr, len as u32)?;
-    memory
-        .data(&*caller)
-        .get(range)
-        .map(<[u8]>::to_vec)
-        .ok_or(OUT_OF_BOUNDS)
+    memory.data(&*caller).get(range).map(<[u8]>::to_vec).ok_or(OUT_OF_BOUNDS)
 }
 
 /// Writes `bytes` at `ptr` in guest memory.
 pub(crate) fn write(caller: &mut Caller<'_, VmState>, ptr: i32, bytes: &[u8]) -> HostResult {
     let memory = memory(caller)?;
     let range = range(ptr, u32::try_from(bytes.len()).map_err(|_| OUT_OF_BOUNDS)?)?;
-    memory
-        .data_mut(&mut *caller)
-        .get_mut(range)
-        .ok_or(OUT_OF_BOUNDS)?
-        .copy_from_slice(bytes);
+    memory.data_mut(&mut *caller).get_mut(range).ok_or(OUT_OF_BOUNDS)?.copy_from_slice(bytes);
     Ok(())
 }
 

@@ -44,10 +44,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Pair>, Malformed> {
         return Ok(Vec::new());
     }
     let count = read_u32(bytes, 0)? as usize;
-    let header_end = count
-        .checked_mul(8)
-        .and_then(|n| n.checked_add(4))
-        .ok_or(Malformed)?;
+    let header_end = count.checked_mul(8).and_then(|n| n.checked_add(4)).ok_or(Malformed)?;
     if header_end > bytes.len() {
         return Err(Malformed);
     }
@@ -65,10 +62,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Pair>, Malformed> {
 
 fn read_u32(bytes: &[u8], at: usize) -> Result<u32, Malformed> {
     let end = at.checked_add(4).ok_or(Malformed)?;
-    let raw: [u8; 4] = bytes
-        .get(at..end)
-        .and_then(|s| s.try_into().ok())
-        .ok_or(Malformed)?;
+    let raw: [u8; 4] = bytes.get(at..end).and_then(|s| s.try_into().ok()).ok_or(Malformed)?;
     Ok(u32::from_le_bytes(raw))
 }
 
@@ -94,13 +88,17 @@ mod tests {
         let bytes = encode(&[p("a", "1"), p("b", "22")]);
         assert_eq!(
             bytes,
-            [2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, b'a', 0, b'1', 0, b'b', 0, b'2', b'2', 0]
+            [
+                2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, b'a', 0, b'1', 0, b'b',
+                0, b'2', b'2', 0
+            ]
         );
     }
 
     #[test]
     fn a_map_survives_a_round_trip() {
-        let pairs = vec![p(":path", "/v1/x?y=1"), p("x-empty", ""), (b"bin".to_vec(), vec![0xff, 0])];
+        let pairs =
+            vec![p(":path", "/v1/x?y=1"), p("x-empty", ""), (b"bin".to_vec(), vec![0xff, 0])];
         assert_eq!(decode(&encode(&pairs)), Ok(pairs));
     }
 

@@ -259,7 +259,12 @@ fn host_error(step: usize) -> impl Fn(HostError) -> ScenarioError {
     move |source| ScenarioError::Host { step, source }
 }
 
-fn run_step(host: &Host, vms: &mut [Vm], number: usize, step: &Step) -> Result<(String, Vec<String>), ScenarioError> {
+fn run_step(
+    host: &Host,
+    vms: &mut [Vm],
+    number: usize,
+    step: &Step,
+) -> Result<(String, Vec<String>), ScenarioError> {
     let mut mismatches = Vec::new();
     let summary = match step {
         Step::AdvanceMs(ms) => {
@@ -287,7 +292,11 @@ fn run_step(host: &Host, vms: &mut [Vm], number: usize, step: &Step) -> Result<(
             };
             match find_call(vm, &respond.call) {
                 Some(token) => {
-                    let response = HttpCallResponse { status: respond.status, headers: respond.headers.clone(), body };
+                    let response = HttpCallResponse {
+                        status: respond.status,
+                        headers: respond.headers.clone(),
+                        body,
+                    };
                     vm.respond_http_call(token, response).map_err(host_error(number))?;
                 }
                 None => mismatches.push(no_call(vm, &respond.call)),
@@ -305,7 +314,10 @@ fn run_step(host: &Host, vms: &mut [Vm], number: usize, step: &Step) -> Result<(
         Step::ExpectPendingHttpCalls(expected) => {
             let pending = worker(vms, number, expected.vm)?.pending_http_calls().len();
             if pending != expected.count {
-                mismatches.push(format!("expected {} pending http calls, found {pending}", expected.count));
+                mismatches.push(format!(
+                    "expected {} pending http calls, found {pending}",
+                    expected.count
+                ));
             }
             format!("{} pending http calls", expected.count)
         }
@@ -313,19 +325,25 @@ fn run_step(host: &Host, vms: &mut [Vm], number: usize, step: &Step) -> Result<(
             let vm = worker(vms, number, request.vm)?;
             let outcome = vm
                 .send(Request {
-                    headers: request.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
+                    headers: request
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                        .collect(),
                     body: request.body.clone().map(String::into_bytes),
                     trailers: Vec::new(),
                 })
                 .map_err(host_error(number))?;
             check_outcome(&request.expect, &outcome, &mut mismatches);
-            let path = request.headers.iter().find(|(k, _)| k == ":path").map_or("", |(_, v)| v.as_str());
+            let path =
+                request.headers.iter().find(|(k, _)| k == ":path").map_or("", |(_, v)| v.as_str());
             format!("request {path}")
         }
         Step::ExpectMetric(check) => {
             match host.metric(&check.name) {
                 Some(value) if value == check.value => {}
-                Some(value) => mismatches.push(format!("metric {} is {value}, expected {}", check.name, check.value)),
+                Some(value) => mismatches
+                    .push(format!("metric {} is {value}, expected {}", check.name, check.value)),
                 None => mismatches.push(format!("metric {} is not defined", check.name)),
             }
             format!("metric {}", check.name)
@@ -339,10 +357,9 @@ fn find_call(vm: &Vm, wanted: &CallMatch) -> Option<u32> {
         .into_iter()
         .find(|c| {
             wanted.upstream.as_ref().is_none_or(|u| *u == c.upstream)
-                && wanted
-                    .path_prefix
-                    .as_ref()
-                    .is_none_or(|p| c.header(":path").is_some_and(|path| path.starts_with(p.as_str())))
+                && wanted.path_prefix.as_ref().is_none_or(|p| {
+                    c.header(":path").is_some_and(|path| path.starts_with(p.as_str()))
+                })
         })
         .map(|c| c.token)
 }
@@ -363,14 +380,21 @@ fn no_call(vm: &Vm, wanted: &CallMatch) -> String {
 fn check_outcome(expect: &Expect, outcome: &crate::RequestOutcome, mismatches: &mut Vec<String>) {
     let Some(status) = expect.status else {
         if let Some(response) = &outcome.local_response {
-            mismatches.push(format!("expected the request to go upstream, got a local {}", response.status));
+            mismatches.push(format!(
+                "expected the request to go upstream, got a local {}",
+                response.status
+            ));
         } else if outcome.action != Action::Continue {
-            mismatches.push(format!("expected the request to go upstream, the filter answered {:?}", outcome.action));
+            mismatches.push(format!(
+                "expected the request to go upstream, the filter answered {:?}",
+                outcome.action
+            ));
         }
         return;
     };
     let Some(response) = &outcome.local_response else {
-        mismatches.push(format!("expected a local {status}, the request went on ({:?})", outcome.action));
+        mismatches
+            .push(format!("expected a local {status}, the request went on ({:?})", outcome.action));
         return;
     };
     if response.status != status {
@@ -388,7 +412,10 @@ fn check_outcome(expect: &Expect, outcome: &crate::RequestOutcome, mismatches: &
     }
     for name in &expect.absent_headers {
         if let Some(actual) = response.header_bytes(name) {
-            mismatches.push(format!("header {name} must be absent, got {:?}", String::from_utf8_lossy(actual)));
+            mismatches.push(format!(
+                "header {name} must be absent, got {:?}",
+                String::from_utf8_lossy(actual)
+            ));
         }
     }
     if let Some(needle) = &expect.body_contains {

@@ -96,7 +96,13 @@ impl SharedData {
 
     /// Envoy's rule: a non-zero CAS must match an existing entry's; a non-zero CAS on a missing
     /// key succeeds (Envoy only compares when the key exists).
-    pub(crate) fn set(&mut self, vm_id: &str, key: &[u8], value: &[u8], cas: u32) -> Result<u32, Status> {
+    pub(crate) fn set(
+        &mut self,
+        vm_id: &str,
+        key: &[u8],
+        value: &[u8],
+        cas: u32,
+    ) -> Result<u32, Status> {
         if let Some((_, current)) = self.by_vm.get(vm_id).and_then(|m| m.get(key)) {
             if cas != 0 && cas != *current {
                 return Err(Status::CasMismatch);
@@ -240,7 +246,8 @@ pub(crate) struct VmState {
 
 impl VmState {
     pub(crate) fn new(world: SharedWorld, config: Arc<HostConfig>, vm_index: u32) -> Self {
-        let rng = config.random_seed ^ (u64::from(vm_index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let rng =
+            config.random_seed ^ (u64::from(vm_index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         VmState {
             world,
             config,

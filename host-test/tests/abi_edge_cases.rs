@@ -87,7 +87,10 @@ fn an_unknown_map_type_is_a_bad_argument_for_every_map_call() {
     let mut vm = probe_host().start_vm().unwrap();
     let (k, kl) = put(&mut vm, slot::SCRATCH, b":path");
     assert_eq!(call(&mut vm, "proxy_get_header_map_pairs", &[8, OUT, OUT_SIZE]), BAD_ARGUMENT);
-    assert_eq!(call(&mut vm, "proxy_get_header_map_value", &[8, k, kl, OUT, OUT_SIZE]), BAD_ARGUMENT);
+    assert_eq!(
+        call(&mut vm, "proxy_get_header_map_value", &[8, k, kl, OUT, OUT_SIZE]),
+        BAD_ARGUMENT
+    );
     assert_eq!(call(&mut vm, "proxy_add_header_map_value", &[99, k, kl, k, kl]), BAD_ARGUMENT);
     assert_eq!(call(&mut vm, "proxy_remove_header_map_value", &[-1, k, kl]), BAD_ARGUMENT);
     assert_eq!(call(&mut vm, "proxy_get_header_map_size", &[8, OUT]), BAD_ARGUMENT);
@@ -99,7 +102,10 @@ fn request_headers_read_as_empty_in_the_root_context_but_a_single_value_is_a_bad
     let (k, kl) = put(&mut vm, slot::SCRATCH, b":path");
     assert_eq!(call(&mut vm, "proxy_get_header_map_pairs", &[0, OUT, OUT_SIZE]), OK);
     assert_eq!((read_u32(&mut vm, slot::OUT), read_u32(&mut vm, slot::OUT + 4)), (0, 0));
-    assert_eq!(call(&mut vm, "proxy_get_header_map_value", &[0, k, kl, OUT, OUT_SIZE]), BAD_ARGUMENT);
+    assert_eq!(
+        call(&mut vm, "proxy_get_header_map_value", &[0, k, kl, OUT, OUT_SIZE]),
+        BAD_ARGUMENT
+    );
     assert_eq!(call(&mut vm, "proxy_add_header_map_value", &[0, k, kl, k, kl]), BAD_ARGUMENT);
 }
 
@@ -129,9 +135,13 @@ fn a_missing_header_is_not_found_and_a_malformed_map_is_a_bad_argument() {
     let mut vm = probe_host().start_vm().unwrap();
     let ctx = Some(vm.send_request(&[(":path", "/")]).unwrap().context_id);
     let (k, kl) = put(&mut vm, slot::SCRATCH, b"absent");
-    assert_eq!(call_in(&mut vm, ctx, "proxy_get_header_map_value", &[0, k, kl, OUT, OUT_SIZE]), NOT_FOUND);
+    assert_eq!(
+        call_in(&mut vm, ctx, "proxy_get_header_map_value", &[0, k, kl, OUT, OUT_SIZE]),
+        NOT_FOUND
+    );
     // Claims one pair of 200-byte key but carries 3 bytes.
-    let (m, ml) = put(&mut vm, slot::SCRATCH + 64, &[1, 0, 0, 0, 200, 0, 0, 0, 0, 0, 0, 0, b'a', 0, 0]);
+    let (m, ml) =
+        put(&mut vm, slot::SCRATCH + 64, &[1, 0, 0, 0, 200, 0, 0, 0, 0, 0, 0, 0, b'a', 0, 0]);
     assert_eq!(call_in(&mut vm, ctx, "proxy_set_header_map_pairs", &[0, m, ml]), BAD_ARGUMENT);
 }
 
@@ -139,7 +149,10 @@ fn a_missing_header_is_not_found_and_a_malformed_map_is_a_bad_argument() {
 fn a_return_pointer_outside_memory_is_an_invalid_memory_access_and_allocates_nothing() {
     let mut vm = probe_host().with_vm_config("vm-config").start_vm().unwrap();
     let bump_before = vm.call_export(None, "bump", &[]).unwrap();
-    assert_eq!(call(&mut vm, "proxy_get_buffer_bytes", &[6, 0, 100, OUT_OF_BOUNDS, OUT_SIZE]), INVALID_MEMORY_ACCESS);
+    assert_eq!(
+        call(&mut vm, "proxy_get_buffer_bytes", &[6, 0, 100, OUT_OF_BOUNDS, OUT_SIZE]),
+        INVALID_MEMORY_ACCESS
+    );
     assert_eq!(vm.call_export(None, "bump", &[]).unwrap(), bump_before);
 }
 
@@ -206,7 +219,10 @@ fn a_bad_cas_pointer_is_an_invalid_memory_access() {
     host.shared_data_set("k", b"v").unwrap();
     let mut vm = host.start_vm().unwrap();
     let (k, kl) = put(&mut vm, slot::SCRATCH, b"k");
-    assert_eq!(call(&mut vm, "proxy_get_shared_data", &[k, kl, OUT, OUT_SIZE, OUT_OF_BOUNDS]), INVALID_MEMORY_ACCESS);
+    assert_eq!(
+        call(&mut vm, "proxy_get_shared_data", &[k, kl, OUT, OUT_SIZE, OUT_OF_BOUNDS]),
+        INVALID_MEMORY_ACCESS
+    );
 }
 
 #[test]
@@ -219,7 +235,10 @@ fn shared_queues_deliver_queue_ready_to_the_registering_vm() {
     let id = read_u32(&mut owner, slot::OUT) as i32;
     let (vm_id, vm_id_len) = put(&mut producer, slot::SCRATCH + 64, b"");
     let (n, nl) = put(&mut producer, slot::SCRATCH, b"q");
-    assert_eq!(call(&mut producer, "proxy_resolve_shared_queue", &[vm_id, vm_id_len, n, nl, OUT]), OK);
+    assert_eq!(
+        call(&mut producer, "proxy_resolve_shared_queue", &[vm_id, vm_id_len, n, nl, OUT]),
+        OK
+    );
     assert_eq!(read_u32(&mut producer, slot::OUT) as i32, id);
     let (item, item_len) = put(&mut producer, slot::SCRATCH + 128, b"item");
     assert_eq!(call(&mut producer, "proxy_enqueue_shared_queue", &[id, item, item_len]), OK);
@@ -229,7 +248,10 @@ fn shared_queues_deliver_queue_ready_to_the_registering_vm() {
     assert_eq!(call(&mut owner, "proxy_dequeue_shared_queue", &[id, OUT, OUT_SIZE]), OK);
     assert_eq!(returned(&mut owner), b"item");
     assert_eq!(call(&mut owner, "proxy_dequeue_shared_queue", &[id, OUT, OUT_SIZE]), EMPTY);
-    assert_eq!(call(&mut owner, "proxy_dequeue_shared_queue", &[id + 100, OUT, OUT_SIZE]), NOT_FOUND);
+    assert_eq!(
+        call(&mut owner, "proxy_dequeue_shared_queue", &[id + 100, OUT, OUT_SIZE]),
+        NOT_FOUND
+    );
 }
 
 /// Dispatches a call from the probe's root context; returns (status, token).
@@ -240,13 +262,17 @@ fn dispatch(vm: &mut Vm, upstream: &str, headers: &[(&str, &str)], timeout_ms: i
     (status, read_u32(vm, slot::OUT))
 }
 
-const CALL_HEADERS: &[(&str, &str)] = &[(":method", "GET"), (":path", "/v1/active"), (":authority", "poller")];
+const CALL_HEADERS: &[(&str, &str)] =
+    &[(":method", "GET"), (":path", "/v1/active"), (":authority", "poller")];
 
 #[test]
 fn an_http_call_to_an_unknown_cluster_or_without_required_headers_is_a_bad_argument() {
     let mut vm = probe_host().with_known_clusters(["poller"]).start_vm().unwrap();
     assert_eq!(dispatch(&mut vm, "elsewhere", CALL_HEADERS, 1000).0, BAD_ARGUMENT);
-    assert_eq!(dispatch(&mut vm, "poller", &[(":method", "GET"), (":path", "/")], 1000).0, BAD_ARGUMENT);
+    assert_eq!(
+        dispatch(&mut vm, "poller", &[(":method", "GET"), (":path", "/")], 1000).0,
+        BAD_ARGUMENT
+    );
     assert!(vm.pending_http_calls().is_empty());
     assert_eq!(dispatch(&mut vm, "poller", CALL_HEADERS, 1000).0, OK);
     let calls = vm.pending_http_calls();
@@ -267,7 +293,9 @@ fn an_http_call_answer_body_is_readable_only_during_the_callback() {
     let ptr = read_u32(&mut vm, slot::CALL_BODY_PTR);
     assert_eq!(vm.read_guest_memory(ptr, 5).unwrap(), b"hello");
     assert_eq!(call(&mut vm, "proxy_get_buffer_bytes", &[4, 0, 100, OUT, OUT_SIZE]), NOT_FOUND);
-    assert!(matches!(vm.respond_http_call(token, HttpCallResponse::new(200, "")), Err(HostError::UnknownHttpCall(t)) if t == token));
+    assert!(
+        matches!(vm.respond_http_call(token, HttpCallResponse::new(200, "")), Err(HostError::UnknownHttpCall(t)) if t == token)
+    );
 }
 
 #[test]
@@ -322,7 +350,8 @@ fn the_clock_is_virtual_and_moves_only_when_told() {
     assert_eq!(t0, 1_704_067_200 * 1_000_000_000);
     host.advance(Duration::from_millis(1500));
     assert!(vm.call_export(None, "call_clock_time_get", &[]).is_err(), "wrong arity is an error");
-    let status = vm.call_export(None, "call_proxy_get_current_time_nanoseconds", &[OUT]).unwrap()[0];
+    let status =
+        vm.call_export(None, "call_proxy_get_current_time_nanoseconds", &[OUT]).unwrap()[0];
     assert_eq!(status, OK);
     let t1 = u64::from_le_bytes(vm.read_guest_memory(slot::OUT, 8).unwrap().try_into().unwrap());
     assert_eq!(t1 - t0, 1_500_000_000);
@@ -337,7 +366,10 @@ fn a_local_response_is_captured_with_bytes_headers() {
     let mut headers = encode_map(&[("Location", "http://a/x")]);
     headers.extend_from_slice(b""); // keep as is
     let (h, hl) = put(&mut vm, slot::SCRATCH + 128, &headers);
-    assert_eq!(call_in(&mut vm, Some(ctx), "proxy_send_local_response", &[307, d, dl, b, bl, h, hl, -1]), OK);
+    assert_eq!(
+        call_in(&mut vm, Some(ctx), "proxy_send_local_response", &[307, d, dl, b, bl, h, hl, -1]),
+        OK
+    );
     let outcome = vm.finish_request(ctx).unwrap();
     let response = outcome.local_response.unwrap();
     assert_eq!(response.status, 307);
@@ -387,7 +419,6 @@ fn a_gauge_goes_both_ways_and_a_histogram_records_but_cannot_be_read() {
     assert_eq!(host.metrics().get("latency"), Some(&Metric::Histogram(vec![7, 9])));
 }
 
-
 #[test]
 fn unknown_properties_are_not_found_and_defaults_look_like_envoy() {
     let mut vm = probe_host()
@@ -415,7 +446,10 @@ fn grpc_and_foreign_functions_answer_statuses_the_sdk_handles_without_panicking(
     let args = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1000, OUT];
     assert_eq!(call(&mut vm, "proxy_grpc_call", &args), INTERNAL_FAILURE);
     assert_eq!(call(&mut vm, "proxy_grpc_cancel", &[1]), NOT_FOUND);
-    assert_eq!(call(&mut vm, "proxy_call_foreign_function", &[0, 0, 0, 0, OUT, OUT_SIZE]), NOT_FOUND);
+    assert_eq!(
+        call(&mut vm, "proxy_call_foreign_function", &[0, 0, 0, 0, OUT, OUT_SIZE]),
+        NOT_FOUND
+    );
     assert_eq!(call(&mut vm, "proxy_done", &[]), NOT_FOUND);
     assert_eq!(call(&mut vm, "proxy_set_effective_context", &[12345]), BAD_ARGUMENT);
     assert_eq!(call(&mut vm, "proxy_set_effective_context", &[1]), OK);
@@ -435,7 +469,10 @@ fn stdout_and_stderr_become_log_lines_without_their_newline() {
     assert_eq!(call(&mut vm, "fd_write", &[1, OUT_OF_BOUNDS, 1, OUT]), WASI_FAULT);
     assert_eq!(
         vm.logs(),
-        vec![(LogLevel::Error, "panicked at x".to_owned()), (LogLevel::Info, "panicked at x".to_owned())]
+        vec![
+            (LogLevel::Error, "panicked at x".to_owned()),
+            (LogLevel::Info, "panicked at x".to_owned())
+        ]
     );
 }
 

@@ -13,9 +13,7 @@ const CONFIG: &str = r#"{"poller_cluster":"vault_redirect_poller"}"#;
 const STATE_B: &str = r#"{"version":65536,"active":{"node":"vault-b","address":"127.0.0.3","port":8200},"consul_index":1,"last_consul_ok_unix_ms":1,"age_ms":0,"active_candidates":1}"#;
 
 fn host() -> Host {
-    filter_host()
-        .with_plugin_config(CONFIG)
-        .with_known_clusters(["vault_redirect_poller"])
+    filter_host().with_plugin_config(CONFIG).with_known_clusters(["vault_redirect_poller"])
 }
 
 fn started(host: &Host) -> Vm {
@@ -53,7 +51,10 @@ fn a_request_is_redirected_to_the_active_node_the_poller_named() {
     let outcome = vm.send_request(GET).unwrap();
     let response = outcome.local_response.expect("a local response");
     assert_eq!(response.status, 307, "logs: {:?}", vm.logs());
-    assert_eq!(response.header("location"), Some("http://127.0.0.3:8200/v1/secret/data/x?version=2"));
+    assert_eq!(
+        response.header("location"),
+        Some("http://127.0.0.3:8200/v1/secret/data/x?version=2")
+    );
     assert_eq!(outcome.action, Action::Pause);
     assert!(!outcome.open);
 }
@@ -80,14 +81,18 @@ fn a_second_worker_starts_from_the_state_the_first_published_in_shared_data() {
     let mut second = started(&host);
     let response = second.send_request(GET).unwrap().local_response.unwrap();
     assert_eq!(response.status, 307);
-    assert_eq!(response.header("location"), Some("http://127.0.0.3:8200/v1/secret/data/x?version=2"));
+    assert_eq!(
+        response.header("location"),
+        Some("http://127.0.0.3:8200/v1/secret/data/x?version=2")
+    );
 }
 
 #[test]
 fn the_filter_imports_only_what_envoy_and_this_host_provide() {
     let host = filter_host();
     let provided = Host::provided_imports();
-    let missing: Vec<_> = host.module_imports().into_iter().filter(|i| !provided.contains(i)).collect();
+    let missing: Vec<_> =
+        host.module_imports().into_iter().filter(|i| !provided.contains(i)).collect();
     assert!(missing.is_empty(), "the filter imports what Envoy does not provide: {missing:?}");
 }
 

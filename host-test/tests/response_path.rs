@@ -53,12 +53,18 @@ fn a_request_let_through_gets_the_upstream_response_through_the_response_callbac
         .with_header("Content-Type", "text/plain")
         .with_body("hello")
         .with_trailer("grpc-status", "0");
-    let outcome = vm.send_with_response(Request::new(&[(":method", "GET"), (":path", "/x")]), response).unwrap();
+    let outcome = vm
+        .send_with_response(Request::new(&[(":method", "GET"), (":path", "/x")]), response)
+        .unwrap();
     assert_eq!(outcome.action, Action::Continue);
     assert!(outcome.local_response.is_none());
-    let headers: Vec<(&str, &[u8])> = outcome.response_headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+    let headers: Vec<(&str, &[u8])> =
+        outcome.response_headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
     // Names lower-cased, `:status` first, the filter's header added after the upstream's two.
-    assert_eq!(headers, vec![(":status", &b"200"[..]), ("content-type", b"text/plain"), ("x-headers", b"2")]);
+    assert_eq!(
+        headers,
+        vec![(":status", &b"200"[..]), ("content-type", b"text/plain"), ("x-headers", b"2")]
+    );
     assert_eq!(outcome.response_body, b"hello");
     assert_eq!(word(&mut vm, 60), 0, "headers are not the end of a stream with a body");
     assert_eq!((word(&mut vm, 64), word(&mut vm, 68)), (5, 0), "body size, and trailers follow");
@@ -66,11 +72,15 @@ fn a_request_let_through_gets_the_upstream_response_through_the_response_callbac
 }
 
 #[test]
-fn a_body_less_response_ends_the_stream_with_its_headers_and_send_alone_runs_no_response_callback() {
+fn a_body_less_response_ends_the_stream_with_its_headers_and_send_alone_runs_no_response_callback()
+{
     let host = Host::from_bytes(RESPONDER.as_bytes()).unwrap();
     let mut vm = host.start_vm().unwrap();
     let outcome = vm
-        .send_with_response(Request::new(&[(":method", "HEAD"), (":path", "/x")]), UpstreamResponse::new(204))
+        .send_with_response(
+            Request::new(&[(":method", "HEAD"), (":path", "/x")]),
+            UpstreamResponse::new(204),
+        )
         .unwrap();
     assert_eq!(word(&mut vm, 60), 1);
     assert_eq!(word(&mut vm, 64), 0, "no body callback without a body");

@@ -14,11 +14,13 @@ fn scenarios() -> PathBuf {
 }
 
 fn example() -> Scenario {
-    Scenario::parse(&std::fs::read_to_string(scenarios().join("vault_redirect.json")).unwrap()).unwrap()
+    Scenario::parse(&std::fs::read_to_string(scenarios().join("vault_redirect.json")).unwrap())
+        .unwrap()
 }
 
 fn configured_host() -> host_test::Host {
-    filter_host().with_plugin_config(std::fs::read(scenarios().join("vault_redirect.config.json")).unwrap())
+    filter_host()
+        .with_plugin_config(std::fs::read(scenarios().join("vault_redirect.config.json")).unwrap())
 }
 
 #[test]
@@ -33,7 +35,10 @@ fn committed() -> Vec<(PathBuf, PathBuf)> {
     let mut pairs: Vec<(PathBuf, PathBuf)> = std::fs::read_dir(scenarios())
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.to_string_lossy().ends_with(".config.json"))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && !p.to_string_lossy().ends_with(".config.json")
+        })
         .map(|scenario| {
             let config = scenario.with_extension("config.json");
             assert!(config.is_file(), "{} has no {}", scenario.display(), config.display());
@@ -96,7 +101,11 @@ fn the_cli_exits_zero_on_the_example_and_one_on_a_mismatch() {
     let dir = std::env::temp_dir().join(format!("host-test-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.json");
-    std::fs::write(&bad, r#"{"steps":[{"request":{"headers":[[":path","/v1/x"]],"expect":{"status":307}}}]}"#).unwrap();
+    std::fs::write(
+        &bad,
+        r#"{"steps":[{"request":{"headers":[[":path","/v1/x"]],"expect":{"status":307}}}]}"#,
+    )
+    .unwrap();
     let failed = run(&bad);
     let stdout = String::from_utf8_lossy(&failed.stdout);
     assert_eq!(failed.status.code(), Some(1), "{stdout}");

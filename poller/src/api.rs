@@ -116,7 +116,10 @@ fn jitter(wait: Duration) -> Duration {
 }
 
 /// The `index` and `wait` of a `/v1/active` request, or why it gets a 400.
-pub fn longpoll_params(index: Option<&str>, wait: Option<&str>) -> Result<(Option<u64>, Duration), String> {
+pub fn longpoll_params(
+    index: Option<&str>,
+    wait: Option<&str>,
+) -> Result<(Option<u64>, Duration), String> {
     let index = match index.map(str::parse::<u64>) {
         None => None,
         Some(Ok(n)) => Some(n),
@@ -136,7 +139,12 @@ pub fn longpoll_params(index: Option<&str>, wait: Option<&str>) -> Result<(Optio
 /// The document a `/v1/active` request gets: at once without `index`; with it, once the
 /// version passes `index`, the wait (plus jitter) ends, or the poller stops. `None` when
 /// `gone` resolves first (the client left).
-pub async fn longpoll_doc(app: &AppState, index: Option<u64>, wait: Duration, gone: impl Future<Output = ()>) -> Option<StateDoc> {
+pub async fn longpoll_doc(
+    app: &AppState,
+    index: Option<u64>,
+    wait: Duration,
+    gone: impl Future<Output = ()>,
+) -> Option<StateDoc> {
     let parked = u64::try_from(app.metrics.longpoll_waiters.get()).unwrap_or(0);
     if index.is_some() && parked >= app.info.max_waiters {
         // Holding one more would grow memory without bound; the caller gets the current
@@ -145,7 +153,8 @@ pub async fn longpoll_doc(app: &AppState, index: Option<u64>, wait: Duration, go
     } else if let Some(n) = index {
         let _guard = WaiterGuard::new(app.metrics.clone());
         let max_stale = app.info.max_stale;
-        app.versions.send_if_modified(|s| crate::replicas::catch_up(s, n, max_stale, Instant::now()));
+        app.versions
+            .send_if_modified(|s| crate::replicas::catch_up(s, n, max_stale, Instant::now()));
         let mut state = app.state.clone();
         let mut stop = app.stop.clone();
         let wait = wait + jitter(wait);
@@ -179,7 +188,11 @@ async fn active(State(app): State<AppState>, Query(q): Query<ActiveQuery>) -> Re
 }
 
 /// The health document and whether it is healthy.
-pub fn health_document(snapshot: &Snapshot, info: &Info, now: Instant) -> (bool, serde_json::Value) {
+pub fn health_document(
+    snapshot: &Snapshot,
+    info: &Info,
+    now: Instant,
+) -> (bool, serde_json::Value) {
     let doc = snapshot.doc_at(now);
     let active_vault = doc.active.as_ref().map(|a| {
         let host = match info.policy.host {
@@ -199,10 +212,8 @@ pub fn health_document(snapshot: &Snapshot, info: &Info, now: Instant) -> (bool,
     }
     if let Some(err) = &snapshot.consul_error {
         if doc.active.is_some() {
-            let left = snapshot
-                .age(now)
-                .map(|a| info.max_stale.saturating_sub(a))
-                .unwrap_or_default();
+            let left =
+                snapshot.age(now).map(|a| info.max_stale.saturating_sub(a)).unwrap_or_default();
             problems.push(format!(
                 "Consul is failing ({err}); serving the last known active node for up to {} more",
                 crate::duration::display(Duration::from_secs(left.as_secs()))
@@ -290,7 +301,12 @@ async fn status_page() -> Response {
 /// `text/plain` and not `application/openmetrics-text` (Prometheus itself asks for both and
 /// prefers OpenMetrics; promtool's input and `curl -H 'Accept: text/plain'` want text).
 fn wants_text_format(headers: &axum::http::HeaderMap) -> bool {
-    let accept = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
     accept.contains("text/plain") && !accept.contains("application/openmetrics-text")
 }
 
@@ -306,8 +322,10 @@ async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) ->
     }
     if wants_text_format(&headers) {
         let mut r = (StatusCode::OK, app.metrics.encode_text()).into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
         return r;
     }
     let mut r = (StatusCode::OK, app.metrics.encode()).into_response();

@@ -119,7 +119,8 @@ impl ServiceEntry {
     /// Vault's `Vault Sealed Status` check of this instance, if registered.
     pub fn sealed_check(&self) -> Option<&CheckInfo> {
         self.checks.iter().find(|c| {
-            c.service_id == self.service.id && (c.check_id.ends_with(SEALED_CHECK_SUFFIX) || c.name == SEALED_CHECK_NAME)
+            c.service_id == self.service.id
+                && (c.check_id.ends_with(SEALED_CHECK_SUFFIX) || c.name == SEALED_CHECK_NAME)
         })
     }
 
@@ -144,7 +145,8 @@ impl ServiceEntry {
 /// while the old one's tags lag behind), then the smallest node name. This depends only on
 /// Consul's data, so every poller replica makes the same choice.
 pub fn choose_active(entries: &[ServiceEntry], service: &str, tag: &str) -> Choice {
-    let tagged: Vec<&ServiceEntry> = entries.iter().filter(|e| e.service.tags.iter().any(|t| t == tag)).collect();
+    let tagged: Vec<&ServiceEntry> =
+        entries.iter().filter(|e| e.service.tags.iter().any(|t| t == tag)).collect();
     let mut refused_targets = Vec::new();
     let mut qualified: Vec<&ServiceEntry> = Vec::new();
     for e in &tagged {
@@ -158,7 +160,10 @@ pub fn choose_active(entries: &[ServiceEntry], service: &str, tag: &str) -> Choi
         qualified.push(e);
     }
     qualified.sort_by(|a, b| {
-        b.service.modify_index.cmp(&a.service.modify_index).then_with(|| a.node.node.cmp(&b.node.node))
+        b.service
+            .modify_index
+            .cmp(&a.service.modify_index)
+            .then_with(|| a.node.node.cmp(&b.node.node))
     });
     let candidates: Vec<String> = qualified.iter().map(|e| e.node.node.clone()).collect();
     let active = qualified.first().map(|e| ActiveNode {
@@ -169,7 +174,9 @@ pub fn choose_active(entries: &[ServiceEntry], service: &str, tag: &str) -> Choi
     let reason = match (&active, entries.is_empty(), tagged.is_empty()) {
         (Some(_), _, _) => None,
         (None, true, _) => Some(format!("Consul has no instance of service {service:?}")),
-        (None, false, true) => Some(format!("no instance of service {service:?} is tagged {tag:?}")),
+        (None, false, true) => {
+            Some(format!("no instance of service {service:?} is tagged {tag:?}"))
+        }
         (None, false, false) if !refused_targets.is_empty() => {
             Some(format!("the {tag:?} node's address is not a valid redirect target"))
         }
@@ -215,7 +222,12 @@ mod tests {
                 modify_index: modify,
             },
             checks: vec![
-                CheckInfo { check_id: "serfHealth".into(), name: "Serf Health Status".into(), status: "passing".into(), service_id: String::new() },
+                CheckInfo {
+                    check_id: "serfHealth".into(),
+                    name: "Serf Health Status".into(),
+                    status: "passing".into(),
+                    service_id: String::new(),
+                },
                 CheckInfo {
                     check_id: format!("{id}:vault-sealed-check"),
                     name: "Vault Sealed Status".into(),
@@ -233,7 +245,10 @@ mod tests {
             entry("vault-b", "10.0.0.2", &["active", "initialized"], false, 5),
         ];
         let c = choose_active(&entries, "vault", "active");
-        assert_eq!(c.active, Some(ActiveNode { node: "vault-b".into(), address: "10.0.0.2".into(), port: 8200 }));
+        assert_eq!(
+            c.active,
+            Some(ActiveNode { node: "vault-b".into(), address: "10.0.0.2".into(), port: 8200 })
+        );
         assert_eq!(c.candidates, vec!["vault-b"]);
         assert_eq!(c.reason, None);
     }
@@ -304,7 +319,10 @@ mod tests {
 
     #[test]
     fn another_tag_can_mark_the_active_node() {
-        let entries = vec![entry("vault-a", "10.0.0.1", &["active"], false, 5), entry("vault-b", "10.0.0.2", &["leader"], false, 5)];
+        let entries = vec![
+            entry("vault-a", "10.0.0.1", &["active"], false, 5),
+            entry("vault-b", "10.0.0.2", &["leader"], false, 5),
+        ];
         assert_eq!(choose_active(&entries, "vault", "leader").active.unwrap().node, "vault-b");
     }
 

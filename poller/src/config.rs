@@ -322,7 +322,9 @@ impl Config {
             return Err(ConfigError::ActiveTag(self.active_tag.clone()));
         }
         if let Some(dc) = &self.consul_dc {
-            if dc.is_empty() || !dc.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+            if dc.is_empty()
+                || !dc.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
                 return Err(ConfigError::Datacenter(dc.clone()));
             }
         }
@@ -334,7 +336,12 @@ impl Config {
             }
         };
         let w = self.consul_wait;
-        dur("--consul-wait", w, w >= Duration::from_millis(100) && w <= MAX_CONSUL_WAIT, "must be between 100ms and 10m")?;
+        dur(
+            "--consul-wait",
+            w,
+            w >= Duration::from_millis(100) && w <= MAX_CONSUL_WAIT,
+            "must be between 100ms and 10m",
+        )?;
         let t = self.consul_timeout;
         dur("--consul-timeout", t, t >= Duration::from_millis(100), "must be at least 100ms")?;
         let b = self.backoff_max;
@@ -349,7 +356,9 @@ impl Config {
         match (&self.redirect_tls_cert, &self.redirect_tls_key) {
             (Some(_), None) => return Err(ConfigError::RedirectTlsPair("--redirect-tls-cert")),
             (None, Some(_)) => return Err(ConfigError::RedirectTlsPair("--redirect-tls-key")),
-            (Some(_), Some(_)) if self.redirect_listen.is_none() => return Err(ConfigError::RedirectTlsWithoutListen),
+            (Some(_), Some(_)) if self.redirect_listen.is_none() => {
+                return Err(ConfigError::RedirectTlsWithoutListen)
+            }
             _ => {}
         }
         if Some(self.listen) == self.redirect_listen && self.listen.port() != 0 {
@@ -411,8 +420,14 @@ mod tests {
             (&["--consul-wait", "11m"], "11m"),
             (&["--max-stale", "0"], "--max-stale"),
             (&["--consul-client-cert", "/c.pem"], "--consul-client-cert"),
-            (&["--redirect-listen", "127.0.0.1:0", "--redirect-tls-key", "/k.pem"], "only --redirect-tls-key"),
-            (&["--redirect-tls-cert", "/c.pem", "--redirect-tls-key", "/k.pem"], "need --redirect-listen"),
+            (
+                &["--redirect-listen", "127.0.0.1:0", "--redirect-tls-key", "/k.pem"],
+                "only --redirect-tls-key",
+            ),
+            (
+                &["--redirect-tls-cert", "/c.pem", "--redirect-tls-key", "/k.pem"],
+                "need --redirect-listen",
+            ),
         ];
         for (args, needle) in cases {
             let err = parse(args).validate().unwrap_err().to_string();

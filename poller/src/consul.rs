@@ -61,7 +61,9 @@ pub enum ConsulError {
     },
     /// The entries were filtered out by ACLs: the token lacks `service:read`/`node:read`.
     /// Reported as an error so a permission problem never reads as "no Vault node".
-    #[error("Consul filtered the answer by ACLs: the token lacks service:read or node:read on {0:?}")]
+    #[error(
+        "Consul filtered the answer by ACLs: the token lacks service:read or node:read on {0:?}"
+    )]
     FilteredByAcls(String),
     /// The body is larger than [`MAX_BODY_BYTES`].
     #[error("Consul answer is larger than {MAX_BODY_BYTES} bytes")]
@@ -82,7 +84,9 @@ impl ConsulError {
             ConsulError::Timeout { .. } => "timeout",
             ConsulError::Forbidden(_) | ConsulError::FilteredByAcls(_) => "acl",
             ConsulError::Status { .. } => "http_error",
-            ConsulError::TooLarge | ConsulError::Malformed(_) | ConsulError::BadIndex(_) => "malformed",
+            ConsulError::TooLarge | ConsulError::Malformed(_) | ConsulError::BadIndex(_) => {
+                "malformed"
+            }
         }
     }
 }
@@ -104,10 +108,12 @@ impl ConsulClient {
         let base = config.consul_url()?;
         let mut headers = HeaderMap::new();
         if let Some(token) = config.token()? {
-            let mut value = HeaderValue::from_str(&token.0).map_err(|_| ConfigError::ConsulAddr {
-                value: "<token>".into(),
-                why: "the Consul token holds characters that cannot go in an HTTP header".into(),
-            })?;
+            let mut value =
+                HeaderValue::from_str(&token.0).map_err(|_| ConfigError::ConsulAddr {
+                    value: "<token>".into(),
+                    why: "the Consul token holds characters that cannot go in an HTTP header"
+                        .into(),
+                })?;
             // Keeps the token out of any debug output of the HTTP stack.
             value.set_sensitive(true);
             headers.insert("x-consul-token", value);
@@ -213,7 +219,8 @@ impl ConsulClient {
                 ConsulError::Transport { url: shown.clone(), why: error_chain(&e) }
             }
         };
-        let mut response = self.http.get(url.clone()).timeout(timeout).send().await.map_err(classify)?;
+        let mut response =
+            self.http.get(url.clone()).timeout(timeout).send().await.map_err(classify)?;
         let status = response.status();
         let headers = response.headers().clone();
         let mut body = Vec::new();
@@ -229,7 +236,9 @@ impl ConsulClient {
         if status != StatusCode::OK {
             return Err(ConsulError::Status { status: status.as_u16(), body: excerpt(&body) });
         }
-        let raw_index = headers.get("x-consul-index").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let raw_index = headers
+            .get("x-consul-index")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let index = raw_index
             .as_deref()
             .and_then(|v| v.trim().parse::<u64>().ok())
@@ -242,13 +251,18 @@ impl ConsulClient {
         if filtered && entries.is_empty() {
             return Err(ConsulError::FilteredByAcls(self.service.clone()));
         }
-        let known_leader = headers.get("x-consul-knownleader").is_none_or(|v| v.as_bytes() != b"false");
+        let known_leader =
+            headers.get("x-consul-knownleader").is_none_or(|v| v.as_bytes() != b"false");
         Ok(HealthAnswer { index, entries, known_leader })
     }
 }
 
 fn read(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|source| ConfigError::File { what, path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| ConfigError::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -285,9 +299,22 @@ mod tests {
 
     #[test]
     fn the_url_carries_dc_stale_index_and_wait_and_never_the_token() {
-        let c = client(&["--consul-addr", "127.0.0.1:8500", "--consul-dc", "dc2", "--consul-stale", "--service", "vault-x", "--consul-token", "tok"]);
+        let c = client(&[
+            "--consul-addr",
+            "127.0.0.1:8500",
+            "--consul-dc",
+            "dc2",
+            "--consul-stale",
+            "--service",
+            "vault-x",
+            "--consul-token",
+            "tok",
+        ]);
         let url = c.url(42, Duration::from_secs(60)).to_string();
-        assert_eq!(url, "http://127.0.0.1:8500/v1/health/service/vault-x?dc=dc2&stale&index=42&wait=60000ms");
+        assert_eq!(
+            url,
+            "http://127.0.0.1:8500/v1/health/service/vault-x?dc=dc2&stale&index=42&wait=60000ms"
+        );
         assert!(!url.contains("tok"));
         assert_eq!(c.url(0, Duration::from_secs(60)).query(), Some("dc=dc2&stale"));
     }

@@ -101,7 +101,12 @@ impl axum::serve::Listener for FrontListener {
     }
 }
 
-async fn accept_loop(listener: TcpListener, app: AppState, tx: mpsc::Sender<(Rewind, SocketAddr)>, open: Open) {
+async fn accept_loop(
+    listener: TcpListener,
+    app: AppState,
+    tx: mpsc::Sender<(Rewind, SocketAddr)>,
+    open: Open,
+) {
     let mut stop = app.stop.clone();
     loop {
         let accepted = tokio::select! {
@@ -190,9 +195,16 @@ fn parse_head(head: &[u8]) -> Parsed {
 /// The bytes of the answer: what the axum handler sends, plus `date` as hyper adds it.
 fn response(body: &[u8], version: u64, close: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 256);
-    out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: no-store\r\n");
-    out.extend_from_slice(format!("x-vault-redirect-version: {version}\r\ncontent-length: {}\r\n", body.len()).as_bytes());
-    out.extend_from_slice(format!("date: {}\r\n", httpdate::fmt_http_date(SystemTime::now())).as_bytes());
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: no-store\r\n",
+    );
+    out.extend_from_slice(
+        format!("x-vault-redirect-version: {version}\r\ncontent-length: {}\r\n", body.len())
+            .as_bytes(),
+    );
+    out.extend_from_slice(
+        format!("date: {}\r\n", httpdate::fmt_http_date(SystemTime::now())).as_bytes(),
+    );
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -215,7 +227,12 @@ async fn client_gone(stream: &TcpStream, more: &mut bool) {
     }
 }
 
-async fn connection(mut stream: TcpStream, addr: SocketAddr, app: AppState, tx: mpsc::Sender<(Rewind, SocketAddr)>) {
+async fn connection(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    app: AppState,
+    tx: mpsc::Sender<(Rewind, SocketAddr)>,
+) {
     let _ = stream.set_nodelay(true);
     let mut stop = app.stop.clone();
     loop {
@@ -280,7 +297,11 @@ pub struct Rewind {
 }
 
 impl AsyncRead for Rewind {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.pos < self.pre.len() {
             let n = (self.pre.len() - self.pos).min(buf.remaining());
             let start = self.pos;
@@ -297,7 +318,11 @@ impl AsyncRead for Rewind {
 }
 
 impl AsyncWrite for Rewind {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -309,7 +334,11 @@ impl AsyncWrite for Rewind {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -330,13 +359,22 @@ mod tests {
     #[test]
     fn long_polls_are_the_fronts_and_everything_else_is_axums() {
         let p = |s: &str| parse_head(s.as_bytes());
-        assert_eq!(p("GET /v1/active?index=7&wait=30s HTTP/1.1\r\nHost: x\r\n\r\n"), mine(Some(7), Duration::from_secs(30), false));
-        assert_eq!(p("GET /v1/active HTTP/1.1\r\nHost: x\r\n\r\n"), mine(None, api::DEFAULT_LONGPOLL_WAIT, false));
+        assert_eq!(
+            p("GET /v1/active?index=7&wait=30s HTTP/1.1\r\nHost: x\r\n\r\n"),
+            mine(Some(7), Duration::from_secs(30), false)
+        );
+        assert_eq!(
+            p("GET /v1/active HTTP/1.1\r\nHost: x\r\n\r\n"),
+            mine(None, api::DEFAULT_LONGPOLL_WAIT, false)
+        );
         assert_eq!(
             p("GET /v1/active?index=1&wait=1s HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n"),
             mine(Some(1), Duration::from_secs(1), true)
         );
-        assert_eq!(p("GET /v1/active?index=0&wait=1s HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), mine(Some(0), Duration::from_secs(1), false));
+        assert_eq!(
+            p("GET /v1/active?index=0&wait=1s HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            mine(Some(0), Duration::from_secs(1), false)
+        );
         for other in [
             "GET /health HTTP/1.1\r\n\r\n",
             "POST /v1/active HTTP/1.1\r\n\r\n",
@@ -359,7 +397,14 @@ mod tests {
     fn the_answer_carries_the_handlers_headers() {
         let r = String::from_utf8(response(b"{}", 42, true)).unwrap_or_default();
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-        for h in ["content-type: application/json\r\n", "cache-control: no-store\r\n", "x-vault-redirect-version: 42\r\n", "content-length: 2\r\n", "connection: close\r\n", "date: "] {
+        for h in [
+            "content-type: application/json\r\n",
+            "cache-control: no-store\r\n",
+            "x-vault-redirect-version: 42\r\n",
+            "content-length: 2\r\n",
+            "connection: close\r\n",
+            "date: ",
+        ] {
             assert!(r.contains(h), "{h} missing in {r}");
         }
         assert!(r.ends_with("\r\n\r\n{}"), "{r}");

@@ -125,7 +125,9 @@ impl Poller {
             Some(addr) => {
                 let l = bind(addr).await?;
                 log::info!("redirects listening on {}", local_addr(&l, addr)?);
-                if let Some(cert) = config.redirect_tls_cert.as_ref().filter(|_| redirect_tls.is_some()) {
+                if let Some(cert) =
+                    config.redirect_tls_cert.as_ref().filter(|_| redirect_tls.is_some())
+                {
                     log::info!("redirects served over TLS (h2, http/1.1) with {}", cert.display());
                 }
                 Some(l)
@@ -174,22 +176,30 @@ impl Poller {
         let versions = state_tx.clone();
         let watcher = Watcher::new(client, settings, state_tx, metrics.clone());
         let watcher_task = tokio::spawn(watcher.run(stop_rx.clone()));
-        let app = AppState { state: state_rx, metrics, stop: stop_rx.clone(), info: info.clone(), versions };
+        let app = AppState {
+            state: state_rx,
+            metrics,
+            stop: stop_rx.clone(),
+            info: info.clone(),
+            versions,
+        };
 
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         // Long-polls are answered by the front; every other request by axum (see `front`).
-        let (api_listener, front_open) =
-            front::FrontListener::start(api_listener, app.clone()).map_err(|source| RunError::Serve { what: "state API", source })?;
-        let api_server = axum::serve(api_listener, api::router(app.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let (api_listener, front_open) = front::FrontListener::start(api_listener, app.clone())
+            .map_err(|source| RunError::Serve { what: "state API", source })?;
+        let api_server = axum::serve(api_listener, api::router(app.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
         let mut api_task = tokio::spawn(async move { api_server.await });
         let mut redirect_task = redirect_listener.map(|l| {
             let router = redirect::router(app.clone(), info.policy.clone());
             match redirect_tls {
                 Some(acceptor) => tokio::spawn(tls::serve(l, acceptor, router, stop_rx.clone())),
                 None => {
-                    let server = axum::serve(l, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+                    let server =
+                        axum::serve(l, router).with_graceful_shutdown(stopped(stop_rx.clone()));
                     tokio::spawn(async move { server.await })
                 }
             }
@@ -219,7 +229,10 @@ impl Poller {
             }
         };
         if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-            log::warn!("shutdown: requests still open after {}s; closing them", SHUTDOWN_GRACE.as_secs());
+            log::warn!(
+                "shutdown: requests still open after {}s; closing them",
+                SHUTDOWN_GRACE.as_secs()
+            );
             api_task.abort();
             if let Some(t) = redirect_task {
                 t.abort();

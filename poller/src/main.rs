@@ -18,11 +18,15 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(status_command(args).await);
     }
     let mut logger = env_logger::Builder::new();
-    logger.parse_filters(&config.log_level).format_timestamp_millis().target(env_logger::Target::Stderr);
+    logger
+        .parse_filters(&config.log_level)
+        .format_timestamp_millis()
+        .target(env_logger::Target::Stderr);
     logger.try_init().context("cannot set up logging")?;
     // The level SIGUSR1 restores: what the filter set up, before --log-disable turns it off.
     let level = log::max_level();
-    let _toggles = signals::spawn_log_toggles(level).context("cannot install SIGUSR1/SIGUSR2 handlers")?;
+    let _toggles =
+        signals::spawn_log_toggles(level).context("cannot install SIGUSR1/SIGUSR2 handlers")?;
     if config.log_disable {
         log::set_max_level(LevelFilter::Off);
     }

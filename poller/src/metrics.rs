@@ -56,7 +56,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("vault_redirect");
         let consul_requests = Family::<Outcome, Counter>::default();
-        registry.register("consul_requests", "Consul health requests by outcome", consul_requests.clone());
+        registry.register(
+            "consul_requests",
+            "Consul health requests by outcome",
+            consul_requests.clone(),
+        );
         // From 1 ms (a change answered at once) to 11 min (a full 10 m wait plus jitter).
         let buckets = [0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 120.0, 330.0, 660.0];
         let consul_latency = Histogram::new(buckets);
@@ -66,9 +70,17 @@ impl Metrics {
             consul_latency.clone(),
         );
         let active_changes = Counter::default();
-        registry.register("active_changes", "Changes of the chosen active Vault node", active_changes.clone());
+        registry.register(
+            "active_changes",
+            "Changes of the chosen active Vault node",
+            active_changes.clone(),
+        );
         let state_age = Gauge::<f64, AtomicU64>::default();
-        registry.register("state_age_seconds", "Seconds since the state document last changed", state_age.clone());
+        registry.register(
+            "state_age_seconds",
+            "Seconds since the state document last changed",
+            state_age.clone(),
+        );
         let since_consul_ok = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "consul_last_ok_age_seconds",
@@ -76,7 +88,11 @@ impl Metrics {
             since_consul_ok.clone(),
         );
         let longpoll_waiters = Gauge::default();
-        registry.register("longpoll_waiters", "Open long-poll requests on /v1/active", longpoll_waiters.clone());
+        registry.register(
+            "longpoll_waiters",
+            "Open long-poll requests on /v1/active",
+            longpoll_waiters.clone(),
+        );
         let longpoll_over_limit = Counter::default();
         registry.register(
             "longpoll_over_limit",
@@ -96,7 +112,11 @@ impl Metrics {
             refused_targets.clone(),
         );
         let redirects = Family::<Outcome, Counter>::default();
-        registry.register("redirect_responses", "Standalone-mode responses by outcome", redirects.clone());
+        registry.register(
+            "redirect_responses",
+            "Standalone-mode responses by outcome",
+            redirects.clone(),
+        );
         let active_node = Gauge::default();
         registry.register(
             "active_node",
@@ -196,16 +216,29 @@ mod tests {
         let text = m.encode_text();
         assert!(text.contains("# TYPE vault_redirect_consul_requests_total counter\n"), "{text}");
         assert!(text.contains("# HELP vault_redirect_active_changes_total Changes"), "{text}");
-        assert!(text.contains("vault_redirect_consul_requests_total{outcome=\"changed\"} 1\n"), "{text}");
-        assert!(text.contains("# TYPE vault_redirect_consul_request_duration_seconds histogram\n"), "{text}");
+        assert!(
+            text.contains("vault_redirect_consul_requests_total{outcome=\"changed\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE vault_redirect_consul_request_duration_seconds histogram\n"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE vault_redirect_longpoll_waiters gauge\n"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");
         // Every sample line belongs to a family announced with the same name (or a histogram's).
-        let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|r| r.split(' ').next()).collect();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|r| r.split(' ').next())
+            .collect();
         for sample in text.lines().filter(|l| !l.starts_with('#')) {
             let name = sample.split(['{', ' ']).next().unwrap_or_default();
             let ok = families.iter().any(|f| {
-                name == *f || ["_bucket", "_sum", "_count"].iter().any(|s| name.strip_suffix(s) == Some(*f))
+                name == *f
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name.strip_suffix(s) == Some(*f))
             });
             assert!(ok, "{name} has no family in\n{text}");
         }

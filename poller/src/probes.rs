@@ -26,7 +26,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Why this replica should not receive filters' long-polls, or `None` when it should.
-pub fn not_ready_because(snapshot: &Snapshot, max_stale: std::time::Duration, now: Instant) -> Option<String> {
+pub fn not_ready_because(
+    snapshot: &Snapshot,
+    max_stale: std::time::Duration,
+    now: Instant,
+) -> Option<String> {
     let Some(age) = snapshot.age(now) else {
         return Some("no answer from Consul yet".to_string());
     };
@@ -60,7 +64,10 @@ async fn readyz(State(app): State<AppState>) -> Response {
     };
     match why {
         None => json_response(StatusCode::OK, json!({ "ready": true })),
-        Some(reason) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "ready": false, "reason": reason })),
+        Some(reason) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "ready": false, "reason": reason }),
+        ),
     }
 }
 

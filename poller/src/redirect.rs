@@ -27,7 +27,8 @@ struct RedirectState {
 
 /// The standalone-mode router.
 pub fn router(app: AppState, policy: RedirectPolicy) -> Router {
-    let health_routes = Router::new().route("/vault-redirector-health", get(health)).with_state(app.clone());
+    let health_routes =
+        Router::new().route("/vault-redirector-health", get(health)).with_state(app.clone());
     let redirects = Router::new()
         .fallback(redirect)
         .with_state(RedirectState { app, policy: Arc::new(policy) });
@@ -56,7 +57,8 @@ async fn redirect(State(rs): State<RedirectState>, request: Request) -> Response
             None => (None, s.doc.reason.clone()),
         }
     };
-    let count = |outcome: &'static str| rs.app.metrics.redirects.get_or_create(&Outcome { outcome }).inc();
+    let count =
+        |outcome: &'static str| rs.app.metrics.redirects.get_or_create(&Outcome { outcome }).inc();
     match decide(prefix.as_deref(), Some(target.as_bytes()), &[]) {
         Decision::Redirect(location) => match HeaderValue::from_bytes(&location) {
             Ok(value) => {
@@ -69,13 +71,19 @@ async fn redirect(State(rs): State<RedirectState>, request: Request) -> Response
             }
             Err(_) => {
                 count("bad_request");
-                error_response(StatusCode::BAD_REQUEST, "request path cannot be put in a Location header".into())
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    "request path cannot be put in a Location header".into(),
+                )
             }
         },
         Decision::NoActive => {
             count("no_active");
             let why = reason.unwrap_or_else(|| "unknown".into());
-            let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, format!("no active Vault node: {why}"));
+            let mut r = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no active Vault node: {why}"),
+            );
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }

@@ -31,7 +31,12 @@ const LOW_MASK: u64 = (1 << LOCAL_EVENT_BITS) - 1;
 
 /// The version this replica should move to so a long-poll for `asked` is answered with its own
 /// (at least as new) view, or `None` when it must wait for its own next change as usual.
-pub fn catch_up_version(s: &Snapshot, asked: u64, max_stale: Duration, now: Instant) -> Option<u64> {
+pub fn catch_up_version(
+    s: &Snapshot,
+    asked: u64,
+    max_stale: Duration,
+    now: Instant,
+) -> Option<u64> {
     let ours = s.doc.version;
     if asked <= ours || not_ready_because(s, max_stale, now).is_some() {
         return None;
@@ -54,7 +59,10 @@ pub fn catch_up_version(s: &Snapshot, asked: u64, max_stale: Duration, now: Inst
 pub fn catch_up(s: &mut Snapshot, asked: u64, max_stale: Duration, now: Instant) -> bool {
     match catch_up_version(s, asked, max_stale, now) {
         Some(v) => {
-            log::debug!("version {} raised to {v}: a filter holds {asked} from another replica", s.doc.version);
+            log::debug!(
+                "version {} raised to {v}: a filter holds {asked} from another replica",
+                s.doc.version
+            );
             s.doc.version = v;
             s.changed_at = now;
             true
@@ -74,7 +82,8 @@ mod tests {
         let mut s = Snapshot::initial(now);
         s.doc = StateDoc::none("x");
         s.doc.reason = None;
-        s.doc.active = Some(ActiveNode { node: "vault-a".into(), address: "10.0.0.1".into(), port: 8200 });
+        s.doc.active =
+            Some(ActiveNode { node: "vault-a".into(), address: "10.0.0.1".into(), port: 8200 });
         s.doc.version = version;
         s.doc.consul_index = index;
         s.confirmed = Some(now);
@@ -102,7 +111,10 @@ mod tests {
         // Never into the next index's range.
         assert_eq!(catch_up_version(&s, (20 << 16) | LOW_MASK, MAX_STALE, now), None);
         // A replica whose own view is stale must not claim to be newer.
-        assert_eq!(catch_up_version(&s, (20 << 16) + 5, MAX_STALE, now + Duration::from_secs(61)), None);
+        assert_eq!(
+            catch_up_version(&s, (20 << 16) + 5, MAX_STALE, now + Duration::from_secs(61)),
+            None
+        );
         let mut starting = Snapshot::initial(now);
         starting.doc.consul_index = 20;
         assert_eq!(catch_up_version(&starting, (20 << 16) + 5, MAX_STALE, now), None);

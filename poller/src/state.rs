@@ -122,7 +122,10 @@ impl Snapshot {
     /// (the caller has already set the new active node, reason and version).
     pub fn record_active_change(&mut self, previous: Option<ActiveNode>, now: Instant) {
         if previous == self.doc.active {
-            if self.doc.active.is_none() && self.no_active_since.is_none() && self.confirmed.is_some() {
+            if self.doc.active.is_none()
+                && self.no_active_since.is_none()
+                && self.confirmed.is_some()
+            {
                 // Consul's first good answer already shows no active node.
                 self.no_active_since = Some(now);
             }
@@ -142,7 +145,8 @@ impl Snapshot {
         }
         self.changes.push_back(ActiveChange {
             at: now,
-            at_unix_ms: unix_ms(SystemTime::now()).saturating_sub(Instant::now().saturating_duration_since(now).as_millis() as u64),
+            at_unix_ms: unix_ms(SystemTime::now())
+                .saturating_sub(Instant::now().saturating_duration_since(now).as_millis() as u64),
             version: self.doc.version,
             from: previous,
             to: self.doc.active.clone(),
@@ -170,7 +174,8 @@ impl Snapshot {
         let mut doc = self.doc.clone();
         let age = self.age(now);
         doc.age_ms = age.map(|a| a.as_millis().min(u128::from(u64::MAX)) as u64);
-        doc.last_consul_ok_unix_ms = age.map(|a| unix_ms(SystemTime::now()).saturating_sub(a.as_millis() as u64));
+        doc.last_consul_ok_unix_ms =
+            age.map(|a| unix_ms(SystemTime::now()).saturating_sub(a.as_millis() as u64));
         doc
     }
 

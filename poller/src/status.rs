@@ -122,7 +122,9 @@ pub fn status_document(snapshot: &Snapshot, info: &Info, waiters: i64, now: Inst
         consul_error: snapshot.consul_error.clone(),
         max_stale_ms: ms(info.max_stale),
         state_age_ms: ms(now.saturating_duration_since(snapshot.changed_at)),
-        no_active_for_ms: snapshot.no_active_since.map(|since| ms(now.saturating_duration_since(since))),
+        no_active_for_ms: snapshot
+            .no_active_since
+            .map(|since| ms(now.saturating_duration_since(since))),
         longpoll_waiters: waiters,
         known_leader: snapshot.known_leader,
         nodes: snapshot.nodes.clone(),
@@ -195,10 +197,16 @@ pub fn render_table(s: &StatusDoc, addr: &str) -> String {
     let _ = writeln!(out, "vault-redirect-poller at {addr}: {verdict}");
     let mut summary = vec![
         vec!["active".to_string(), node_text(&s.active)],
-        vec!["state version".to_string(), format!("{} (changed {} ago)", s.version, short_duration(s.state_age_ms))],
+        vec![
+            "state version".to_string(),
+            format!("{} (changed {} ago)", s.version, short_duration(s.state_age_ms)),
+        ],
         vec![
             "consul".to_string(),
-            format!("{} service {:?} tag {:?}, index {}", s.consul, s.service, s.active_tag, s.consul_index),
+            format!(
+                "{} service {:?} tag {:?}, index {}",
+                s.consul, s.service, s.active_tag, s.consul_index
+            ),
         ],
         vec![
             "last good answer".to_string(),
@@ -220,7 +228,8 @@ pub fn render_table(s: &StatusDoc, addr: &str) -> String {
     if let Some(reason) = &s.reason {
         summary.insert(1, vec!["reason".to_string(), reason.clone()]);
     }
-    let problems = if s.problems.is_empty() { vec!["none".to_string()] } else { s.problems.clone() };
+    let problems =
+        if s.problems.is_empty() { vec!["none".to_string()] } else { s.problems.clone() };
     for (i, p) in problems.into_iter().enumerate() {
         summary.push(vec![if i == 0 { "problems".to_string() } else { String::new() }, p]);
     }
@@ -251,7 +260,11 @@ pub fn render_table(s: &StatusDoc, addr: &str) -> String {
     if nodes.is_empty() {
         out.push_str("no Vault nodes in Consul's last answer\n");
     } else {
-        table(&mut out, Some(&["NODE", "ADDRESS", "PORT", "TAGS", "SEALED CHECK", "AGENT", "ROLE"]), &nodes);
+        table(
+            &mut out,
+            Some(&["NODE", "ADDRESS", "PORT", "TAGS", "SEALED CHECK", "AGENT", "ROLE"]),
+            &nodes,
+        );
     }
     out.push('\n');
     let changes: Vec<Vec<String>> = s
@@ -274,7 +287,11 @@ pub fn render_table(s: &StatusDoc, addr: &str) -> String {
     if changes.is_empty() {
         out.push_str("no active-node changes since the poller started\n");
     } else {
-        table(&mut out, Some(&["CHANGED AT", "AGO", "VERSION", "ACTIVE", "BEFORE", "NO ACTIVE NODE FOR"]), &changes);
+        table(
+            &mut out,
+            Some(&["CHANGED AT", "AGO", "VERSION", "ACTIVE", "BEFORE", "NO ACTIVE NODE FOR"]),
+            &changes,
+        );
     }
     out
 }
@@ -333,7 +350,11 @@ pub enum StatusError {
 /// `http://host:port` from `--addr` (`host:port`, or a URL without a path).
 pub fn base_url(addr: &str) -> Result<String, StatusError> {
     let a = addr.trim().trim_end_matches('/');
-    let with_scheme = if a.starts_with("http://") || a.starts_with("https://") { a.to_string() } else { format!("http://{a}") };
+    let with_scheme = if a.starts_with("http://") || a.starts_with("https://") {
+        a.to_string()
+    } else {
+        format!("http://{a}")
+    };
     let url = reqwest::Url::parse(&with_scheme).map_err(|_| StatusError::Addr(addr.to_string()))?;
     if url.host_str().is_none_or(str::is_empty) || url.path() != "/" || url.query().is_some() {
         return Err(StatusError::Addr(addr.to_string()));
@@ -349,7 +370,11 @@ pub async fn fetch(addr: &str, timeout: Duration) -> Result<StatusDoc, StatusErr
     let resp = client.get(&url).send().await.map_err(request)?;
     let status = resp.status().as_u16();
     let body = resp.bytes().await.map_err(request)?;
-    serde_json::from_slice(&body).map_err(|e| StatusError::Body { url: url.clone(), status, why: e.to_string() })
+    serde_json::from_slice(&body).map_err(|e| StatusError::Body {
+        url: url.clone(),
+        status,
+        why: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -402,7 +427,11 @@ mod tests {
                 ChangeDoc {
                     at_unix_ms: 1_699_999_997_500,
                     version: 1_114_112,
-                    from: Some(ActiveNode { node: "vault-a".into(), address: "10.0.0.1".into(), port: 8200 }),
+                    from: Some(ActiveNode {
+                        node: "vault-a".into(),
+                        address: "10.0.0.1".into(),
+                        port: 8200,
+                    }),
                     to: None,
                     reason: Some("no instance of service \"vault\" is tagged \"active\"".into()),
                     no_active_for_ms: None,
@@ -414,7 +443,10 @@ mod tests {
 
     /// The value of a summary row, whatever the column width.
     fn row<'a>(text: &'a str, key: &str) -> &'a str {
-        text.lines().find_map(|l| l.strip_prefix(key).filter(|r| r.starts_with("  "))).unwrap_or_default().trim()
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).filter(|r| r.starts_with("  ")))
+            .unwrap_or_default()
+            .trim()
     }
 
     #[test]
@@ -425,11 +457,23 @@ mod tests {
         assert_eq!(row(&text, "long-poll waiters"), "3", "{text}");
         assert_eq!(row(&text, "problems"), "none", "{text}");
         let node_line = text.lines().find(|l| l.starts_with("vault-b ")).unwrap_or_default();
-        assert!(node_line.contains("active,initialized") && node_line.ends_with("ACTIVE"), "{text}");
+        assert!(
+            node_line.contains("active,initialized") && node_line.ends_with("ACTIVE"),
+            "{text}"
+        );
         assert!(text.contains("NODE     ADDRESS   PORT  TAGS"), "{text}");
-        let change = text.lines().find(|l| l.starts_with("2023-11-14T22:13:20Z")).unwrap_or_default();
-        assert!(change.contains("4.200s ago") && change.contains("vault-b") && change.ends_with("2.500s"), "{text}");
-        assert!(text.contains("none: no instance of service \"vault\" is tagged \"active\""), "{text}");
+        let change =
+            text.lines().find(|l| l.starts_with("2023-11-14T22:13:20Z")).unwrap_or_default();
+        assert!(
+            change.contains("4.200s ago")
+                && change.contains("vault-b")
+                && change.ends_with("2.500s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("none: no instance of service \"vault\" is tagged \"active\""),
+            "{text}"
+        );
     }
 
     #[test]
@@ -454,7 +498,10 @@ mod tests {
     #[test]
     fn addresses_become_base_urls_and_bad_ones_are_named() {
         assert_eq!(base_url("127.0.0.1:8210").ok().as_deref(), Some("http://127.0.0.1:8210"));
-        assert_eq!(base_url("https://poller.example:8210/").ok().as_deref(), Some("https://poller.example:8210"));
+        assert_eq!(
+            base_url("https://poller.example:8210/").ok().as_deref(),
+            Some("https://poller.example:8210")
+        );
         for bad in ["", "http://x:1/v1", "http://:1"] {
             let err = base_url(bad).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");

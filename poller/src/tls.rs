@@ -44,8 +44,15 @@ const KEY: &str = "redirect TLS key";
 /// explicitly so a second provider elsewhere in the build cannot make rustls refuse).
 /// Every error names the file at fault.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ConfigError> {
-    let read = |path: &Path, what| std::fs::read(path).map_err(|source| ConfigError::File { what, path: path.to_path_buf(), source });
-    let bad = |path: &Path, what, why: String| ConfigError::Pem { what, path: path.to_path_buf(), why };
+    let read = |path: &Path, what| {
+        std::fs::read(path).map_err(|source| ConfigError::File {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let bad =
+        |path: &Path, what, why: String| ConfigError::Pem { what, path: path.to_path_buf(), why };
 
     let chain_pem = read(cert, CERT)?;
     let chain = CertificateDer::pem_slice_iter(&chain_pem)
@@ -56,14 +63,19 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ConfigError> {
     }
     let key_pem = read(key, KEY)?;
     let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => bad(key, KEY, "no PEM PRIVATE KEY block in it".into()),
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            bad(key, KEY, "no PEM PRIVATE KEY block in it".into())
+        }
         other => bad(key, KEY, other.to_string()),
     })?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // Loaded once on its own so a key the provider cannot use is blamed on the key file;
     // what `with_single_cert` refuses after that is the chain or the pairing.
-    provider.key_provider.load_private_key(key_der.clone_key()).map_err(|e| bad(key, KEY, e.to_string()))?;
+    provider
+        .key_provider
+        .load_private_key(key_der.clone_key())
+        .map_err(|e| bad(key, KEY, e.to_string()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(cert, CERT, e.to_string()))?
@@ -82,7 +94,12 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ConfigError> {
 /// Serves `app` over TLS on `listener` until `stop` turns true, then stops accepting and
 /// waits for open connections to finish (idle ones close at once, h2 ones get a GOAWAY).
 /// Dropping the future (the poller aborting it after its grace) closes every connection.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: Router, stop: watch::Receiver<bool>) -> io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    stop: watch::Receiver<bool>,
+) -> io::Result<()> {
     let mut connections = JoinSet::new();
     let mut stopping = stop.clone();
     loop {
@@ -112,14 +129,25 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// As axum's and hyper's servers do: a client giving up during accept is nothing; anything
 /// else (EMFILE...) is logged and accepting pauses a second instead of spinning.
 async fn accept_error(e: io::Error) {
-    if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
         return;
     }
     log::error!("redirects: accept failed: {e}");
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-async fn connection(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, app: Router, mut stop: watch::Receiver<bool>) {
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) {
     let _ = tcp.set_nodelay(true);
     let tls = tokio::select! {
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
@@ -164,8 +192,13 @@ mod tests {
 
     #[test]
     fn a_missing_certificate_is_named() {
-        let err = acceptor(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem")).err().map(|e| e.to_string());
+        let err = acceptor(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem"))
+            .err()
+            .map(|e| e.to_string());
         let err = err.unwrap_or_default();
-        assert!(err.contains("redirect TLS certificate") && err.contains("/nonexistent/cert.pem"), "{err}");
+        assert!(
+            err.contains("redirect TLS certificate") && err.contains("/nonexistent/cert.pem"),
+            "{err}"
+        );
     }
 }

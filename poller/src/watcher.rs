@@ -119,7 +119,12 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 impl Watcher {
     /// A watcher publishing into `state`.
-    pub fn new(client: ConsulClient, settings: WatchSettings, state: watch::Sender<Snapshot>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: ConsulClient,
+        settings: WatchSettings,
+        state: watch::Sender<Snapshot>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Watcher { client, settings, state, metrics }
     }
 
@@ -228,7 +233,8 @@ impl Watcher {
     }
 
     fn apply_answer(&self, answer: HealthAnswer, index_offset: u64, now: Instant) {
-        let choice = choose_active(&answer.entries, &self.settings.service, &self.settings.active_tag);
+        let choice =
+            choose_active(&answer.entries, &self.settings.service, &self.settings.active_tag);
         let nodes = node_statuses(&answer.entries, &choice);
         if !choice.refused_targets.is_empty() {
             self.metrics.refused_targets.inc_by(choice.refused_targets.len() as u64);
@@ -242,14 +248,20 @@ impl Watcher {
                 || s.doc.active_candidates != candidates;
             let previous = s.doc.active.clone();
             if changed {
-                s.doc.version = StateDoc::next_version(s.doc.version, index_offset.saturating_add(answer.index));
+                s.doc.version = StateDoc::next_version(
+                    s.doc.version,
+                    index_offset.saturating_add(answer.index),
+                );
                 s.changed_at = now;
                 if s.doc.active != choice.active {
                     metrics.active_changes.inc();
                     match &choice.active {
                         Some(a) => log::info!(
                             "active Vault node is now {} ({}:{}), state version {}",
-                            a.node, a.address, a.port, s.doc.version
+                            a.node,
+                            a.address,
+                            a.port,
+                            s.doc.version
                         ),
                         None => log::warn!(
                             "no active Vault node: {}, state version {}",
@@ -398,7 +410,10 @@ mod tests {
         let steps = [250u64, 500, 1000, 2000, 2000, 2000];
         for step in steps {
             let d = b.next_delay();
-            assert!(d >= Duration::from_millis(step / 2) && d <= Duration::from_millis(step), "{d:?} vs {step}");
+            assert!(
+                d >= Duration::from_millis(step / 2) && d <= Duration::from_millis(step),
+                "{d:?} vs {step}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(250));

@@ -65,7 +65,11 @@ impl Proc {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill {sig} failed");
     }
 
@@ -91,7 +95,8 @@ impl Drop for Proc {
 #[tokio::test]
 async fn sigterm_answers_open_long_polls_and_exits_zero() {
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
-    let mut p = Proc::spawn(&["--consul-addr", &consul.addr().to_string(), "--listen", "127.0.0.1:0"]);
+    let mut p =
+        Proc::spawn(&["--consul-addr", &consul.addr().to_string(), "--listen", "127.0.0.1:0"]);
     let addr = p.listening().await;
     let (_, doc) = get_json(&format!("http://{addr}/v1/active")).await;
     let version = doc["version"].as_u64().unwrap();
@@ -102,7 +107,8 @@ async fn sigterm_answers_open_long_polls_and_exits_zero() {
 
     let sent = Instant::now();
     p.signal("-TERM");
-    let answer = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
+    let answer =
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
     assert_eq!(answer.status(), 200, "the waiter gets the current document");
     assert_eq!(p.exit_code(Duration::from_secs(5)).await, Some(0));
     assert!(sent.elapsed() < Duration::from_secs(5));
@@ -131,7 +137,8 @@ async fn sigusr2_silences_the_log_and_sigusr1_brings_it_back() {
 #[tokio::test]
 async fn log_disable_starts_silent_until_sigusr1() {
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
-    let p = Proc::spawn(&["--consul-addr", &consul.url(), "--listen", "127.0.0.1:0", "--log-disable"]);
+    let p =
+        Proc::spawn(&["--consul-addr", &consul.url(), "--listen", "127.0.0.1:0", "--log-disable"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     p.signal("-USR1");
     p.wait_for_line("logging enabled by SIGUSR1").await;
@@ -146,11 +153,29 @@ fn help_explains_every_flag_and_its_environment_twin() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for env in [
-        "CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE",
-        "CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "VAULT_REDIRECT_CONSUL_DC", "VAULT_REDIRECT_SERVICE",
-        "VAULT_REDIRECT_ACTIVE_TAG", "VAULT_REDIRECT_CONSUL_STALE", "VAULT_REDIRECT_CONSUL_WAIT", "VAULT_REDIRECT_CONSUL_TIMEOUT",
-        "VAULT_REDIRECT_BACKOFF_MAX", "VAULT_REDIRECT_MAX_STALE", "VAULT_REDIRECT_LISTEN", "VAULT_REDIRECT_REDIRECT_LISTEN",
-        "VAULT_REDIRECT_SCHEME", "VAULT_REDIRECT_HOST", "VAULT_REDIRECT_PORT", "RUST_LOG", "VAULT_REDIRECT_LOG_DISABLE",
+        "CONSUL_HTTP_ADDR",
+        "CONSUL_HTTP_SSL",
+        "CONSUL_HTTP_SSL_VERIFY",
+        "CONSUL_HTTP_TOKEN",
+        "CONSUL_HTTP_TOKEN_FILE",
+        "CONSUL_CACERT",
+        "CONSUL_CLIENT_CERT",
+        "CONSUL_CLIENT_KEY",
+        "VAULT_REDIRECT_CONSUL_DC",
+        "VAULT_REDIRECT_SERVICE",
+        "VAULT_REDIRECT_ACTIVE_TAG",
+        "VAULT_REDIRECT_CONSUL_STALE",
+        "VAULT_REDIRECT_CONSUL_WAIT",
+        "VAULT_REDIRECT_CONSUL_TIMEOUT",
+        "VAULT_REDIRECT_BACKOFF_MAX",
+        "VAULT_REDIRECT_MAX_STALE",
+        "VAULT_REDIRECT_LISTEN",
+        "VAULT_REDIRECT_REDIRECT_LISTEN",
+        "VAULT_REDIRECT_SCHEME",
+        "VAULT_REDIRECT_HOST",
+        "VAULT_REDIRECT_PORT",
+        "RUST_LOG",
+        "VAULT_REDIRECT_LOG_DISABLE",
     ] {
         assert!(help.contains(&format!("[env: {env}")), "--help lacks {env}:\n{help}");
     }
@@ -178,8 +203,13 @@ fn the_token_from_the_environment_is_never_printed() {
         .args(["--consul-addr", "ftp://bad", "--listen", "127.0.0.1:0"])
         .output()
         .unwrap();
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!all.contains("super-secret-value"), "{all}");
-    let help = Command::new(BIN).env("CONSUL_HTTP_TOKEN", "super-secret-value").arg("--help").output().unwrap();
+    let help = Command::new(BIN)
+        .env("CONSUL_HTTP_TOKEN", "super-secret-value")
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains("super-secret-value"));
 }

@@ -15,8 +15,16 @@ fn scalar() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         (0u32..70_000).prop_map(Value::from),
         "[ -~]{0,12}".prop_map(Value::from),
-        prop_oneof![Just("active"), Just("standby"), Just("passing"), Just("critical"), Just("10.0.0.1"), Just("evil/x"), Just("")]
-            .prop_map(Value::from),
+        prop_oneof![
+            Just("active"),
+            Just("standby"),
+            Just("passing"),
+            Just("critical"),
+            Just("10.0.0.1"),
+            Just("evil/x"),
+            Just("")
+        ]
+        .prop_map(Value::from),
     ]
 }
 
@@ -47,7 +55,8 @@ fn entry() -> impl Strategy<Value = Value> {
 fn answer() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(entry(), 0..5).prop_map(|v| serde_json::to_vec(&v).unwrap()),
-        prop::collection::vec(prop_oneof![entry(), scalar()], 0..4).prop_map(|v| serde_json::to_vec(&v).unwrap()),
+        prop::collection::vec(prop_oneof![entry(), scalar()], 0..4)
+            .prop_map(|v| serde_json::to_vec(&v).unwrap()),
         prop::collection::vec(any::<u8>(), 0..64),
     ]
 }

@@ -59,7 +59,10 @@ async fn consul_dying_mid_run_keeps_the_last_active_for_max_stale_then_none() {
 
     let doc = active_until(&p, Duration::from_secs(30), |d| d["active"].is_null()).await;
     let after = died.elapsed();
-    assert!(after >= Duration::from_secs(30) && after <= Duration::from_secs(31), "dropped after {after:?}");
+    assert!(
+        after >= Duration::from_secs(30) && after <= Duration::from_secs(31),
+        "dropped after {after:?}"
+    );
     assert_eq!(doc["reason"], DOWN);
     assert!(doc["version"].as_u64().unwrap() > before["version"].as_u64().unwrap());
     p.stop().await.unwrap();
@@ -84,7 +87,10 @@ async fn a_hanging_consul_is_noticed_after_its_wait_and_then_max_stale_applies()
     let doc = active_until(&p, Duration::from_secs(60), |d| d["active"].is_null()).await;
     let after = hung.elapsed();
     // Deadline of the open query (10s + 10s/16) plus --max-stale.
-    assert!(after >= Duration::from_secs(40) && after <= Duration::from_secs(42), "dropped after {after:?}");
+    assert!(
+        after >= Duration::from_secs(40) && after <= Duration::from_secs(42),
+        "dropped after {after:?}"
+    );
     assert_eq!(doc["reason"], DOWN);
     p.stop().await.unwrap();
 }
@@ -125,7 +131,10 @@ async fn malformed_json_is_an_error_and_never_reads_as_an_empty_cluster() {
     let (_, h) = health(&p).await;
     assert!(problems(&h).contains("not a health entry list"), "{h}");
     let metrics = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("vault_redirect_consul_requests_total{outcome=\"malformed\"}"), "{metrics}");
+    assert!(
+        metrics.contains("vault_redirect_consul_requests_total{outcome=\"malformed\"}"),
+        "{metrics}"
+    );
     p.stop().await.unwrap();
 }
 
@@ -139,7 +148,8 @@ async fn an_index_that_goes_backwards_resets_the_loop_so_later_changes_are_seen_
     consul.reset_index(3);
     consul.set_active("vault-b");
     // The parked query (index 11) only ends with its wait, as with a real Consul.
-    let doc = active_until(&p, Duration::from_secs(35), |d| active_node(d) == Some("vault-b")).await;
+    let doc =
+        active_until(&p, Duration::from_secs(35), |d| active_node(d) == Some("vault-b")).await;
     assert_eq!(doc["consul_index"], 4);
     // Having reset, the poller now blocks on index 4: the next change arrives at once.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -216,7 +226,10 @@ async fn the_datacenter_and_service_name_options_reach_consul() {
     p.stop().await.unwrap();
 
     let wrong_service = start(&consul.url(), &[]).await;
-    let doc = active_until(&wrong_service, Duration::from_secs(5), |d| d["reason"].is_string() && d["version"] != 0).await;
+    let doc = active_until(&wrong_service, Duration::from_secs(5), |d| {
+        d["reason"].is_string() && d["version"] != 0
+    })
+    .await;
     assert!(doc["reason"].as_str().unwrap().contains("no instance of service \"vault\""), "{doc}");
     wrong_service.stop().await.unwrap();
 

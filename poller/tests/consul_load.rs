@@ -28,12 +28,17 @@ async fn consul_requests_with(waiters: usize) -> u64 {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = consul.requests();
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(waiters).timeout(Duration::from_secs(60)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(waiters)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let seen: Arc<Vec<AtomicU64>> = Arc::new((0..waiters).map(|_| AtomicU64::new(first)).collect());
     let stop = Arc::new(tokio::sync::Notify::new());
     let mut tasks = Vec::new();
     for i in 0..waiters {
-        let (client, seen, stop, base) = (client.clone(), seen.clone(), stop.clone(), p.url("/v1/active"));
+        let (client, seen, stop, base) =
+            (client.clone(), seen.clone(), stop.clone(), p.url("/v1/active"));
         tasks.push(tokio::spawn(async move {
             // Bounded: one request per change plus a few, never more than 100.
             for _ in 0..100 {
@@ -56,7 +61,10 @@ async fn consul_requests_with(waiters: usize) -> u64 {
         let want = consul.index() << 16;
         let deadline = Instant::now() + Duration::from_secs(30);
         while seen.iter().any(|v| v.load(Ordering::SeqCst) < want) {
-            assert!(Instant::now() < deadline, "{waiters} waiters: not all saw the change to {node} within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "{waiters} waiters: not all saw the change to {node} within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

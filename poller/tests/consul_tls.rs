@@ -36,7 +36,10 @@ impl Pki {
         let ca_key = KeyPair::generate().unwrap();
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.join("client.pem"), leaf.pem()).unwrap();
         std::fs::write(dir.join("client-key.pem"), leaf_key.serialize_pem()).unwrap();
@@ -56,9 +59,12 @@ async fn consul_over_https_is_trusted_through_the_ca_file() {
     let p = start(
         &consul.url(),
         &[
-            "--consul-cacert", &pki.path("ca.pem"),
-            "--consul-client-cert", &pki.path("client.pem"),
-            "--consul-client-key", &pki.path("client-key.pem"),
+            "--consul-cacert",
+            &pki.path("ca.pem"),
+            "--consul-client-cert",
+            &pki.path("client.pem"),
+            "--consul-client-key",
+            &pki.path("client-key.pem"),
         ],
     )
     .await;
@@ -71,7 +77,11 @@ async fn consul_over_https_is_trusted_through_the_ca_file() {
 async fn a_bare_host_port_with_consul_http_ssl_uses_https() {
     let pki = Pki::new("ssl");
     let consul = ConsulDouble::start_tls(three_nodes(), &pki.chain, &pki.key).await.unwrap();
-    let p = start(&consul.addr().to_string(), &["--consul-ssl", "--consul-cacert", &pki.path("ca.pem")]).await;
+    let p = start(
+        &consul.addr().to_string(),
+        &["--consul-ssl", "--consul-cacert", &pki.path("ca.pem")],
+    )
+    .await;
     active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
     p.stop().await.unwrap();
 }
@@ -98,7 +108,12 @@ async fn a_key_that_does_not_parse_stops_start_up_naming_the_file() {
     std::fs::write(pki.dir.join("bad-key.pem"), "not a key").unwrap();
     let cfg = config(
         "https://127.0.0.1:1",
-        &["--consul-client-cert", &pki.path("client.pem"), "--consul-client-key", &pki.path("bad-key.pem")],
+        &[
+            "--consul-client-cert",
+            &pki.path("client.pem"),
+            "--consul-client-key",
+            &pki.path("bad-key.pem"),
+        ],
     );
     let err = vault_redirect_poller::Poller::bind(cfg).await.err().unwrap().to_string();
     assert!(err.contains("client.pem"), "{err}");

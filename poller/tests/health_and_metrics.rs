@@ -71,7 +71,10 @@ async fn metrics_count_requests_changes_and_long_poll_waiters() {
     consul.set_active("vault-b");
     waiter.await.unwrap();
     let r = reqwest::get(p.url("/metrics")).await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
     let text = r.text().await.unwrap();
     for needle in [
         "vault_redirect_longpoll_waiters 0",

@@ -24,7 +24,11 @@ async fn read_response(s: &mut TcpStream) -> (String, String, String) {
                 let head = String::from_utf8(buf[..end].to_vec()).unwrap();
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
                     .unwrap_or(0);
                 if buf.len() >= end + 4 + len {
                     let body = String::from_utf8(buf[end + 4..end + 4 + len].to_vec()).unwrap();
@@ -43,7 +47,12 @@ async fn read_response(s: &mut TcpStream) -> (String, String, String) {
 
 async fn waiters(p: &Running) -> u64 {
     let text = client().get(p.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix("vault_redirect_longpoll_waiters ")).unwrap().trim().parse().unwrap()
+    text.lines()
+        .find_map(|l| l.strip_prefix("vault_redirect_longpoll_waiters "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -63,7 +72,11 @@ async fn long_polls_then_another_path_share_one_keep_alive_connection() {
     assert!(headers.contains(&format!("x-vault-redirect-version: {v}")), "{headers}");
     assert!(body.contains("\"vault-a\""), "{body}");
 
-    s.write_all(format!("GET /v1/active?index={v}&wait=30s HTTP/1.1\r\nHost: p\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(
+        format!("GET /v1/active?index={v}&wait=30s HTTP/1.1\r\nHost: p\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(waiters(&p).await, 1);
     consul.set_active("vault-b");
@@ -91,7 +104,11 @@ async fn a_client_that_leaves_while_parked_is_no_longer_counted() {
     let doc = active_until(&p, Duration::from_secs(10), |d| active_node(d).is_some()).await;
     let v = doc["version"].as_u64().unwrap();
     let mut s = TcpStream::connect(p.addr).await.unwrap();
-    s.write_all(format!("GET /v1/active?index={v}&wait=60s HTTP/1.1\r\nHost: p\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(
+        format!("GET /v1/active?index={v}&wait=60s HTTP/1.1\r\nHost: p\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while waiters(&p).await != 1 {
         assert!(Instant::now() < deadline, "the long-poll was never parked");
@@ -117,12 +134,17 @@ async fn a_bad_query_gets_axums_400_and_a_closing_client_its_answer() {
     assert!(body.contains("invalid index \\\"abc\\\""), "{body}");
 
     let mut s = TcpStream::connect(p.addr).await.unwrap();
-    s.write_all(b"GET /v1/active?index=0 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /v1/active?index=0 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let (status, headers, _) = read_response(&mut s).await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(headers.contains("connection: close"), "{headers}");
     let mut rest = Vec::new();
-    let n = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 0, "the connection stays open after connection: close");
     p.stop().await.unwrap();
 }
@@ -142,6 +164,9 @@ async fn shutdown_does_not_wait_for_idle_keep_alive_connections() {
     // The shutdown grace is 10 s; an idle connection must not use it up.
     assert!(started.elapsed() < Duration::from_secs(5), "stop took {:?}", started.elapsed());
     let mut rest = Vec::new();
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 0, "the idle connection is closed at shutdown");
 }

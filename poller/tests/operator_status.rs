@@ -135,12 +135,21 @@ async fn status_counts_open_long_polls() {
 async fn the_active_document_keeps_its_shape() {
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start(&consul.url(), &[]).await;
-    let doc = active_until(&p, Duration::from_secs(10), |d| active_node(d) == Some("vault-a")).await;
+    let doc =
+        active_until(&p, Duration::from_secs(10), |d| active_node(d) == Some("vault-a")).await;
     let mut keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["active", "active_candidates", "age_ms", "consul_index", "last_consul_ok_unix_ms", "scheme", "version"]
+        [
+            "active",
+            "active_candidates",
+            "age_ms",
+            "consul_index",
+            "last_consul_ok_unix_ms",
+            "scheme",
+            "version"
+        ]
     );
     p.stop().await.unwrap();
 }
@@ -178,7 +187,10 @@ async fn metrics_in_text_format_for_clients_that_ask_for_it_and_openmetrics_othe
     // What Prometheus sends: OpenMetrics preferred.
     let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
     let r = client().get(p.url("/metrics")).header("accept", prom).send().await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
     assert!(r.text().await.unwrap().ends_with("# EOF\n"));
     consul.update(|nodes| nodes.iter_mut().for_each(|n| n.role = Role::Standby));
     active_until(&p, Duration::from_secs(10), |d| d["active"].is_null()).await;
@@ -189,7 +201,12 @@ async fn metrics_in_text_format_for_clients_that_ask_for_it_and_openmetrics_othe
 
 /// Runs `vault-redirect-poller status` and returns (exit code, stdout, stderr).
 fn status_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).arg("status").args(args).env_remove("VAULT_REDIRECT_LISTEN").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("status")
+        .args(args)
+        .env_remove("VAULT_REDIRECT_LISTEN")
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -204,20 +221,25 @@ async fn the_status_subcommand_prints_the_table_and_exits_by_health() {
     active_until(&p, Duration::from_secs(10), |d| active_node(d) == Some("vault-a")).await;
     let addr = p.addr.to_string();
     let a = addr.clone();
-    let (code, out, err) = tokio::task::spawn_blocking(move || status_cli(&["--addr", &a])).await.unwrap();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || status_cli(&["--addr", &a])).await.unwrap();
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with(&format!("vault-redirect-poller at {addr}: OK\n")), "{out}");
     let active = out.lines().find(|l| l.starts_with("active ")).unwrap_or_default();
     assert!(active.ends_with("vault-a (10.0.0.1:8200)"), "{out}");
     for node in ["vault-a", "vault-b", "vault-c"] {
-        assert!(out.lines().any(|l| l.starts_with(node) && l.contains("passing")), "{node} missing:\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with(node) && l.contains("passing")),
+            "{node} missing:\n{out}"
+        );
     }
 
     // Two nodes tagged active: still serving, with a problem: 1.
     consul.update(|nodes| nodes[1].role = Role::Active);
     active_until(&p, Duration::from_secs(10), |d| d["active_candidates"] == 2).await;
     let a = addr.clone();
-    let (code, out, _) = tokio::task::spawn_blocking(move || status_cli(&["--addr", &a])).await.unwrap();
+    let (code, out, _) =
+        tokio::task::spawn_blocking(move || status_cli(&["--addr", &a])).await.unwrap();
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(": WARNING") && out.contains("2 nodes qualify as active"), "{out}");
 
@@ -225,18 +247,23 @@ async fn the_status_subcommand_prints_the_table_and_exits_by_health() {
     consul.update(|nodes| nodes.iter_mut().for_each(|n| n.role = Role::Standby));
     active_until(&p, Duration::from_secs(10), |d| d["active"].is_null()).await;
     let a = addr.clone();
-    let (code, out, _) = tokio::task::spawn_blocking(move || status_cli(&["--addr", &a, "--json"])).await.unwrap();
+    let (code, out, _) =
+        tokio::task::spawn_blocking(move || status_cli(&["--addr", &a, "--json"])).await.unwrap();
     assert_eq!(code, 2, "{out}");
     let doc: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["healthy"], false);
     // vault-a, then vault-b (the newest registration of the two), then none.
-    let to: Vec<Value> = doc["changes"].as_array().unwrap().iter().map(|c| c["to"]["node"].clone()).collect();
+    let to: Vec<Value> =
+        doc["changes"].as_array().unwrap().iter().map(|c| c["to"]["node"].clone()).collect();
     assert_eq!(to, [Value::Null, "vault-b".into(), "vault-a".into()]);
 
     // Nothing listening: 3, with the reason on stderr.
     p.stop().await.unwrap();
     let a = addr.clone();
-    let (code, out, err) = tokio::task::spawn_blocking(move || status_cli(&["--addr", &a, "--timeout", "2s"])).await.unwrap();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || status_cli(&["--addr", &a, "--timeout", "2s"]))
+            .await
+            .unwrap();
     assert_eq!(code, 3, "{out}{err}");
     assert!(out.contains("UNKNOWN") && err.contains(&addr), "{out}{err}");
 }

@@ -44,7 +44,11 @@ async fn a_long_poll_holding_a_siblings_local_event_is_answered_at_once_with_thi
     let started = Instant::now();
     let (status, got) = get_json(&p.url(&format!("/v1/active?index={}&wait=30s", v + 1))).await;
     assert_eq!(status, 200);
-    assert!(started.elapsed() < Duration::from_secs(10), "answered only after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered only after {:?}",
+        started.elapsed()
+    );
     assert_eq!(version(&got), v + 2, "{got}");
     assert_eq!(got["active"], doc["active"]);
     assert_eq!(got["consul_index"], doc["consul_index"]);
@@ -60,7 +64,8 @@ async fn a_long_poll_holding_a_siblings_local_event_is_answered_at_once_with_thi
 }
 
 #[tokio::test]
-async fn a_long_poll_from_a_sibling_that_saw_newer_consul_data_waits_for_this_replicas_own_answer() {
+async fn a_long_poll_from_a_sibling_that_saw_newer_consul_data_waits_for_this_replicas_own_answer()
+{
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start(&consul.url(), &[]).await;
     let doc = active_until(&p, Duration::from_secs(10), |d| active_node(d).is_some()).await;

@@ -30,7 +30,12 @@ async fn every_request_gets_a_307_to_the_active_node_with_its_path_and_query() {
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start(&consul.url(), &["--redirect-listen", "127.0.0.1:0"]).await;
     active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
-    let r = client().post(redirect_url(&p, "/v1/secret/data/a%20b?version=2")).body("{}").send().await.unwrap();
+    let r = client()
+        .post(redirect_url(&p, "/v1/secret/data/a%20b?version=2"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 307);
     assert_eq!(r.headers()["location"], "http://10.0.0.1:8200/v1/secret/data/a%20b?version=2");
     assert_eq!(r.headers()["cache-control"], "no-store");
@@ -47,7 +52,16 @@ async fn scheme_host_and_port_follow_the_flags() {
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start(
         &consul.url(),
-        &["--redirect-listen", "127.0.0.1:0", "--redirect-scheme", "https", "--redirect-host", "node", "--redirect-port", "443"],
+        &[
+            "--redirect-listen",
+            "127.0.0.1:0",
+            "--redirect-scheme",
+            "https",
+            "--redirect-host",
+            "node",
+            "--redirect-port",
+            "443",
+        ],
     )
     .await;
     active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
@@ -75,11 +89,19 @@ async fn targets_that_are_not_paths_are_refused_and_the_host_header_is_ignored()
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start(&consul.url(), &["--redirect-listen", "127.0.0.1:0"]).await;
     active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
-    let absolute = raw(&p, "GET http://evil.example/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n").await;
+    let absolute = raw(
+        &p,
+        "GET http://evil.example/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(absolute.starts_with("HTTP/1.1 400"), "{absolute}");
-    let spoofed = raw(&p, "GET /v1/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n").await;
+    let spoofed =
+        raw(&p, "GET /v1/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n").await;
     assert!(spoofed.starts_with("HTTP/1.1 307"), "{spoofed}");
-    assert!(spoofed.to_ascii_lowercase().contains("location: http://10.0.0.1:8200/v1/x\r\n"), "{spoofed}");
+    assert!(
+        spoofed.to_ascii_lowercase().contains("location: http://10.0.0.1:8200/v1/x\r\n"),
+        "{spoofed}"
+    );
     let long = format!("/{}", "a".repeat(9000));
     let r = client().get(redirect_url(&p, &long)).send().await.unwrap();
     assert_eq!(r.status(), 414);
@@ -97,6 +119,9 @@ async fn the_redirect_port_answers_vault_redirectors_health_path() {
     // Health is not a redirect; a redirect is counted as one.
     client().get(redirect_url(&p, "/v1/x")).send().await.unwrap();
     let text = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(text.contains("vault_redirect_redirect_responses_total{outcome=\"redirect\"} 1"), "{text}");
+    assert!(
+        text.contains("vault_redirect_redirect_responses_total{outcome=\"redirect\"} 1"),
+        "{text}"
+    );
     p.stop().await.unwrap();
 }

@@ -38,7 +38,8 @@ impl Drop for Pki {
 
 impl Pki {
     fn new(name: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("vrp-redirect-tls-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("vrp-redirect-tls-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -49,10 +50,14 @@ impl Pki {
         mid_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let mid = mid_params.signed_by(&mid_key, &ca, &ca_key).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&leaf_key, &mid, &mid_key).unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &mid, &mid_key)
+            .unwrap();
         std::fs::write(dir.join("chain.pem"), format!("{}{}", leaf.pem(), mid.pem())).unwrap();
         std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-        std::fs::write(dir.join("other-key.pem"), KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        std::fs::write(dir.join("other-key.pem"), KeyPair::generate().unwrap().serialize_pem())
+            .unwrap();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         Pki { dir, ca: ca.pem() }
     }
@@ -115,7 +120,13 @@ async fn redirects_over_https_and_http_1_1_carry_the_active_nodes_location() {
     let pki = Pki::new("h1");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start_tls(&consul, &pki, &[]).await;
-    let r = pki.client(Some(Version::HTTP_11)).put(https(&p, "/v1/secret/data/a%20b?version=2")).body("{}").send().await.unwrap();
+    let r = pki
+        .client(Some(Version::HTTP_11))
+        .put(https(&p, "/v1/secret/data/a%20b?version=2"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.version(), Version::HTTP_11);
     assert_eq!(r.status(), 307);
     assert_eq!(r.headers()["location"], "http://10.0.0.1:8200/v1/secret/data/a%20b?version=2");
@@ -123,7 +134,8 @@ async fn redirects_over_https_and_http_1_1_carry_the_active_nodes_location() {
 
     consul.set_active("vault-c");
     active_until(&p, Duration::from_secs(5), |d| active_node(d) == Some("vault-c")).await;
-    let r = pki.client(Some(Version::HTTP_11)).get(https(&p, "/v1/sys/health")).send().await.unwrap();
+    let r =
+        pki.client(Some(Version::HTTP_11)).get(https(&p, "/v1/sys/health")).send().await.unwrap();
     assert_eq!(r.headers()["location"], "http://10.0.0.3:8200/v1/sys/health");
     p.stop().await.unwrap();
 }
@@ -150,7 +162,8 @@ async fn vault_redirector_health_is_answered_over_tls_and_the_state_api_stays_pl
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start_tls(&consul, &pki, &[]).await;
     for version in [Some(Version::HTTP_11), None] {
-        let r = pki.client(version).get(https(&p, "/vault-redirector-health")).send().await.unwrap();
+        let r =
+            pki.client(version).get(https(&p, "/vault-redirector-health")).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["healthy"], true, "{body}");
@@ -178,13 +191,16 @@ async fn plain_http_to_the_tls_port_gets_no_answer_it_could_follow() {
 async fn redirect_scheme_is_the_locations_scheme_whatever_the_listener_speaks() {
     let pki = Pki::new("scheme");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
-    let p = start_tls(&consul, &pki, &["--redirect-scheme", "https", "--redirect-port", "8443"]).await;
+    let p =
+        start_tls(&consul, &pki, &["--redirect-scheme", "https", "--redirect-port", "8443"]).await;
     let r = pki.client(None).get(https(&p, "/v1/x")).send().await.unwrap();
     assert_eq!(r.headers()["location"], "https://10.0.0.1:8443/v1/x");
     p.stop().await.unwrap();
 
     // And the reverse: a plain listener sending https Locations (TLS terminated elsewhere).
-    let p = start(&consul.url(), &["--redirect-listen", "127.0.0.1:0", "--redirect-scheme", "https"]).await;
+    let p =
+        start(&consul.url(), &["--redirect-listen", "127.0.0.1:0", "--redirect-scheme", "https"])
+            .await;
     active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
     let r = client().get(format!("http://{}/v1/x", p.redirect.unwrap())).send().await.unwrap();
     assert_eq!(r.headers()["location"], "https://10.0.0.1:8200/v1/x");
@@ -203,11 +219,16 @@ async fn stopping_does_not_wait_for_idle_keep_alives_or_silent_handshakes() {
     assert_eq!(h1.get(https(&p, "/a")).send().await.unwrap().status(), 307);
     assert_eq!(h2.get(https(&p, "/b")).send().await.unwrap().status(), 307);
     let asked = Instant::now();
-    tokio::time::timeout(Duration::from_secs(5), p.stop()).await.expect("stop waited on idle clients").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), p.stop())
+        .await
+        .expect("stop waited on idle clients")
+        .unwrap();
     assert!(asked.elapsed() < Duration::from_secs(3), "stop took {:?}", asked.elapsed());
     // The silent client was let go, not left open.
     let mut buf = [0u8; 1];
-    let n = tokio::time::timeout(Duration::from_secs(2), silent.read(&mut buf)).await.expect("silent client still open");
+    let n = tokio::time::timeout(Duration::from_secs(2), silent.read(&mut buf))
+        .await
+        .expect("silent client still open");
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
 }
 
@@ -252,10 +273,13 @@ async fn start_up_refuses_a_key_that_does_not_match_the_certificate_or_files_tha
 async fn start_up_refuses_one_flag_without_the_other_or_tls_without_a_redirect_listener() {
     let pki = Pki::new("pair");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
-    let cert_only = ["--redirect-listen", "127.0.0.1:0", "--redirect-tls-cert", &pki.path("chain.pem")].map(String::from);
+    let cert_only =
+        ["--redirect-listen", "127.0.0.1:0", "--redirect-tls-cert", &pki.path("chain.pem")]
+            .map(String::from);
     let err = refused(&consul, &cert_only).await;
     assert!(err.contains("only --redirect-tls-cert was given"), "{err}");
-    let key_only = ["--redirect-listen", "127.0.0.1:0", "--redirect-tls-key", &pki.path("key.pem")].map(String::from);
+    let key_only = ["--redirect-listen", "127.0.0.1:0", "--redirect-tls-key", &pki.path("key.pem")]
+        .map(String::from);
     let err = refused(&consul, &key_only).await;
     assert!(err.contains("only --redirect-tls-key was given"), "{err}");
     let no_listener = pki.flags(&[]).split_off(2);
@@ -279,7 +303,14 @@ async fn the_binary_takes_the_files_from_its_environment_twins_and_refuses_bad_o
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let spawn = |key: &str| {
         Command::new(BIN)
-            .args(["--consul-addr", &consul.url(), "--listen", "127.0.0.1:0", "--redirect-listen", "127.0.0.1:0"])
+            .args([
+                "--consul-addr",
+                &consul.url(),
+                "--listen",
+                "127.0.0.1:0",
+                "--redirect-listen",
+                "127.0.0.1:0",
+            ])
             .env_remove("RUST_LOG")
             .env("VAULT_REDIRECT_TLS_CERT", pki.path("chain.pem"))
             .env("VAULT_REDIRECT_TLS_KEY", pki.path(key))
@@ -295,12 +326,17 @@ async fn the_binary_takes_the_files_from_its_environment_twins_and_refuses_bad_o
     std::thread::spawn(move || {
         use std::io::BufRead;
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.rsplit("redirects listening on ").next().filter(|_| line.contains("redirects listening on ")) {
+            if let Some(addr) = line
+                .rsplit("redirects listening on ")
+                .next()
+                .filter(|_| line.contains("redirects listening on "))
+            {
                 let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(10)).expect("the binary logs its redirect address");
+    let addr =
+        rx.recv_timeout(Duration::from_secs(10)).expect("the binary logs its redirect address");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let r = pki.client(None).get(format!("https://{addr}/v1/x")).send().await.unwrap();

@@ -139,7 +139,14 @@ async fn past_max_waiters_a_long_poll_is_answered_at_once_and_counted() {
     let doc = active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
     let version = doc["version"].as_u64().unwrap();
     let url = p.url(&format!("/v1/active?index={version}&wait=30s"));
-    let parked: Vec<_> = (0..2).map(|_| tokio::spawn({ let url = url.clone(); async move { get_json(&url).await } })).collect();
+    let parked: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn({
+                let url = url.clone();
+                async move { get_json(&url).await }
+            })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(parked.iter().all(|w| !w.is_finished()), "the first two long-polls must park");
     let started = Instant::now();

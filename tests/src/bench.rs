@@ -13,10 +13,7 @@ pub const CONNECTIONS: u32 = 32;
 pub fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc stat")?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
@@ -26,15 +23,8 @@ pub fn cpu_ticks(pid: u32) -> Result<u64> {
 /// Resident memory of a process in KiB.
 pub fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("no value")?
-        .parse()?)
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
 }
 
 /// What one load run measured.
@@ -84,19 +74,15 @@ pub async fn load(name: &str, url: &str, pid: u32, duration: Duration) -> Result
         bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     }
     let field = |prefix: &str| {
-        text.lines()
-            .find(|l| l.trim_start().starts_with(prefix))
-            .map(str::to_string)
+        text.lines().find(|l| l.trim_start().starts_with(prefix)).map(str::to_string)
     };
     let rps: f64 = field("Requests/sec:")
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .context("no Requests/sec")?;
-    let p50 = field("50%")
-        .and_then(|l| parse_latency(l.split_whitespace().nth(1)?))
-        .context("no p50")?;
-    let p99 = field("99%")
-        .and_then(|l| parse_latency(l.split_whitespace().nth(1)?))
-        .context("no p99")?;
+    let p50 =
+        field("50%").and_then(|l| parse_latency(l.split_whitespace().nth(1)?)).context("no p50")?;
+    let p99 =
+        field("99%").and_then(|l| parse_latency(l.split_whitespace().nth(1)?)).context("no p99")?;
     let requests: u64 = text
         .lines()
         .find(|l| l.contains("requests in"))
@@ -107,9 +93,7 @@ pub async fn load(name: &str, url: &str, pid: u32, duration: Duration) -> Result
         .unwrap_or(0)
         + field("Socket errors:")
             .map(|l| {
-                l.split(|c: char| !c.is_ascii_digit())
-                    .filter_map(|n| n.parse::<u64>().ok())
-                    .sum()
+                l.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum()
             })
             .unwrap_or(0);
     let ticks = after.saturating_sub(before) as f64;

@@ -108,12 +108,22 @@ pub fn binary() -> Result<PathBuf> {
 }
 
 /// Renders the bootstrap template with these values.
-pub fn render(opts: &EnvoyOptions, listen: SocketAddr, admin: SocketAddr, wasm: &std::path::Path) -> Result<String> {
+pub fn render(
+    opts: &EnvoyOptions,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    wasm: &std::path::Path,
+) -> Result<String> {
     Ok(render_parts(opts, listen, admin, wasm)?.0)
 }
 
 /// The bootstrap, and for an LDS Envoy the listener file's content.
-fn render_parts(opts: &EnvoyOptions, listen: SocketAddr, admin: SocketAddr, wasm: &Path) -> Result<(String, Option<String>)> {
+fn render_parts(
+    opts: &EnvoyOptions,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    wasm: &Path,
+) -> Result<(String, Option<String>)> {
     let mut yaml = fill(&opts.template, opts, listen, admin, wasm)?;
     if let Some(files) = &opts.tls {
         yaml = with_tls(&yaml, files)?;
@@ -122,12 +132,22 @@ fn render_parts(opts: &EnvoyOptions, listen: SocketAddr, admin: SocketAddr, wasm
         if opts.lds || opts.tls.is_some() {
             anyhow::bail!("a second listener is only rendered for a plain, static bootstrap");
         }
-        let second = EnvoyOptions { plugin_config: plugin_config.clone(), second_listener: None, ..opts.clone() };
+        let second = EnvoyOptions {
+            plugin_config: plugin_config.clone(),
+            second_listener: None,
+            ..opts.clone()
+        };
         let other = fill(&opts.template, &second, *addr, admin, wasm)?;
         let block = other
             .split_once("  listeners:\n")
             .and_then(|(_, rest)| rest.split_once("  clusters:\n"))
-            .map(|(listeners, _)| listeners.replacen("  - name: vault_redirect\n", "  - name: vault_redirect_second\n", 1))
+            .map(|(listeners, _)| {
+                listeners.replacen(
+                    "  - name: vault_redirect\n",
+                    "  - name: vault_redirect_second\n",
+                    1,
+                )
+            })
             .context("the template has no `listeners:` ... `clusters:` section")?;
         yaml = yaml.replacen("  clusters:\n", &format!("{block}  clusters:\n"), 1);
     }
@@ -171,14 +191,22 @@ fn with_tls(yaml: &str, files: &TlsFiles) -> Result<String> {
 /// (filesystem LDS, `dir` watched for moves) and that file's content: the same listener as
 /// an LDS `DiscoveryResponse`.
 fn split_lds(yaml: &str, dir: &Path, path: &Path) -> Result<(String, String)> {
-    let (head, rest) = yaml.split_once("static_resources:\n  listeners:\n").context("the Envoy template has no static listeners")?;
-    let (listeners, clusters) = rest.split_once("\n  clusters:\n").context("the Envoy template has no clusters after its listeners")?;
+    let (head, rest) = yaml
+        .split_once("static_resources:\n  listeners:\n")
+        .context("the Envoy template has no static listeners")?;
+    let (listeners, clusters) = rest
+        .split_once("\n  clusters:\n")
+        .context("the Envoy template has no clusters after its listeners")?;
     let listener = listeners
         .lines()
         .map(|l| l.strip_prefix("  ").unwrap_or(l))
         .collect::<Vec<_>>()
         .join("\n")
-        .replacen("- name: ", "- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n  name: ", 1);
+        .replacen(
+            "- name: ",
+            "- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n  name: ",
+            1,
+        );
     let listener_file = format!("# Rendered by tests/src/envoy.rs from envoy/envoy.yaml.tmpl's listener (filesystem LDS).\nresources:\n{listener}\n");
     let bootstrap = format!(
         "{head}node:\n  id: vault-redirect\n  cluster: vault-redirect\ndynamic_resources:\n  lds_config:\n    resource_api_version: V3\n    path_config_source:\n      path: \"{}\"\n      watched_directory: {{ path: \"{}\" }}\nstatic_resources:\n  clusters:\n{clusters}",
@@ -216,18 +244,32 @@ fn extra_poller_endpoints(template: &str, pollers: &[SocketAddr]) -> String {
 
 /// The directory and file of an LDS Envoy's listener, unique per listener port.
 fn lds_paths(listen: SocketAddr) -> (PathBuf, PathBuf) {
-    let dir = crate::target_dir().join("e2e-logs").join(format!("lds-{}-{}", std::process::id(), listen.port()));
+    let dir = crate::target_dir().join("e2e-logs").join(format!(
+        "lds-{}-{}",
+        std::process::id(),
+        listen.port()
+    ));
     let path = dir.join("listener.yaml");
     (dir, path)
 }
 
 /// Renders `template` (relative to the workspace root) with every placeholder the templates use.
-fn fill(template: &str, opts: &EnvoyOptions, listen: SocketAddr, admin: SocketAddr, wasm: &Path) -> Result<String> {
+fn fill(
+    template: &str,
+    opts: &EnvoyOptions,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    wasm: &Path,
+) -> Result<String> {
     let template_path = crate::workspace_root().join(template);
-    let template = std::fs::read_to_string(&template_path).with_context(|| format!("reading {}", template_path.display()))?;
+    let template = std::fs::read_to_string(&template_path)
+        .with_context(|| format!("reading {}", template_path.display()))?;
     // The plugin configuration sits in a single-quoted YAML scalar: double any quote.
     let plugin = opts.plugin_config.replace('\'', "''");
-    let template = template.replace(EXTRA_POLLERS_PLACEHOLDER, &extra_poller_endpoints(&template, &opts.extra_pollers));
+    let template = template.replace(
+        EXTRA_POLLERS_PLACEHOLDER,
+        &extra_poller_endpoints(&template, &opts.extra_pollers),
+    );
     Ok(template
         .replace("{{ADMIN_PORT}}", &admin.port().to_string())
         .replace("{{LISTEN_ADDRESS}}", &listen.ip().to_string())
@@ -252,8 +294,10 @@ impl Envoy {
         std::fs::create_dir_all(&dir)?;
         let lds = if opts.lds {
             let (lds_dir, path) = lds_paths(listen);
-            std::fs::create_dir_all(&lds_dir).with_context(|| format!("creating {}", lds_dir.display()))?;
-            let mut lds = Lds { dir: lds_dir, path, opts: opts.clone(), wasm: wasm.clone(), updates: 0 };
+            std::fs::create_dir_all(&lds_dir)
+                .with_context(|| format!("creating {}", lds_dir.display()))?;
+            let mut lds =
+                Lds { dir: lds_dir, path, opts: opts.clone(), wasm: wasm.clone(), updates: 0 };
             lds.write(listen, admin)?;
             Some(lds)
         } else {
@@ -313,13 +357,19 @@ impl Envoy {
             let rejected = self.stat("listener_manager.lds.update_rejected").await?.unwrap_or(0);
             let warming = self.stat("listener_manager.total_listeners_warming").await?.unwrap_or(0);
             if rejected > rejected_before {
-                anyhow::bail!("Envoy rejected the new listener; end of its log:\n{}", self.proc.log_tail(20));
+                anyhow::bail!(
+                    "Envoy rejected the new listener; end of its log:\n{}",
+                    self.proc.log_tail(20)
+                );
             }
             if ok > before && warming == 0 {
                 return Ok(());
             }
             if std::time::Instant::now() >= deadline {
-                anyhow::bail!("Envoy did not apply the new listener in 30 s; end of its log:\n{}", self.proc.log_tail(20));
+                anyhow::bail!(
+                    "Envoy did not apply the new listener in 30 s; end of its log:\n{}",
+                    self.proc.log_tail(20)
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -332,9 +382,17 @@ impl Envoy {
         text.lines()
             .filter(|l| {
                 let l = l.to_ascii_lowercase();
-                ["panic", "runtimeerror", "uncaught", "wasm trap", "vm failed", "failed to start", "[critical]"]
-                    .iter()
-                    .any(|p| l.contains(p))
+                [
+                    "panic",
+                    "runtimeerror",
+                    "uncaught",
+                    "wasm trap",
+                    "vm failed",
+                    "failed to start",
+                    "[critical]",
+                ]
+                .iter()
+                .any(|p| l.contains(p))
             })
             .map(str::to_string)
             .collect()
@@ -342,8 +400,15 @@ impl Envoy {
 
     /// One counter or gauge from Envoy's admin `/stats`, by its full name.
     pub async fn stat(&self, name: &str) -> Result<Option<u64>> {
-        let text = crate::client()?.get(format!("http://{}/stats?filter={name}", self.admin)).send().await?.text().await?;
-        Ok(text.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok())))
+        let text = crate::client()?
+            .get(format!("http://{}/stats?filter={name}", self.admin))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok())))
     }
 
     /// Waits (up to 10 s) until the counter `name` reaches `at_least`, and returns it. The
@@ -372,7 +437,8 @@ impl Lds {
         self.updates += 1;
         let tmp = self.dir.join(format!(".listener-{}.yaml", self.updates));
         std::fs::write(&tmp, yaml).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path).with_context(|| format!("moving {} to {}", tmp.display(), self.path.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("moving {} to {}", tmp.display(), self.path.display()))?;
         Ok(())
     }
 }

@@ -44,7 +44,8 @@ impl Report {
         if self.latencies.is_empty() {
             return Duration::ZERO;
         }
-        let rank = ((q * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
+        let rank =
+            ((q * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
         self.latencies[rank - 1]
     }
 
@@ -71,7 +72,10 @@ fn ms(d: Duration) -> f64 {
 /// The soft and hard `RLIMIT_NOFILE` of this process, from /proc/self/limits.
 pub fn fd_limits() -> Result<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
-    let line = text.lines().find(|l| l.starts_with("Max open files")).context("no \"Max open files\" in /proc/self/limits")?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .context("no \"Max open files\" in /proc/self/limits")?;
     let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     match nums.as_slice() {
         [soft, hard, ..] => Ok((*soft, *hard)),
@@ -102,7 +106,8 @@ pub fn raise_fd_limit(needed: u64) -> Result<()> {
 
 /// Resident set size of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
     text.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
@@ -112,12 +117,15 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 
 /// CPU time (user + system) `pid` has used, from /proc/<pid>/stat (clock ticks of 10 ms).
 pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the command (which may hold spaces) start after the last ')'.
     let rest = text.rsplit_once(')').map(|(_, r)| r).context("no ')' in /proc/<pid>/stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the command.
-    let ticks = |i: usize| -> Result<u64> { fields.get(i).and_then(|f| f.parse().ok()).context("short /proc/<pid>/stat") };
+    let ticks = |i: usize| -> Result<u64> {
+        fields.get(i).and_then(|f| f.parse().ok()).context("short /proc/<pid>/stat")
+    };
     Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
@@ -181,8 +189,13 @@ pub async fn run(waiters: usize, answer_within: Duration) -> Result<Report> {
     .await
     .context("starting the Consul double")?;
     // Logs at warn: an info line per request would measure the logger.
-    let poller = Poller::start_with_env(&consul.url(), crate::free_addr()?, &["--consul-wait", "5m"], &[("RUST_LOG", "warn".to_string())])
-        .await?;
+    let poller = Poller::start_with_env(
+        &consul.url(),
+        crate::free_addr()?,
+        &["--consul-wait", "5m"],
+        &[("RUST_LOG", "warn".to_string())],
+    )
+    .await?;
     let pid = poller.proc.pid().context("the poller has no pid")?;
     let client = crate::client()?;
     let old = crate::wait_for("the poller's first active node", Duration::from_secs(20), || {
@@ -210,7 +223,8 @@ pub async fn run(waiters: usize, answer_within: Duration) -> Result<Report> {
                 let mut s = TcpStream::connect(addr).await?;
                 s.set_nodelay(true)?;
                 // Keep-alive, as Envoy holds its connections to the poller.
-                let req = format!("GET /v1/active?index={old}&wait=5m HTTP/1.1\r\nHost: poller\r\n\r\n");
+                let req =
+                    format!("GET /v1/active?index={old}&wait=5m HTTP/1.1\r\nHost: poller\r\n\r\n");
                 s.write_all(req.as_bytes()).await?;
                 anyhow::Ok(s)
             }
@@ -281,5 +295,14 @@ pub async fn run(waiters: usize, answer_within: Duration) -> Result<Report> {
     let answer_cpu = cpu_time(pid)?.saturating_sub(cpu_before);
     drop(poller);
     consul.shutdown().await;
-    Ok(Report { waiters, rss_kib: rss, idle_rss_kib, old_version: old, new_version, latencies, connect_time, answer_cpu })
+    Ok(Report {
+        waiters,
+        rss_kib: rss,
+        idle_rss_kib,
+        old_version: old,
+        new_version,
+        latencies,
+        connect_time,
+        answer_cpu,
+    })
 }

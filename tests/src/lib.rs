@@ -24,7 +24,9 @@ pub fn workspace_root() -> PathBuf {
 
 /// Cargo's target directory for this workspace.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// A built artifact, or an error saying how to build it.
@@ -32,7 +34,10 @@ pub fn artifact(path: PathBuf, how: &str) -> Result<PathBuf> {
     if path.is_file() {
         Ok(path)
     } else {
-        bail!("{} is missing: build it with `{how}` (scripts/build.sh builds everything)", path.display())
+        bail!(
+            "{} is missing: build it with `{how}` (scripts/build.sh builds everything)",
+            path.display()
+        )
     }
 }
 
@@ -94,7 +99,9 @@ pub async fn location(client: &reqwest::Client, url: &str) -> Result<(u16, Optio
 /// pass, and returns the status, the header lines and the body.
 pub async fn raw_http1(addr: SocketAddr, request: &[u8]) -> Result<RawResponse> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
     stream.write_all(request).await?;
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), async {
@@ -107,9 +114,9 @@ pub async fn raw_http1(addr: SocketAddr, request: &[u8]) -> Result<RawResponse> 
             if let Some(end) = find(&buf, b"\r\n\r\n") {
                 // Stop once the headers and a content-length body are in.
                 let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
+                let len = head.lines().find_map(|l| {
+                    l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok())
+                });
                 if len.is_some_and(|n| buf.len() >= end + 4 + n) {
                     break;
                 }
@@ -129,7 +136,9 @@ pub async fn raw_http1(addr: SocketAddr, request: &[u8]) -> Result<RawResponse> 
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no status line in {head:?}"))?;
     let headers = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
         .collect();
     let body = String::from_utf8_lossy(buf.get(end + 4..).unwrap_or_default()).to_string();
     Ok(RawResponse { status, headers, body })

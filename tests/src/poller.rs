@@ -21,7 +21,10 @@ pub fn binary() -> Result<std::path::PathBuf> {
     if let Some(bin) = std::env::var_os("VAULT_REDIRECT_POLLER_BIN") {
         return crate::artifact(bin.into(), "cargo build --release -p vault-redirect-poller");
     }
-    crate::artifact(crate::target_dir().join("debug/vault-redirect-poller"), "cargo build -p vault-redirect-poller")
+    crate::artifact(
+        crate::target_dir().join("debug/vault-redirect-poller"),
+        "cargo build -p vault-redirect-poller",
+    )
 }
 
 impl Poller {
@@ -36,15 +39,27 @@ impl Poller {
     }
 
     /// Starts the poller listening on `addr` with these environment variables.
-    pub async fn start_with_env(consul_url: &str, addr: SocketAddr, extra: &[&str], env: &[(&str, String)]) -> Result<Poller> {
-        let mut args = vec!["--consul-addr".to_string(), consul_url.to_string(), "--listen".to_string(), addr.to_string()];
+    pub async fn start_with_env(
+        consul_url: &str,
+        addr: SocketAddr,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<Poller> {
+        let mut args = vec![
+            "--consul-addr".to_string(),
+            consul_url.to_string(),
+            "--listen".to_string(),
+            addr.to_string(),
+        ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn("poller", &binary()?, &args, env)?;
         let client = crate::client()?;
         let url = format!("http://{addr}/v1/active");
         let started = crate::wait_for("the poller's /v1/active", Duration::from_secs(20), || {
             let (client, url) = (client.clone(), url.clone());
-            async move { client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+            async move {
+                client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+            }
         })
         .await;
         if let Err(e) = started {
@@ -56,7 +71,12 @@ impl Poller {
 
     /// The poller's current state document.
     pub async fn state(&self) -> Result<vault_redirect_core::StateDoc> {
-        let body = crate::client()?.get(format!("http://{}/v1/active", self.addr)).send().await?.bytes().await?;
+        let body = crate::client()?
+            .get(format!("http://{}/v1/active", self.addr))
+            .send()
+            .await?
+            .bytes()
+            .await?;
         Ok(vault_redirect_core::StateDoc::parse(&body)?)
     }
 }

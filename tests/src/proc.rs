@@ -15,11 +15,17 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `program args` with stdout and stderr in `target/e2e-logs/<name>-<n>.log`.
-    pub fn spawn(name: &str, program: &Path, args: &[String], env: &[(&str, String)]) -> Result<Proc> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> Result<Proc> {
         let dir = crate::target_dir().join("e2e-logs");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let log = dir.join(format!("{name}-{}-{}.log", std::process::id(), unique()));
-        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
@@ -45,7 +51,12 @@ impl Proc {
     /// Errors if the process has exited, with the end of its log.
     pub fn check_alive(&mut self) -> Result<()> {
         if let Ok(Some(status)) = self.child.try_wait() {
-            anyhow::bail!("{} exited ({status}); end of {}:\n{}", self.name, self.log.display(), self.log_tail(30));
+            anyhow::bail!(
+                "{} exited ({status}); end of {}:\n{}",
+                self.name,
+                self.log.display(),
+                self.log_tail(30)
+            );
         }
         Ok(())
     }

@@ -47,7 +47,9 @@ pub enum Answer {
 impl Answer {
     /// A state document; its `version` field drives the long-poll rule.
     pub fn state(doc: &serde_json::Value) -> Result<Answer> {
-        let version = doc["version"].as_u64().with_context(|| format!("state without a numeric version: {doc}"))?;
+        let version = doc["version"]
+            .as_u64()
+            .with_context(|| format!("state without a numeric version: {doc}"))?;
         Ok(Answer::State { version, body: doc.to_string() })
     }
 
@@ -110,10 +112,15 @@ impl Drop for ScriptedPoller {
 impl ScriptedPoller {
     /// Starts on a free 127.0.0.1 port, answering [`Answer::Hold`] until told otherwise.
     pub async fn start() -> Result<ScriptedPoller> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding 127.0.0.1:0")?;
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let (answer, _) = watch::channel(Answer::Hold);
-        let inner = Arc::new(Inner { answer, held: Mutex::new(BTreeMap::new()), served: Mutex::new(Vec::new()) });
+        let inner = Arc::new(Inner {
+            answer,
+            held: Mutex::new(BTreeMap::new()),
+            served: Mutex::new(Vec::new()),
+        });
         // Envoy's bootstrap health-checks the poller cluster on /readyz: a scripted poller is
         // always ready (a failing poller is scripted through /v1/active's answers).
         let app = Router::new()
@@ -173,9 +180,13 @@ impl Drop for Held<'_> {
     }
 }
 
-async fn active(State(inner): State<Arc<Inner>>, Query(query): Query<BTreeMap<String, String>>) -> Response {
+async fn active(
+    State(inner): State<Arc<Inner>>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
     let index = query.get("index").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let wait_s = query.get("wait").and_then(|v| v.trim_end_matches('s').parse().ok()).unwrap_or(30u64);
+    let wait_s =
+        query.get("wait").and_then(|v| v.trim_end_matches('s').parse().ok()).unwrap_or(30u64);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s);
     let mut changes = inner.answer.subscribe();
     let (status, body) = loop {

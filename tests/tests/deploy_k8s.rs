@@ -15,11 +15,15 @@ use vault_redirect_e2e::{client, workspace_root};
 
 /// Every document of a multi-document YAML file, by kind.
 fn documents(path: &str) -> Result<BTreeMap<String, Value>> {
-    let text = std::fs::read_to_string(workspace_root().join(path)).with_context(|| format!("reading {path}"))?;
+    let text = std::fs::read_to_string(workspace_root().join(path))
+        .with_context(|| format!("reading {path}"))?;
     let mut out = BTreeMap::new();
     for doc in serde_norway::Deserializer::from_str(&text) {
         let v = Value::deserialize(doc).with_context(|| format!("parsing {path}"))?;
-        let kind = v["kind"].as_str().with_context(|| format!("a document of {path} has no kind"))?.to_string();
+        let kind = v["kind"]
+            .as_str()
+            .with_context(|| format!("a document of {path} has no kind"))?
+            .to_string();
         if out.insert(kind.clone(), v).is_some() {
             bail!("{path} has two {kind} documents");
         }
@@ -33,7 +37,14 @@ fn s<'a>(v: &'a Value, what: &str) -> Result<&'a str> {
 
 /// Kubernetes quantities as bytes (`128Mi`, `1Gi`, `64M`).
 fn bytes(q: &str) -> Result<u64> {
-    let units = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("K", 1000), ("M", 1_000_000), ("G", 1_000_000_000)];
+    let units = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("K", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ];
     for (suffix, mult) in units {
         if let Some(n) = q.strip_suffix(suffix) {
             return Ok(n.parse::<u64>().with_context(|| format!("quantity {q:?}"))? * mult);
@@ -45,14 +56,21 @@ fn bytes(q: &str) -> Result<u64> {
 /// The largest poller RSS (MB) of a 10,000-waiter row in the Fan-out section of
 /// docs/BENCHMARKS.md.
 fn measured_rss_mb() -> Result<f64> {
-    let text = std::fs::read_to_string(workspace_root().join("docs/BENCHMARKS.md")).context("reading docs/BENCHMARKS.md")?;
-    let section = text.split("\n## ").find(|s| s.starts_with("Fan-out")).context("no \"## Fan-out\" in docs/BENCHMARKS.md")?;
+    let text = std::fs::read_to_string(workspace_root().join("docs/BENCHMARKS.md"))
+        .context("reading docs/BENCHMARKS.md")?;
+    let section = text
+        .split("\n## ")
+        .find(|s| s.starts_with("Fan-out"))
+        .context("no \"## Fan-out\" in docs/BENCHMARKS.md")?;
     let mut max: Option<f64> = None;
     for line in section.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         // | run | waiters | poller RSS, all parked | ...
         if cells.len() > 4 && cells[2] == "10000" {
-            let mb: f64 = cells[3].trim_end_matches(" MB").parse().with_context(|| format!("RSS cell in {line:?}"))?;
+            let mb: f64 = cells[3]
+                .trim_end_matches(" MB")
+                .parse()
+                .with_context(|| format!("RSS cell in {line:?}"))?;
             max = Some(max.map_or(mb, |m: f64| m.max(mb)));
         }
     }
@@ -80,27 +98,50 @@ async fn the_kubernetes_deployment_agrees_with_the_poller_binary() -> Result<()>
     // Flags and environment variables exist in the real binary's --help.
     let help = std::process::Command::new(binary()?).arg("--help").output()?;
     let help = String::from_utf8(help.stdout)?;
-    let args: Vec<&str> = c["args"].as_sequence().context("args")?.iter().map(|a| s(a, "arg")).collect::<Result<_>>()?;
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .context("args")?
+        .iter()
+        .map(|a| s(a, "arg"))
+        .collect::<Result<_>>()?;
     for flag in args.iter().filter(|a| a.starts_with("--")) {
-        assert!(help.contains(&format!("  {flag} <")) || help.contains(&format!("  {flag} [")), "flag {flag} is not in --help");
+        assert!(
+            help.contains(&format!("  {flag} <")) || help.contains(&format!("  {flag} [")),
+            "flag {flag} is not in --help"
+        );
     }
     for e in c["env"].as_sequence().context("env")? {
         let name = s(&e["name"], "env name")?;
-        let known = help.contains(&format!("[env: {name}=")) || help.contains(&format!("[env: {name}]")) || name == "RUST_LOG";
+        let known = help.contains(&format!("[env: {name}="))
+            || help.contains(&format!("[env: {name}]"))
+            || name == "RUST_LOG";
         assert!(known, "environment variable {name} is not in --help");
     }
 
     // The listen port is the container port, the Service's target, and the WasmPlugin's cluster.
-    let listen = args.iter().position(|a| *a == "--listen").and_then(|i| args.get(i + 1)).context("no --listen")?;
+    let listen = args
+        .iter()
+        .position(|a| *a == "--listen")
+        .and_then(|i| args.get(i + 1))
+        .context("no --listen")?;
     let port: u64 = listen.rsplit(':').next().context("listen port")?.parse()?;
     assert!(listen.starts_with("0.0.0.0:"), "--listen {listen} is not reachable from other pods");
     let ports = c["ports"].as_sequence().context("ports")?;
-    let named = ports.iter().find(|p| p["containerPort"].as_u64() == Some(port)).context("no containerPort for --listen")?;
+    let named = ports
+        .iter()
+        .find(|p| p["containerPort"].as_u64() == Some(port))
+        .context("no containerPort for --listen")?;
     let port_name = s(&named["name"], "port name")?;
     let svc_port = &service["spec"]["ports"][0];
     let target = &svc_port["targetPort"];
-    assert!(target.as_str() == Some(port_name) || target.as_u64() == Some(port), "Service targets {target:?}, the poller listens on {port}");
-    assert!(s(&svc_port["name"], "Service port name")?.starts_with("http"), "Istio needs the port named http*");
+    assert!(
+        target.as_str() == Some(port_name) || target.as_u64() == Some(port),
+        "Service targets {target:?}, the poller listens on {port}"
+    );
+    assert!(
+        s(&svc_port["name"], "Service port name")?.starts_with("http"),
+        "Istio needs the port named http*"
+    );
     let svc_port_number = svc_port["port"].as_u64().context("Service port")?;
     let fqdn = format!(
         "{}.{}.svc.cluster.local",
@@ -111,7 +152,10 @@ async fn the_kubernetes_deployment_agrees_with_the_poller_binary() -> Result<()>
     let plugin = documents("deploy/k8s/wasmplugin.yaml")?;
     let plugin = plugin.get("WasmPlugin").context("no WasmPlugin")?;
     let cfg = &plugin["spec"]["pluginConfig"];
-    assert_eq!(s(&cfg["poller_cluster"], "poller_cluster")?, format!("outbound|{svc_port_number}||{fqdn}"));
+    assert_eq!(
+        s(&cfg["poller_cluster"], "poller_cluster")?,
+        format!("outbound|{svc_port_number}||{fqdn}")
+    );
     assert_eq!(s(&cfg["poller_authority"], "poller_authority")?, fqdn);
     let rule = documents("deploy/k8s/destinationrule.yaml")?;
     let rule = rule.get("DestinationRule").context("no DestinationRule")?;
@@ -123,7 +167,10 @@ async fn the_kubernetes_deployment_agrees_with_the_poller_binary() -> Result<()>
     let request = bytes(s(&requests["memory"], "memory request")?)?;
     let limit = bytes(s(&c["resources"]["limits"]["memory"], "memory limit")?)?;
     let measured = measured_rss_mb()?;
-    assert!(request as f64 >= measured * 1_000_000.0, "memory request {request} B is below the measured {measured} MB");
+    assert!(
+        request as f64 >= measured * 1_000_000.0,
+        "memory request {request} B is below the measured {measured} MB"
+    );
     assert!(limit >= request, "limit {limit} below request {request}");
 
     // The probe paths answer 200 on a real poller whose Vault is electing (no active node).
@@ -135,17 +182,26 @@ async fn the_kubernetes_deployment_agrees_with_the_poller_binary() -> Result<()>
     )])
     .await?;
     let p = Poller::start(&consul.url(), &[]).await?;
-    vault_redirect_e2e::wait_for("the poller's first Consul answer", std::time::Duration::from_secs(20), || async {
-        p.state().await.ok().filter(|d| d.consul_index > 0).map(|_| ())
-    })
+    vault_redirect_e2e::wait_for(
+        "the poller's first Consul answer",
+        std::time::Duration::from_secs(20),
+        || async { p.state().await.ok().filter(|d| d.consul_index > 0).map(|_| ()) },
+    )
     .await?;
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         let get = &c[probe]["httpGet"];
         let path = s(&get["path"], "probe path")?;
-        assert_ne!(path, "/health", "{probe} on /health restarts or removes every poller during a Vault election");
+        assert_ne!(
+            path, "/health",
+            "{probe} on /health restarts or removes every poller during a Vault election"
+        );
         let probe_port = &get["port"];
-        assert!(probe_port.as_str() == Some(port_name) || probe_port.as_u64() == Some(port), "{probe} port {probe_port:?}");
-        let status = client()?.get(format!("http://{}{path}", p.addr)).send().await?.status().as_u16();
+        assert!(
+            probe_port.as_str() == Some(port_name) || probe_port.as_u64() == Some(port),
+            "{probe} port {probe_port:?}"
+        );
+        let status =
+            client()?.get(format!("http://{}{path}", p.addr)).send().await?.status().as_u16();
         assert_eq!(status, 200, "{probe} {path} on a real poller during an election");
     }
     Ok(())

@@ -73,10 +73,15 @@ impl Raw {
         if self.status == 404 && (self.body == NO_UPSTREAM_BODY.as_bytes() || method == "HEAD") {
             return Seen::Upstream;
         }
-        let debug_version = self.header("x-vault-redirect-state").map(|v| match v.split_once("; age_ms=") {
-            Some((version, age)) if !age.is_empty() && age.bytes().all(|b| b.is_ascii_digit()) => version.to_owned(),
-            _ => format!("malformed: {v}"),
-        });
+        let debug_version =
+            self.header("x-vault-redirect-state").map(|v| match v.split_once("; age_ms=") {
+                Some((version, age))
+                    if !age.is_empty() && age.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    version.to_owned()
+                }
+                _ => format!("malformed: {v}"),
+            });
         Seen::Local(Reply {
             status: self.status,
             location: self.header("location"),
@@ -84,14 +89,19 @@ impl Raw {
             retry_after: self.header("retry-after"),
             content_type: self.header("content-type"),
             debug_version,
-            error_body: (self.status >= 400 && method != "HEAD").then(|| String::from_utf8_lossy(&self.body).into_owned()),
+            error_body: (self.status >= 400 && method != "HEAD")
+                .then(|| String::from_utf8_lossy(&self.body).into_owned()),
         })
     }
 }
 
 impl From<&LocalResponse> for Raw {
     fn from(r: &LocalResponse) -> Raw {
-        Raw { status: u16::try_from(r.status).unwrap_or(0), headers: r.headers.clone(), body: r.body.clone() }
+        Raw {
+            status: u16::try_from(r.status).unwrap_or(0),
+            headers: r.headers.clone(),
+            body: r.body.clone(),
+        }
     }
 }
 
@@ -205,18 +215,26 @@ fn answer_polls(host: &Host, vms: &mut [Vm], answer: &Answer, tick: Duration) ->
     let mut answered = vec![false; vms.len()];
     for _ in 0..200 {
         for (vm, answered) in vms.iter_mut().zip(answered.iter_mut()) {
-            while let Some((token, (status, body))) = vm.pending_http_calls().into_iter().find_map(|call| {
-                let index = index_of(call.header(":path").unwrap_or(""));
-                answer.respond_to(index).map(|reply| (call.token, reply))
-            }) {
-                vm.respond_http_call(token, HttpCallResponse::new(status, body).with_header("content-type", "application/json"))?;
+            while let Some((token, (status, body))) =
+                vm.pending_http_calls().into_iter().find_map(|call| {
+                    let index = index_of(call.header(":path").unwrap_or(""));
+                    answer.respond_to(index).map(|reply| (call.token, reply))
+                })
+            {
+                vm.respond_http_call(
+                    token,
+                    HttpCallResponse::new(status, body)
+                        .with_header("content-type", "application/json"),
+                )?;
                 *answered = true;
             }
         }
         let done = match answer {
             Answer::Hold => true,
             Answer::State { version, .. } => vms.iter().all(|vm| {
-                vm.pending_http_calls().iter().any(|c| index_of(c.header(":path").unwrap_or("")) == *version)
+                vm.pending_http_calls()
+                    .iter()
+                    .any(|c| index_of(c.header(":path").unwrap_or("")) == *version)
             }),
             Answer::Status { .. } => answered.iter().all(|a| *a),
         };
@@ -228,7 +246,10 @@ fn answer_polls(host: &Host, vms: &mut [Vm], answer: &Answer, tick: Duration) ->
             vm.run_due()?;
         }
     }
-    bail!("the workers never took in {answer:?}; pending: {:?}", vms.iter().map(Vm::pending_http_calls).collect::<Vec<_>>())
+    bail!(
+        "the workers never took in {answer:?}; pending: {:?}",
+        vms.iter().map(Vm::pending_http_calls).collect::<Vec<_>>()
+    )
 }
 
 fn host_request(case: &Case, path: &str) -> Request {
@@ -280,7 +301,10 @@ async fn http1(addr: SocketAddr, method: &str, target: &str, body: Option<&str>)
         .await
         .with_context(|| format!("no HTTP/1.1 answer to {method} {target} within 10 s"))??;
     let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").with_context(|| {
-        format!("no end of headers in the answer to {method} {target}: {:?}", String::from_utf8_lossy(&bytes))
+        format!(
+            "no end of headers in the answer to {method} {target}: {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
     })?;
     let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
     let mut lines = head.split("\r\n");
@@ -296,7 +320,8 @@ async fn http1(addr: SocketAddr, method: &str, target: &str, body: Option<&str>)
         .collect();
     let mut body = bytes[split + 4..].to_vec();
     if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case(b"chunked")) {
-        body = dechunk(&body).with_context(|| format!("a bad chunked body in the answer to {method} {target}"))?;
+        body = dechunk(&body)
+            .with_context(|| format!("a bad chunked body in the answer to {method} {target}"))?;
     }
     Ok(Raw { status, headers, body })
 }
@@ -355,7 +380,11 @@ async fn http2(addr: SocketAddr, method: &str, target: &str, body: Option<&str>)
             let _ = recv.flow_control().release_capacity(chunk.len());
             body.extend_from_slice(&chunk);
         }
-        let headers = parts.headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect();
         anyhow::Ok(Raw { status: parts.status.as_u16(), headers, body })
     }
     .await;
@@ -377,7 +406,9 @@ async fn codec_answer(envoy: &Envoy, proto: Proto, case: &Case) -> Result<(u16, 
         Proto::Http1 => http1(envoy.listen, case.method, case.target, case.body).await?,
         Proto::Http2 => http2(envoy.listen, case.method, case.target, case.body).await?,
     };
-    let filter_touched = ["location", "retry-after", "x-vault-redirect-state"].iter().any(|h| raw.header(h).is_some());
+    let filter_touched = ["location", "retry-after", "x-vault-redirect-state"]
+        .iter()
+        .any(|h| raw.header(h).is_some());
     Ok((raw.status, filter_touched))
 }
 
@@ -387,7 +418,13 @@ async fn stat(envoy: &Envoy, name: &str) -> u64 {
 
 /// Waits until Envoy's filter has taken in `answer` on every VM that polls (the main thread's
 /// and each worker's).
-async fn settle(envoy: &Envoy, poller: &ScriptedPoller, answer: &Answer, polling_vms: usize, failures_before: u64) -> Result<()> {
+async fn settle(
+    envoy: &Envoy,
+    poller: &ScriptedPoller,
+    answer: &Answer,
+    polling_vms: usize,
+    failures_before: u64,
+) -> Result<()> {
     match answer {
         Answer::Hold => Ok(()),
         // A VM that applied version V polls again with index=V, which the poller holds.
@@ -402,7 +439,8 @@ async fn settle(envoy: &Envoy, poller: &ScriptedPoller, answer: &Answer, polling
         // counted as many failures as VMs poll.
         Answer::Status { .. } => {
             wait_for("Envoy to count the failed polls", SETTLE, || async {
-                (stat(envoy, "poll_failures").await >= failures_before + polling_vms as u64).then_some(())
+                (stat(envoy, "poll_failures").await >= failures_before + polling_vms as u64)
+                    .then_some(())
             })
             .await
         }
@@ -424,7 +462,9 @@ struct Differential {
 const TICK: Duration = Duration::from_millis(50);
 
 fn config(extra: &str) -> String {
-    format!(r#"{{"poller_cluster":"{CLUSTER}","tick_ms":50,"retry_initial_ms":50,"retry_max_ms":200{extra}}}"#)
+    format!(
+        r#"{{"poller_cluster":"{CLUSTER}","tick_ms":50,"retry_initial_ms":50,"retry_max_ms":200{extra}}}"#
+    )
 }
 
 async fn run(test: Differential) -> Result<()> {
@@ -458,9 +498,15 @@ async fn run(test: Differential) -> Result<()> {
             answer = next.clone();
             poller.set(answer.clone());
             answer_polls(&host, &mut vms, &answer, TICK)?;
-            settle(&envoy, &poller, &answer, polling_vms, failures_before)
-                .await
-                .with_context(|| format!("phase {:?}; Envoy's log: {}", phase.what, envoy.proc.log_path().display()))?;
+            settle(&envoy, &poller, &answer, polling_vms, failures_before).await.with_context(
+                || {
+                    format!(
+                        "phase {:?}; Envoy's log: {}",
+                        phase.what,
+                        envoy.proc.log_path().display()
+                    )
+                },
+            )?;
         }
         if phase.advance_ms > 0 {
             host.advance(Duration::from_millis(phase.advance_ms));
@@ -480,7 +526,9 @@ async fn run(test: Differential) -> Result<()> {
                         if got != expected || touched {
                             mismatches.push(format!("{label}: Envoy was expected to answer itself {expected}, got {got} (filter headers: {touched})"));
                         }
-                        report.push(format!("{label}: Envoy answers {got} before the filter; host-test not asked"));
+                        report.push(format!(
+                            "{label}: Envoy answers {got} before the filter; host-test not asked"
+                        ));
                         continue;
                     }
                     Via::AsSent => case.target,
@@ -491,7 +539,10 @@ async fn run(test: Differential) -> Result<()> {
                 // on the phase's first request (a mismatch still shows after SETTLE).
                 let got = if phase.advance_ms > 0 && i == 0 {
                     let waited = wait_for(&label, SETTLE, || async {
-                        envoy_answer(&envoy, proto, case).await.ok().filter(|seen| *seen == expected)
+                        envoy_answer(&envoy, proto, case)
+                            .await
+                            .ok()
+                            .filter(|seen| *seen == expected)
                     })
                     .await;
                     match waited {
@@ -511,7 +562,11 @@ async fn run(test: Differential) -> Result<()> {
     }
     println!("{}", report.join("\n"));
     if !mismatches.is_empty() {
-        bail!("{} differences between host-test and Envoy:\n{}", mismatches.len(), mismatches.join("\n"));
+        bail!(
+            "{} differences between host-test and Envoy:\n{}",
+            mismatches.len(),
+            mismatches.join("\n")
+        );
     }
     Ok(())
 }
@@ -547,20 +602,27 @@ fn every_method_and_path() -> Vec<Case> {
     for method in METHODS {
         for path in PATHS {
             let case = req(method, path);
-            cases.push(if matches!(method, "POST" | "PUT" | "PATCH") { case.body(r#"{"data":{"k":"v"}}"#) } else { case });
+            cases.push(if matches!(method, "POST" | "PUT" | "PATCH") {
+                case.body(r#"{"data":{"k":"v"}}"#)
+            } else {
+                case
+            });
         }
     }
     cases
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_test_and_envoy_answer_alike_through_states_failovers_and_poller_failures() -> Result<()> {
+async fn host_test_and_envoy_answer_alike_through_states_failovers_and_poller_failures(
+) -> Result<()> {
     let mut redirected = every_method_and_path();
     redirected.extend([
         // Vault's LIST: Envoy's HTTP/1 codec refuses methods outside the registry.
         req("LIST", "/v1/secret/metadata/").http1(Via::EnvoyAnswers(400)),
         // Absolute-form: Envoy's HTTP/1 codec moves the authority out of the target.
-        req("GET", "http://evil.example/v1/x?y=1").http1(Via::Rewritten("/v1/x?y=1")).http2(Via::NotSent),
+        req("GET", "http://evil.example/v1/x?y=1")
+            .http1(Via::Rewritten("/v1/x?y=1"))
+            .http2(Via::NotSent),
         // Envoy's connection manager answers 404 to any :path not starting with "/" before
         // the filters run (HTTP/1 and HTTP/2 alike).
         req("OPTIONS", "*").http1(Via::EnvoyAnswers(404)).http2(Via::EnvoyAnswers(404)),
@@ -575,7 +637,15 @@ async fn host_test_and_envoy_answer_alike_through_states_failovers_and_poller_fa
         config: config(""),
         workers: 1,
         phases: vec![
-            phase("no state yet", None, vec![req("GET", "/v1/sys/health"), req("POST", "/v1/kv/a").body("{}"), req("HEAD", "/v1/x")]),
+            phase(
+                "no state yet",
+                None,
+                vec![
+                    req("GET", "/v1/sys/health"),
+                    req("POST", "/v1/kv/a").body("{}"),
+                    req("HEAD", "/v1/x"),
+                ],
+            ),
             phase("a state", Some(state(1 << 16, "vault-a", "127.0.0.2", 8200)), redirected),
             phase(
                 "failover",
@@ -585,15 +655,27 @@ async fn host_test_and_envoy_answer_alike_through_states_failovers_and_poller_fa
             phase(
                 "no active node",
                 Some(no_active(3 << 16, "no Vault node is tagged active")),
-                vec![req("GET", "/v1/secret/data/x"), req("HEAD", "/v1/secret/data/x"), req("DELETE", "/v1/kv/c")],
+                vec![
+                    req("GET", "/v1/secret/data/x"),
+                    req("HEAD", "/v1/secret/data/x"),
+                    req("DELETE", "/v1/kv/c"),
+                ],
             ),
             phase(
                 "invalid target",
                 Some(state(4 << 16, "vault-b", "evil.example/x", 8200)),
                 vec![req("GET", "/v1/secret/data/x"), req("POST", "/v1/kv/d").body("{}")],
             ),
-            phase("valid again", Some(state(5 << 16, "vault-b", "127.0.0.3", 8200)), vec![req("GET", "/v1/x")]),
-            phase("poller answers 500", Some(status(500, "oops")), vec![req("GET", "/v1/x"), req("GET", "/v1/y?z")]),
+            phase(
+                "valid again",
+                Some(state(5 << 16, "vault-b", "127.0.0.3", 8200)),
+                vec![req("GET", "/v1/x")],
+            ),
+            phase(
+                "poller answers 500",
+                Some(status(500, "oops")),
+                vec![req("GET", "/v1/x"), req("GET", "/v1/y?z")],
+            ),
             phase("poller answers garbage", Some(status(200, "[]")), vec![req("GET", "/v1/x")]),
         ],
     })
@@ -620,8 +702,16 @@ async fn pass_through_paths_the_debug_header_and_target_options_answer_alike() -
         workers: 1,
         phases: vec![
             phase("no state yet", None, paths()),
-            phase("a state", Some(state(1 << 16, "vault-a.dc1.consul", "127.0.0.2", 8200)), paths()),
-            phase("failover", Some(state(2 << 16, "vault-b.dc1.consul", "127.0.0.3", 8200)), paths()),
+            phase(
+                "a state",
+                Some(state(1 << 16, "vault-a.dc1.consul", "127.0.0.2", 8200)),
+                paths(),
+            ),
+            phase(
+                "failover",
+                Some(state(2 << 16, "vault-b.dc1.consul", "127.0.0.3", 8200)),
+                paths(),
+            ),
             phase("no active node", Some(no_active(3 << 16, "every node is sealed")), paths()),
         ],
     })
@@ -635,7 +725,11 @@ async fn debug_header_off_means_no_debug_header_in_either() -> Result<()> {
         workers: 1,
         phases: vec![
             phase("no state yet", None, vec![req("GET", "/v1/x"), req("GET", "/healthz")]),
-            phase("a state", Some(state(1 << 16, "vault-a", "127.0.0.2", 8200)), vec![req("GET", "/v1/x"), req("GET", "/healthz")]),
+            phase(
+                "a state",
+                Some(state(1 << 16, "vault-a", "127.0.0.2", 8200)),
+                vec![req("GET", "/v1/x"), req("GET", "/healthz")],
+            ),
         ],
     })
     .await
@@ -649,14 +743,22 @@ async fn a_state_goes_stale_and_recovers_alike() -> Result<()> {
         config: config(r#","wait_seconds":1,"max_stale_seconds":2"#),
         workers: 1,
         phases: vec![
-            phase("a state", Some(state(1 << 16, "vault-a", "127.0.0.2", 8200)), vec![req("GET", "/v1/x")]),
+            phase(
+                "a state",
+                Some(state(1 << 16, "vault-a", "127.0.0.2", 8200)),
+                vec![req("GET", "/v1/x")],
+            ),
             Phase {
                 what: "poller failing past max_stale",
                 answer: Some(status(503, "{\"errors\":[\"down\"]}")),
                 advance_ms: 3_000,
                 cases: vec![req("GET", "/v1/x"), req("PUT", "/v1/y").body("{}")],
             },
-            phase("the same state again", Some(state(1 << 16, "vault-a", "127.0.0.2", 8200)), vec![req("GET", "/v1/x")]),
+            phase(
+                "the same state again",
+                Some(state(1 << 16, "vault-a", "127.0.0.2", 8200)),
+                vec![req("GET", "/v1/x")],
+            ),
         ],
     })
     .await

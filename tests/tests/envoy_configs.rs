@@ -22,7 +22,11 @@ fn validate(name: &str, yaml: &str) -> Result<std::result::Result<(), String>> {
     if out.status.success() {
         Ok(Ok(()))
     } else {
-        Ok(Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+        Ok(Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
     }
 }
 
@@ -44,22 +48,36 @@ fn every_rendered_and_shipped_envoy_configuration_validates() -> Result<()> {
     let tls = tls_files(&dir)?;
     let mut variants = vec![
         ("plain", EnvoyOptions::new(poller)),
-        ("three-pollers", EnvoyOptions {
-            extra_pollers: vec!["127.0.0.1:8211".parse()?, "127.0.0.1:8212".parse()?],
-            ..EnvoyOptions::new(poller)
-        }),
+        (
+            "three-pollers",
+            EnvoyOptions {
+                extra_pollers: vec!["127.0.0.1:8211".parse()?, "127.0.0.1:8212".parse()?],
+                ..EnvoyOptions::new(poller)
+            },
+        ),
         ("tls", EnvoyOptions::tls(poller, tls.clone())),
-        ("native-redirect", EnvoyOptions { template: "envoy/bench-native-redirect.yaml.tmpl".into(), ..EnvoyOptions::new(poller) }),
+        (
+            "native-redirect",
+            EnvoyOptions {
+                template: "envoy/bench-native-redirect.yaml.tmpl".into(),
+                ..EnvoyOptions::new(poller)
+            },
+        ),
     ];
     for (name, opts) in variants.drain(..) {
         let yaml = render(&opts, listen, admin, &wasm)?;
         assert_eq!(validate(name, &yaml)?, Ok(()), "{name}");
     }
-    let example = std::fs::read_to_string(workspace_root().join("envoy/examples/vault-redirect-tls.yaml"))?
-        .replace("/etc/envoy/tls/vault.example.com.crt", &tls.cert.display().to_string())
-        .replace("/etc/envoy/tls/vault.example.com.key", &tls.key.display().to_string())
-        .replace("/etc/envoy/vault_redirect_filter.wasm", &wasm.display().to_string());
-    assert_eq!(validate("example-tls", &example)?, Ok(()), "envoy/examples/vault-redirect-tls.yaml");
+    let example =
+        std::fs::read_to_string(workspace_root().join("envoy/examples/vault-redirect-tls.yaml"))?
+            .replace("/etc/envoy/tls/vault.example.com.crt", &tls.cert.display().to_string())
+            .replace("/etc/envoy/tls/vault.example.com.key", &tls.key.display().to_string())
+            .replace("/etc/envoy/vault_redirect_filter.wasm", &wasm.display().to_string());
+    assert_eq!(
+        validate("example-tls", &example)?,
+        Ok(()),
+        "envoy/examples/vault-redirect-tls.yaml"
+    );
     // The check can fail: a misspelt field is refused.
     let broken = example.replace("normalize_path: false", "normalise_path: false");
     let refused = validate("broken", &broken)?;

@@ -43,7 +43,8 @@ async fn failovers_reach_envoys_location_within_a_generous_bound() -> Result<()>
         // 10) out of the measurement: this measures propagation, not the rate limit.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (p50, p99, max) = (percentile(&took, 50.0), percentile(&took, 99.0), percentile(&took, 100.0));
+    let (p50, p99, max) =
+        (percentile(&took, 50.0), percentile(&took, 99.0), percentile(&took, 100.0));
     println!("failover to Envoy's Location over {SWITCHES} switches: p50 {p50:?}, p99 {p99:?}, max {max:?}");
     assert!(max <= BOUND, "slowest failover {max:?}");
     let checked = probe.check(Duration::from_secs(5))?;

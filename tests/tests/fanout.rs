@@ -7,7 +7,8 @@ use std::time::Duration;
 use vault_redirect_e2e::fanout;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_poller_answers_fifteen_hundred_parked_long_polls_after_one_consul_change() -> anyhow::Result<()> {
+async fn one_poller_answers_fifteen_hundred_parked_long_polls_after_one_consul_change(
+) -> anyhow::Result<()> {
     // Generous: other builds and tests share the two cores. The bench measures; this checks.
     let report = fanout::run(1_500, Duration::from_secs(30)).await?;
     println!("{}", report.summary());

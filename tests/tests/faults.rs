@@ -13,7 +13,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use common::vault::{check_samples, quick_plugin, Probe, Sample, Seen, VaultStack, PROBE_PATH, QUICK_MAX_STALE, QUICK_POLLER};
+use common::vault::{
+    check_samples, quick_plugin, Probe, Sample, Seen, VaultStack, PROBE_PATH, QUICK_MAX_STALE,
+    QUICK_POLLER,
+};
 use vault_redirect_doubles::{Fault, Role};
 use vault_redirect_e2e::envoy::EnvoyOptions;
 use vault_redirect_e2e::{client, wait_for};
@@ -51,18 +54,29 @@ async fn no_active_reason(stack: &VaultStack) -> Result<String> {
 /// some way at `t0`; redirects to the active node go on for `--max-stale`, then Envoy answers
 /// 503; when Consul recovers, redirects come back. Checks the poller counted the failure
 /// under `outcome`.
-async fn last_known_good_then_503(stack: &VaultStack, probe: &Probe, outcome: &str, recover: impl AsyncFnOnce()) -> Result<()> {
+async fn last_known_good_then_503(
+    stack: &VaultStack,
+    probe: &Probe,
+    outcome: &str,
+    recover: impl AsyncFnOnce(),
+) -> Result<()> {
     let t0 = Instant::now();
     probe.expect_from(t0 + QUICK_MAX_STALE - SKEW, Seen::NoActive);
     let stale_after = wait_seen(probe, &Seen::NoActive, t0).await?;
     println!("{outcome}: last-known-good served for {stale_after:?}, then 503");
     assert!(stale_after + SKEW >= QUICK_MAX_STALE, "503 after {stale_after:?}, before --max-stale");
     // Last-known-good was really served while Consul failed.
-    let lkg = probe.samples().iter().filter(|s| s.at > t0 && s.at < t0 + stale_after && s.seen == stack.redirect("vault-a")).count();
+    let lkg = probe
+        .samples()
+        .iter()
+        .filter(|s| s.at > t0 && s.at < t0 + stale_after && s.seen == stack.redirect("vault-a"))
+        .count();
     assert!(lkg > 0, "no redirect observed between the fault and the 503");
     let reason = no_active_reason(stack).await?;
     assert!(reason.contains("max-stale") || reason.contains("Consul"), "{reason}");
-    let failures = stack.poller_metric(&format!("vault_redirect_consul_requests_total{{outcome=\"{outcome}\"}}")).await?;
+    let failures = stack
+        .poller_metric(&format!("vault_redirect_consul_requests_total{{outcome=\"{outcome}\"}}"))
+        .await?;
     assert!(failures >= 1.0, "the poller counted {failures} {outcome} answers");
 
     let back = Instant::now();
@@ -77,7 +91,11 @@ async fn last_known_good_then_503(stack: &VaultStack, probe: &Probe, outcome: &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consul_down_at_start_gives_503_until_it_comes_up_then_redirects() -> Result<()> {
-    let stack = VaultStack::launch(QUICK_POLLER, false, |p| EnvoyOptions { plugin_config: quick_plugin(""), ..EnvoyOptions::new(p) }).await?;
+    let stack = VaultStack::launch(QUICK_POLLER, false, |p| EnvoyOptions {
+        plugin_config: quick_plugin(""),
+        ..EnvoyOptions::new(p)
+    })
+    .await?;
     // Until the filter hears from the poller it says "no state received"; then the poller's
     // own "no active node" state.
     let reason = wait_for("the poller's no-active state in Envoy", SETTLE, || async {
@@ -85,16 +103,22 @@ async fn consul_down_at_start_gives_503_until_it_comes_up_then_redirects() -> Re
     })
     .await?;
     assert!(reason.starts_with("no active Vault node"), "{reason}");
-    let probe = Probe::start(stack.envoy.url(PROBE_PATH), Duration::from_millis(10), Seen::NoActive)?;
+    let probe =
+        Probe::start(stack.envoy.url(PROBE_PATH), Duration::from_millis(10), Seen::NoActive)?;
     probe.observe(20).await?;
-    let unreachable = stack.poller_metric("vault_redirect_consul_requests_total{outcome=\"unreachable\"}").await?;
+    let unreachable = stack
+        .poller_metric("vault_redirect_consul_requests_total{outcome=\"unreachable\"}")
+        .await?;
     assert!(unreachable >= 1.0, "unreachable Consul requests counted: {unreachable}");
     // The operator is told once, at warn level (docs/operations.md names this line).
     let log = match &stack.poller {
         Some(p) => std::fs::read_to_string(p.proc.log_path())?,
         None => bail!("no poller"),
     };
-    let warned = log.lines().filter(|l| l.contains("WARN") && l.contains("consul: cannot reach Consul at")).count();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("consul: cannot reach Consul at"))
+        .count();
     assert_eq!(warned, 1, "{log}");
 
     let up = Instant::now();
@@ -134,16 +158,19 @@ async fn consul_answering_500_keeps_the_last_known_node_until_max_stale_then_503
     let probe = stack.probe("vault-a")?;
     probe.observe(5).await?;
     stack.consul.set_fault(Some(Fault::ServerError));
-    last_known_good_then_503(&stack, &probe, "http_error", async || stack.consul.set_fault(None)).await
+    last_known_good_then_503(&stack, &probe, "http_error", async || stack.consul.set_fault(None))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consul_answering_malformed_json_keeps_the_last_known_node_until_max_stale_then_503() -> Result<()> {
+async fn consul_answering_malformed_json_keeps_the_last_known_node_until_max_stale_then_503(
+) -> Result<()> {
     let stack = quick_stack().await?;
     let probe = stack.probe("vault-a")?;
     probe.observe(5).await?;
     stack.consul.set_fault(Some(Fault::MalformedJson));
-    last_known_good_then_503(&stack, &probe, "malformed", async || stack.consul.set_fault(None)).await
+    last_known_good_then_503(&stack, &probe, "malformed", async || stack.consul.set_fault(None))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,10 +318,18 @@ async fn flapping_ten_times_a_second_settles_on_the_final_active_node() -> Resul
     let settled = Instant::now();
     probe.observe(50).await?;
     let after: Vec<_> = probe.samples().into_iter().filter(|s| s.at > settled).collect();
-    assert!(after.iter().all(|s| s.seen == stack.redirect("vault-b")), "{:?}", after.iter().find(|s| s.seen != stack.redirect("vault-b")));
+    assert!(
+        after.iter().all(|s| s.seen == stack.redirect("vault-b")),
+        "{:?}",
+        after.iter().find(|s| s.seen != stack.redirect("vault-b"))
+    );
     let checked = probe.check(LAG)?;
     let versions: Vec<u64> = probe.samples().iter().filter_map(|s| s.version).collect();
-    assert!(versions.len() * 10 >= checked * 9, "{} of {checked} answers named their version", versions.len());
+    assert!(
+        versions.len() * 10 >= checked * 9,
+        "{} of {checked} answers named their version",
+        versions.len()
+    );
     if let Some(w) = versions.windows(2).find(|w| w[1] < w[0]) {
         panic!("the state version went down: {} then {}", w[0], w[1]);
     }
@@ -304,7 +339,8 @@ async fn flapping_ten_times_a_second_settles_on_the_final_active_node() -> Resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_poller_leaves_the_last_state_in_place_and_its_restart_brings_the_news() -> Result<()> {
+async fn a_killed_poller_leaves_the_last_state_in_place_and_its_restart_brings_the_news(
+) -> Result<()> {
     let mut stack = quick_stack().await?;
     let probe = stack.probe("vault-a")?;
     probe.observe(5).await?;
@@ -326,9 +362,13 @@ async fn a_killed_poller_leaves_the_last_state_in_place_and_its_restart_brings_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_takes_a_new_plugin_configuration_from_lds_without_dropping_the_state() -> Result<()> {
-    let mut stack =
-        VaultStack::start(QUICK_POLLER, |p| EnvoyOptions { plugin_config: quick_plugin(""), ..EnvoyOptions::lds(p) }).await?;
+async fn envoy_takes_a_new_plugin_configuration_from_lds_without_dropping_the_state() -> Result<()>
+{
+    let mut stack = VaultStack::start(QUICK_POLLER, |p| EnvoyOptions {
+        plugin_config: quick_plugin(""),
+        ..EnvoyOptions::lds(p)
+    })
+    .await?;
     let probe = stack.probe("vault-a")?;
     probe.observe(5).await?;
     // No poller from here on: whatever the new configuration redirects to, it can only have
@@ -341,10 +381,14 @@ async fn envoy_takes_a_new_plugin_configuration_from_lds_without_dropping_the_st
     let r = client()?.get(stack.envoy.url(PROBE_PATH)).send().await?;
     assert_eq!(r.status().as_u16(), 307, "{:?}", r.headers());
     assert_eq!(r.headers()["location"], stack.location("vault-a", PROBE_PATH).as_str());
-    assert!(r.headers().contains_key("x-vault-redirect-state"), "the new configuration is not in use");
+    assert!(
+        r.headers().contains_key("x-vault-redirect-state"),
+        "the new configuration is not in use"
+    );
     probe.observe(20).await?;
-    let modified = stack.envoy.stat("listener_manager.listener_in_place_updated").await?.unwrap_or(0)
-        + stack.envoy.stat("listener_manager.listener_modified").await?.unwrap_or(0);
+    let modified =
+        stack.envoy.stat("listener_manager.listener_in_place_updated").await?.unwrap_or(0)
+            + stack.envoy.stat("listener_manager.listener_modified").await?.unwrap_or(0);
     assert!(modified >= 1, "Envoy did not update its listener");
 
     // A configuration the filter refuses is rejected as a whole; the running one stays.
@@ -355,9 +399,15 @@ async fn envoy_takes_a_new_plugin_configuration_from_lds_without_dropping_the_st
     assert!(err.contains("rejected"), "{err}");
     let r = client()?.get(stack.envoy.url(PROBE_PATH)).send().await?;
     assert_eq!(r.status().as_u16(), 307);
-    assert!(r.headers().contains_key("x-vault-redirect-state"), "the accepted configuration was replaced");
+    assert!(
+        r.headers().contains_key("x-vault-redirect-state"),
+        "the accepted configuration was replaced"
+    );
     // And the next good configuration is taken again, still from the shared state.
-    stack.envoy.set_plugin_config(&quick_plugin(r#","debug_header":true,"retry_max_ms":300"#)).await?;
+    stack
+        .envoy
+        .set_plugin_config(&quick_plugin(r#","debug_header":true,"retry_max_ms":300"#))
+        .await?;
     let r = client()?.get(stack.envoy.url(PROBE_PATH)).send().await?;
     assert_eq!(r.status().as_u16(), 307, "after a rejected configuration: {:?}", r.headers());
     assert_eq!(r.headers()["location"], stack.location("vault-a", PROBE_PATH).as_str());
@@ -371,7 +421,11 @@ async fn envoy_takes_a_new_plugin_configuration_from_lds_without_dropping_the_st
     probe.observe(5).await?;
     probe.check(LAG)?;
     // The refused configuration is logged (critical), fails to load, and nothing else fails.
-    stack.assert_no_failures_except(&["invalid value \"ftp\"", "Failed to configure base Wasm plugin", "failed to load"])
+    stack.assert_no_failures_except(&[
+        "invalid value \"ftp\"",
+        "Failed to configure base Wasm plugin",
+        "failed to load",
+    ])
 }
 
 /// The probe's checker itself: a lagging but forward-moving view of a cycling active node
@@ -385,8 +439,10 @@ fn the_probe_check_accepts_lag_and_catches_wrong_and_backward_answers() {
     // a (0 ms), b (100), c (200), a (300): the active node cycles.
     let truth = vec![(ms(0), r("a")), (ms(100), r("b")), (ms(200), r("c")), (ms(300), r("a"))];
     let run = |seen: &[(u64, &str)], lag: u64| {
-        let samples: Vec<Sample> =
-            seen.iter().map(|(at, node)| Sample { at: ms(*at), seen: r(node), version: None }).collect();
+        let samples: Vec<Sample> = seen
+            .iter()
+            .map(|(at, node)| Sample { at: ms(*at), seen: r(node), version: None })
+            .collect();
         check_samples(&samples, &truth, Duration::from_millis(lag))
     };
     // On time.

@@ -31,7 +31,11 @@ async fn every_method_gets_a_307_with_the_path_and_query_byte_for_byte() -> anyh
             assert_eq!(resp.status().as_u16(), 307, "{method} {path}");
             // The fragment is never sent by the client; everything else is copied as sent.
             let sent = path.split('#').next().unwrap_or(path);
-            assert_eq!(resp.headers()["location"], format!("{ACTIVE_A}{sent}").as_str(), "{method} {path}");
+            assert_eq!(
+                resp.headers()["location"],
+                format!("{ACTIVE_A}{sent}").as_str(),
+                "{method} {path}"
+            );
             assert_eq!(resp.headers()["cache-control"], "no-store");
         }
     }
@@ -64,7 +68,10 @@ async fn http2_clients_get_the_same_redirect() -> anyhow::Result<()> {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status().as_u16(), 307);
     assert_eq!(resp.headers()["location"], format!("{ACTIVE_A}/v1/transit/encrypt/k?x=1").as_str());
-    let list = h2.request(Method::from_bytes(b"LIST")?, stack.envoy.url("/v1/secret/metadata/")).send().await?;
+    let list = h2
+        .request(Method::from_bytes(b"LIST")?, stack.envoy.url("/v1/secret/metadata/"))
+        .send()
+        .await?;
     assert_eq!(list.status().as_u16(), 307);
     assert_eq!(list.headers()["location"], format!("{ACTIVE_A}/v1/secret/metadata/").as_str());
     Ok(())
@@ -118,7 +125,8 @@ async fn pass_through_paths_and_the_debug_header_follow_the_configuration() -> a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_state_goes_stale_when_the_poller_is_gone_and_recovers_when_it_returns() -> anyhow::Result<()> {
+async fn a_state_goes_stale_when_the_poller_is_gone_and_recovers_when_it_returns(
+) -> anyhow::Result<()> {
     let config = r#"{"poller_cluster":"vault_redirect_poller","max_stale_seconds":2,"retry_initial_ms":50,"retry_max_ms":200,"tick_ms":50}"#;
     let stack = Stack::start(Some(config), 1).await?;
     let Stack { consul, poller, envoy } = stack;
@@ -172,29 +180,38 @@ async fn two_plugin_configurations_in_one_vm_each_answer_with_their_own() -> any
         concurrency: 2,
         second_listener: Some((
             second,
-            r#"{"poller_cluster":"vault_redirect_poller","scheme":"https","target_port":8443}"#.into(),
+            r#"{"poller_cluster":"vault_redirect_poller","scheme":"https","target_port":8443}"#
+                .into(),
         )),
         ..EnvoyOptions::new(poller.addr)
     })
     .await?;
     let first_url = envoy.url("/v1/sys/health?x=1");
     let second_url = format!("http://{second}/v1/sys/health?x=2");
-    let fresh = || reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(0).build();
+    let fresh = || {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
+            .build()
+    };
     let location = |url: String| async move {
         let r = fresh().ok()?.get(&url).send().await.ok()?;
-        (r.status().as_u16() == 307).then(|| r.headers().get("location")?.to_str().ok().map(str::to_string))?
+        (r.status().as_u16() == 307)
+            .then(|| r.headers().get("location")?.to_str().ok().map(str::to_string))?
     };
     for (host, port) in [("127.0.0.2", 8200), ("127.0.0.3", 8200)] {
         let want_first = format!("http://{host}:{port}/v1/sys/health?x=1");
         let want_second = format!("https://{host}:8443/v1/sys/health?x=2");
         wait_for(&format!("both listeners on {host}"), Duration::from_secs(15), || async {
-            (location(first_url.clone()).await? == want_first && location(second_url.clone()).await? == want_second)
+            (location(first_url.clone()).await? == want_first
+                && location(second_url.clone()).await? == want_second)
                 .then_some(())
         })
         .await?;
         // Interleaved fresh connections land on both workers; none may get the other's answer.
         for i in 0..40 {
-            let (url, want) = if i % 2 == 0 { (&first_url, &want_first) } else { (&second_url, &want_second) };
+            let (url, want) =
+                if i % 2 == 0 { (&first_url, &want_first) } else { (&second_url, &want_second) };
             assert_eq!(location(url.clone()).await.as_ref(), Some(want), "request {i}");
         }
         consul.set_active("vault-b");
@@ -206,12 +223,16 @@ async fn two_plugin_configurations_in_one_vm_each_answer_with_their_own() -> any
 /// Cargo's output before the post-link step (filter/link) is not the filter: real Envoy must
 /// refuse to load it, and its log must name the build step (the import no host provides).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_refuses_the_unlinked_module_and_its_log_names_the_build_step() -> anyhow::Result<()> {
-    let unlinked = vault_redirect_e2e::target_dir().join("wasm32-wasip1/wasm-release/deps/vault_redirect_filter.wasm");
+async fn envoy_refuses_the_unlinked_module_and_its_log_names_the_build_step() -> anyhow::Result<()>
+{
+    let unlinked = vault_redirect_e2e::target_dir()
+        .join("wasm32-wasip1/wasm-release/deps/vault_redirect_filter.wasm");
     assert!(unlinked.is_file(), "{} is missing: run scripts/build.sh", unlinked.display());
     let poller = vault_redirect_e2e::free_addr()?;
-    let started = Envoy::start(EnvoyOptions { wasm: Some(unlinked), ..EnvoyOptions::new(poller) }).await;
-    let err = format!("{:#}", started.err().expect("Envoy must not start with the unlinked module"));
+    let started =
+        Envoy::start(EnvoyOptions { wasm: Some(unlinked), ..EnvoyOptions::new(poller) }).await;
+    let err =
+        format!("{:#}", started.err().expect("Envoy must not start with the unlinked module"));
     assert!(
         err.contains("missing import: vault_redirect.this_module_was_not_post_linked_build_it_with_scripts_build_sh"),
         "{err}"

@@ -26,7 +26,10 @@ fn promtool_accepts_the_alert_rules() -> Result<()> {
     ensure!(ok, "promtool check rules failed:\n{out}");
     let alerts = alert_exprs(&rules()?);
     // The reader the drift test relies on found every rule promtool found.
-    ensure!(out.contains(&format!("SUCCESS: {} rules found", alerts.len())), "promtool: {out}\nread: {alerts:?}");
+    ensure!(
+        out.contains(&format!("SUCCESS: {} rules found", alerts.len())),
+        "promtool: {out}\nread: {alerts:?}"
+    );
     let names: BTreeSet<&str> = alerts.iter().map(|(n, _)| n.as_str()).collect();
     for wanted in [
         "VaultRedirectNoActiveNode",
@@ -56,7 +59,8 @@ fn every_alert_fires_and_stays_quiet_in_promtools_unit_tests() -> Result<()> {
     let (ok, out) = promtool(&dir, &args, None)?;
     ensure!(ok, "promtool test rules failed:\n{out}");
     // Each alert is tested both ways: expected to fire somewhere, and expected silent somewhere.
-    let tests: String = files.iter().map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default()).collect();
+    let tests: String =
+        files.iter().map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default()).collect();
     let lines: Vec<&str> = tests.lines().map(str::trim).collect();
     for (alert, _) in alert_exprs(&rules()?) {
         let cases: Vec<&str> = lines
@@ -65,7 +69,10 @@ fn every_alert_fires_and_stays_quiet_in_promtools_unit_tests() -> Result<()> {
             .filter(|(_, l)| **l == format!("alertname: {alert}"))
             .filter_map(|(i, _)| lines.get(i + 1).copied())
             .collect();
-        ensure!(cases.contains(&"exp_alerts: []"), "{alert} has no unit test where it must not fire");
+        ensure!(
+            cases.contains(&"exp_alerts: []"),
+            "{alert} has no unit test where it must not fire"
+        );
         ensure!(cases.contains(&"exp_alerts:"), "{alert} has no unit test where it fires");
     }
     Ok(())
@@ -74,13 +81,18 @@ fn every_alert_fires_and_stays_quiet_in_promtools_unit_tests() -> Result<()> {
 #[test]
 fn every_alert_has_a_runbook_entry() -> Result<()> {
     let path = workspace_root().join("docs/operations.md");
-    let doc = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let alerts_section = doc.split("\n## Alerts").nth(1).context("docs/operations.md has no `## Alerts` section")?;
+    let doc =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let alerts_section =
+        doc.split("\n## Alerts").nth(1).context("docs/operations.md has no `## Alerts` section")?;
     let alerts_section = alerts_section.split("\n## ").next().unwrap_or_default();
     let yaml = rules()?;
     for (alert, _) in alert_exprs(&yaml) {
         let heading = format!("\n### {alert}\n");
-        let entry = alerts_section.split(&heading).nth(1).with_context(|| format!("no runbook entry `### {alert}`"))?;
+        let entry = alerts_section
+            .split(&heading)
+            .nth(1)
+            .with_context(|| format!("no runbook entry `### {alert}`"))?;
         let entry = entry.split("\n### ").next().unwrap_or_default();
         for part in ["**Means**", "**Confirm**", "**Likely causes**", "**Do**"] {
             ensure!(entry.contains(part), "the runbook entry for {alert} lacks {part}");
@@ -99,7 +111,8 @@ async fn promtool_finds_nothing_to_lint_in_the_real_pollers_metrics() -> Result<
     ])
     .await?;
     let redirect = free_addr()?;
-    let poller = Poller::start(&consul.url(), &["--redirect-listen", &redirect.to_string()]).await?;
+    let poller =
+        Poller::start(&consul.url(), &["--redirect-listen", &redirect.to_string()]).await?;
     let http = client()?;
     // Fill every labelled family: a standalone redirect, a failover.
     http.get(format!("http://{redirect}/v1/sys/health")).send().await?;
@@ -115,7 +128,11 @@ async fn promtool_finds_nothing_to_lint_in_the_real_pollers_metrics() -> Result<
         .await?
         .text()
         .await?;
-    for family in ["vault_redirect_redirect_responses_total", "vault_redirect_consul_requests_total", "vault_redirect_active_node"] {
+    for family in [
+        "vault_redirect_redirect_responses_total",
+        "vault_redirect_consul_requests_total",
+        "vault_redirect_active_node",
+    ] {
         ensure!(text.contains(&format!("# TYPE {family} ")), "{family} missing from:\n{text}");
     }
     let (ok, out) = promtool(&prometheus_dir(), &["check", "metrics"], Some(&text))?;

@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use operator::{alert_exprs, dashboard, dashboard_exprs, exposed_names, metric_names, prometheus_dir};
+use operator::{
+    alert_exprs, dashboard, dashboard_exprs, exposed_names, metric_names, prometheus_dir,
+};
 use serde_json::Value;
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
@@ -30,7 +32,8 @@ async fn start() -> Result<Running> {
     ])
     .await?;
     let redirect = free_addr()?;
-    let poller = Poller::start(&consul.url(), &["--redirect-listen", &redirect.to_string()]).await?;
+    let poller =
+        Poller::start(&consul.url(), &["--redirect-listen", &redirect.to_string()]).await?;
     let envoy = Envoy::start(EnvoyOptions::new(poller.addr)).await?;
     let http = client()?;
     let url = envoy.url("/v1/secret/data/x");
@@ -59,11 +62,12 @@ async fn the_filters_metrics_are_in_envoys_prometheus_stats() -> Result<()> {
     let r = start().await?;
     let prom = format!("http://{}/stats/prometheus", r.envoy.admin);
     // Request counters reach Envoy on the filter's next tick.
-    let text = wait_for("a redirect counted in /stats/prometheus", Duration::from_secs(10), || async {
-        let t = get(&prom).await.ok()?;
-        (sample(&t, "vault_redirect_redirects").unwrap_or(0.0) >= 1.0).then_some(t)
-    })
-    .await?;
+    let text =
+        wait_for("a redirect counted in /stats/prometheus", Duration::from_secs(10), || async {
+            let t = get(&prom).await.ok()?;
+            (sample(&t, "vault_redirect_redirects").unwrap_or(0.0) >= 1.0).then_some(t)
+        })
+        .await?;
     for (name, kind) in [
         ("vault_redirect_redirects", "counter"),
         ("vault_redirect_no_active", "counter"),
@@ -75,12 +79,21 @@ async fn the_filters_metrics_are_in_envoys_prometheus_stats() -> Result<()> {
         ("vault_redirect_state_age_ms", "gauge"),
         ("vault_redirect_state_version", "gauge"),
     ] {
-        ensure!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name} ({kind}) missing from /stats/prometheus");
+        ensure!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} ({kind}) missing from /stats/prometheus"
+        );
     }
     ensure!(sample(&text, "vault_redirect_redirects").unwrap_or(0.0) >= 1.0, "no redirect counted");
-    ensure!(sample(&text, "vault_redirect_state_updates").unwrap_or(0.0) >= 1.0, "no state update counted");
+    ensure!(
+        sample(&text, "vault_redirect_state_updates").unwrap_or(0.0) >= 1.0,
+        "no state update counted"
+    );
     let version = r.poller.state().await?.version as f64;
-    ensure!(sample(&text, "vault_redirect_state_version") == Some(version), "state_version is not the poller's {version}");
+    ensure!(
+        sample(&text, "vault_redirect_state_version") == Some(version),
+        "state_version is not the poller's {version}"
+    );
 
     // A request too long to redirect, and a failover: the counters and the version move.
     let long = format!("/v1/{}", "a".repeat(9 * 1024));
@@ -90,19 +103,36 @@ async fn the_filters_metrics_are_in_envoys_prometheus_stats() -> Result<()> {
     let http = client()?;
     let url = r.envoy.url("/v1/secret/data/x");
     wait_for("the 307 to vault-b", Duration::from_secs(15), || async {
-        location(&http, &url).await.ok().filter(|(_, l)| l.as_deref().is_some_and(|l| l.contains("127.0.0.3")))
+        location(&http, &url)
+            .await
+            .ok()
+            .filter(|(_, l)| l.as_deref().is_some_and(|l| l.contains("127.0.0.3")))
     })
     .await?;
     let new_version = r.poller.state().await?.version as f64;
-    let text = wait_for("the new version and the 414 in /stats/prometheus", Duration::from_secs(15), || async {
-        let t = get(&prom).await.ok()?;
-        let counted = sample(&t, "vault_redirect_bad_requests").unwrap_or(0.0) >= 1.0;
-        (sample(&t, "vault_redirect_state_version") == Some(new_version) && counted).then_some(t)
-    })
+    let text = wait_for(
+        "the new version and the 414 in /stats/prometheus",
+        Duration::from_secs(15),
+        || async {
+            let t = get(&prom).await.ok()?;
+            let counted = sample(&t, "vault_redirect_bad_requests").unwrap_or(0.0) >= 1.0;
+            (sample(&t, "vault_redirect_state_version") == Some(new_version) && counted)
+                .then_some(t)
+        },
+    )
     .await?;
-    ensure!(sample(&text, "vault_redirect_bad_requests").unwrap_or(0.0) >= 1.0, "the 414 was not counted");
-    ensure!(sample(&text, "vault_redirect_state_updates").unwrap_or(0.0) >= 2.0, "the failover was not counted");
-    ensure!(sample(&text, "vault_redirect_state_age_ms").is_some_and(|a| a < 60_000.0), "state age: {text}");
+    ensure!(
+        sample(&text, "vault_redirect_bad_requests").unwrap_or(0.0) >= 1.0,
+        "the 414 was not counted"
+    );
+    ensure!(
+        sample(&text, "vault_redirect_state_updates").unwrap_or(0.0) >= 2.0,
+        "the failover was not counted"
+    );
+    ensure!(
+        sample(&text, "vault_redirect_state_age_ms").is_some_and(|a| a < 60_000.0),
+        "state age: {text}"
+    );
     Ok(())
 }
 
@@ -131,12 +161,19 @@ async fn every_metric_in_the_dashboard_and_the_alert_rules_is_exported() -> Resu
         ensure!(!names.is_empty(), "panel {panel:?} queries no metric: {expr}");
         used.extend(names.into_iter().map(|m| (format!("panel {panel:?}"), m)));
     }
-    let missing: Vec<String> =
-        used.iter().filter(|(_, m)| !exported.contains(m)).map(|(w, m)| format!("{m} (in {w})")).collect();
+    let missing: Vec<String> = used
+        .iter()
+        .filter(|(_, m)| !exported.contains(m))
+        .map(|(w, m)| format!("{m} (in {w})"))
+        .collect();
     ensure!(missing.is_empty(), "not exported by the poller or Envoy: {missing:#?}");
     // Both sides are covered, so the check is not vacuous.
     let names: BTreeSet<&str> = used.iter().map(|(_, m)| m.as_str()).collect();
-    ensure!(names.contains("vault_redirect_active_node") && names.contains("vault_redirect_state_age_ms"), "{names:?}");
+    ensure!(
+        names.contains("vault_redirect_active_node")
+            && names.contains("vault_redirect_state_age_ms"),
+        "{names:?}"
+    );
     Ok(())
 }
 
@@ -144,7 +181,8 @@ async fn every_metric_in_the_dashboard_and_the_alert_rules_is_exported() -> Resu
 fn the_dashboard_groups_panels_by_subsystem_and_explains_each() -> Result<()> {
     let d = dashboard()?;
     let panels = d["panels"].as_array().context("no panels")?;
-    let rows: Vec<&str> = panels.iter().filter(|p| p["type"] == "row").filter_map(|p| p["title"].as_str()).collect();
+    let rows: Vec<&str> =
+        panels.iter().filter(|p| p["type"] == "row").filter_map(|p| p["title"].as_str()).collect();
     ensure!(rows.len() == 3, "rows: {rows:?}");
     for (row, subsystem) in rows.iter().zip(["Consul sync", "Poller API", "Envoy filter"]) {
         ensure!(row.starts_with(subsystem), "row {row:?} should be {subsystem}");
@@ -164,8 +202,14 @@ fn the_dashboard_groups_panels_by_subsystem_and_explains_each() -> Result<()> {
             _ => {
                 let title = p["title"].as_str().unwrap_or_default();
                 let desc = p["description"].as_str().unwrap_or_default();
-                ensure!(desc.contains("Why it matters"), "panel {title:?} does not say why it matters: {desc:?}");
-                ensure!(p["targets"].as_array().is_some_and(|t| !t.is_empty()), "panel {title:?} has no query");
+                ensure!(
+                    desc.contains("Why it matters"),
+                    "panel {title:?} does not say why it matters: {desc:?}"
+                );
+                ensure!(
+                    p["targets"].as_array().is_some_and(|t| !t.is_empty()),
+                    "panel {title:?} has no query"
+                );
                 if let Some(last) = per_row.last_mut() {
                     last.1 += 1;
                 }

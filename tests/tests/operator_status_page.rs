@@ -37,12 +37,22 @@ async fn the_status_page_follows_failovers_without_a_reload() -> Result<()> {
         .await?;
     let rows: Vec<Vec<String>> = serde_json::from_value(rows)?;
     ensure!(rows.len() == 3, "node rows: {rows:?}");
-    ensure!(rows[0][0] == "vault-a" && rows[0][3].contains("active") && rows[0][4] == "passing" && rows[0][6] == "active", "{rows:?}");
-    ensure!(rows[1][1] == "10.20.0.12" && rows[1][2] == "8200" && rows[1][6].is_empty(), "{rows:?}");
+    ensure!(
+        rows[0][0] == "vault-a"
+            && rows[0][3].contains("active")
+            && rows[0][4] == "passing"
+            && rows[0][6] == "active",
+        "{rows:?}"
+    );
+    ensure!(
+        rows[1][1] == "10.20.0.12" && rows[1][2] == "8200" && rows[1][6].is_empty(),
+        "{rows:?}"
+    );
     // Between updates the page parks on /v1/active's long-poll: the poller counts it.
     let status_url = format!("http://{}/v1/status", poller.addr);
     wait_for("the page's long-poll", Duration::from_secs(20), || async {
-        let s: serde_json::Value = client().ok()?.get(&status_url).send().await.ok()?.json().await.ok()?;
+        let s: serde_json::Value =
+            client().ok()?.get(&status_url).send().await.ok()?.json().await.ok()?;
         (s["longpoll_waiters"] == 1).then_some(())
     })
     .await?;
@@ -59,7 +69,8 @@ async fn the_status_page_follows_failovers_without_a_reload() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     consul.set_active("vault-b");
     browser.wait_text("active", "vault-b", |t| t == "vault-b").await?;
-    let timeline = browser.wait_text("timeline", "the gap", |t| t.contains("without an active node")).await?;
+    let timeline =
+        browser.wait_text("timeline", "the gap", |t| t.contains("without an active node")).await?;
     ensure!(timeline.contains("→ vault-b (10.20.0.12:8200)"), "timeline: {timeline}");
 
     // A direct handover, then vault-b's node sealed and vault-c taking over.
@@ -76,10 +87,15 @@ async fn the_status_page_follows_failovers_without_a_reload() -> Result<()> {
     consul.set_active("vault-a");
     browser.wait_text("active", "vault-a again", |t| t == "vault-a").await?;
 
-    let items = browser.eval("return [...document.querySelectorAll('#timeline li')].map(li => li.textContent)").await?;
+    let items = browser
+        .eval("return [...document.querySelectorAll('#timeline li')].map(li => li.textContent)")
+        .await?;
     let items: Vec<String> = serde_json::from_value(items)?;
     ensure!(items.len() == 6, "timeline items: {items:#?}");
-    ensure!(items[0].contains("→ vault-a") && items[0].contains("without an active node"), "{items:#?}");
+    ensure!(
+        items[0].contains("→ vault-a") && items[0].contains("without an active node"),
+        "{items:#?}"
+    );
     ensure!(items[2].contains("→ vault-c") && !items[2].contains("without"), "{items:#?}");
     ensure!(items[4].contains("no active node") && items[4].contains("tagged"), "{items:#?}");
     let sealed = browser
@@ -90,7 +106,11 @@ async fn the_status_page_follows_failovers_without_a_reload() -> Result<()> {
     ensure!(not_reloaded == "yes", "the page was reloaded");
 
     let png = browser.screenshot().await?;
-    ensure!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "not a screenshot: {} bytes", png.len());
+    ensure!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "not a screenshot: {} bytes",
+        png.len()
+    );
     let dir = target_dir().join("e2e-logs");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("status-page.png"), &png)?;

@@ -56,7 +56,8 @@ struct Seen {
 
 fn kill_hard(p: &Poller) -> Result<()> {
     let pid = p.proc.pid().context("the poller has no pid")?;
-    let ok = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?.success();
+    let ok =
+        std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?.success();
     if !ok {
         bail!("kill -KILL {pid} failed");
     }
@@ -65,13 +66,23 @@ fn kill_hard(p: &Poller) -> Result<()> {
 
 /// The health flags Envoy's admin shows for the poller endpoint `addr`.
 async fn health_flags(envoy: &Envoy, addr: std::net::SocketAddr) -> Result<String> {
-    let text = vault_redirect_e2e::client()?.get(format!("http://{}/clusters", envoy.admin)).send().await?.text().await?;
+    let text = vault_redirect_e2e::client()?
+        .get(format!("http://{}/clusters", envoy.admin))
+        .send()
+        .await?
+        .text()
+        .await?;
     let key = format!("vault_redirect_poller::{addr}::health_flags::");
-    Ok(text.lines().find_map(|l| l.strip_prefix(&key)).unwrap_or("(endpoint not listed)").to_string())
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .unwrap_or("(endpoint not listed)")
+        .to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_one_of_three_pollers_during_traffic_and_failovers_gives_no_wrong_redirect() -> Result<()> {
+async fn killing_one_of_three_pollers_during_traffic_and_failovers_gives_no_wrong_redirect(
+) -> Result<()> {
     let consul = ConsulDouble::start(three_nodes()).await?;
     let p1 = Poller::start(&consul.url(), &[]).await?;
     let p2 = Poller::start(&consul.url(), &[]).await?;
@@ -88,12 +99,17 @@ async fn killing_one_of_three_pollers_during_traffic_and_failovers_gives_no_wron
     })
     .await?;
     for p in [&p1, &p2, &p3] {
-        let healthy = wait_for("every poller healthy in Envoy", Duration::from_secs(30), || async {
-            (health_flags(&envoy, p.addr).await.ok()? == "healthy").then_some(())
-        })
-        .await;
+        let healthy =
+            wait_for("every poller healthy in Envoy", Duration::from_secs(30), || async {
+                (health_flags(&envoy, p.addr).await.ok()? == "healthy").then_some(())
+            })
+            .await;
         if let Err(e) = healthy {
-            bail!("{e}: poller {} has health flags {}", p.addr, health_flags(&envoy, p.addr).await?);
+            bail!(
+                "{e}: poller {} has health flags {}",
+                p.addr,
+                health_flags(&envoy, p.addr).await?
+            );
         }
     }
 
@@ -118,12 +134,20 @@ async fn killing_one_of_three_pollers_during_traffic_and_failovers_gives_no_wron
                 let sent = Instant::now();
                 let answer = match http.get(&url).send().await {
                     Ok(r) => {
-                        let loc = r.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
+                        let loc = r
+                            .headers()
+                            .get("location")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
                         Ok((r.status().as_u16(), loc))
                     }
                     Err(e) => Err(e.to_string()),
                 };
-                seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(Seen { sent, done: Instant::now(), answer });
+                seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(Seen {
+                    sent,
+                    done: Instant::now(),
+                    answer,
+                });
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             anyhow::Ok(())
@@ -149,8 +173,16 @@ async fn killing_one_of_three_pollers_during_traffic_and_failovers_gives_no_wron
             h.0.push((Instant::now(), expect));
         }
     };
-    let steps: [Option<&str>; 8] =
-        [Some("vault-b"), Some("vault-c"), Some("vault-a"), None, Some("vault-b"), Some("vault-c"), Some("vault-a"), Some("vault-b")];
+    let steps: [Option<&str>; 8] = [
+        Some("vault-b"),
+        Some("vault-c"),
+        Some("vault-a"),
+        None,
+        Some("vault-b"),
+        Some("vault-c"),
+        Some("vault-a"),
+        Some("vault-b"),
+    ];
     for (i, step) in steps.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         change(*step);
@@ -161,17 +193,20 @@ async fn killing_one_of_three_pollers_during_traffic_and_failovers_gives_no_wron
     }
     // The last failover reaches every worker (no change missed after moving replicas).
     let last = prefix("vault-b").context("prefix")?;
-    let converged = wait_for("every worker on the last active node", Duration::from_secs(20), || {
-        let seen = seen.clone();
-        async move {
-            let s = seen.lock().ok()?;
-            let tail: Vec<&Seen> = s.iter().rev().take(40).collect();
-            let all_last = tail.len() == 40
-                && tail.iter().all(|x| matches!(&x.answer, Ok((307, Some(l))) if l.starts_with(last)));
-            all_last.then_some(())
-        }
-    })
-    .await;
+    let converged =
+        wait_for("every worker on the last active node", Duration::from_secs(20), || {
+            let seen = seen.clone();
+            async move {
+                let s = seen.lock().ok()?;
+                let tail: Vec<&Seen> = s.iter().rev().take(40).collect();
+                let all_last = tail.len() == 40
+                    && tail
+                        .iter()
+                        .all(|x| matches!(&x.answer, Ok((307, Some(l))) if l.starts_with(last)));
+                all_last.then_some(())
+            }
+        })
+        .await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for t in traffic {
         t.await??;
@@ -195,13 +230,15 @@ async fn killing_one_of_three_pollers_during_traffic_and_failovers_gives_no_wron
     for s in seen.iter() {
         let allowed = history.allowed(s.sent, s.done);
         let got: Result<Expect, String> = match &s.answer {
-            Ok((307, Some(loc))) => match ["http://127.0.0.2:8200", "http://127.0.0.3:8200", "http://127.0.0.4:8200"]
-                .into_iter()
-                .find(|p| loc.starts_with(p))
-            {
-                Some(p) => Ok(Some(p)),
-                None => Err(format!("307 to {loc}")),
-            },
+            Ok((307, Some(loc))) => {
+                match ["http://127.0.0.2:8200", "http://127.0.0.3:8200", "http://127.0.0.4:8200"]
+                    .into_iter()
+                    .find(|p| loc.starts_with(p))
+                {
+                    Some(p) => Ok(Some(p)),
+                    None => Err(format!("307 to {loc}")),
+                }
+            }
             Ok((503, _)) => Ok(None),
             Ok((status, loc)) => Err(format!("{status} {loc:?}")),
             Err(e) => Err(e.clone()),
@@ -214,17 +251,35 @@ async fn killing_one_of_three_pollers_during_traffic_and_failovers_gives_no_wron
                     unavailable += 1;
                 }
             }
-            Ok(g) => wrong.push(format!("{:?} after start: {g:?}, allowed {allowed:?}", s.sent.duration_since(history.0[0].0))),
-            Err(e) => wrong.push(format!("{:?} after start: {e}", s.sent.duration_since(history.0[0].0))),
+            Ok(g) => wrong.push(format!(
+                "{:?} after start: {g:?}, allowed {allowed:?}",
+                s.sent.duration_since(history.0[0].0)
+            )),
+            Err(e) => {
+                wrong.push(format!("{:?} after start: {e}", s.sent.duration_since(history.0[0].0)))
+            }
         }
     }
-    println!("{} answers: {redirects} correct 307s, {unavailable} 503s during the election", seen.len());
-    assert!(wrong.is_empty(), "{} wrong answers of {}, first: {:?}", wrong.len(), seen.len(), &wrong[..wrong.len().min(10)]);
+    println!(
+        "{} answers: {redirects} correct 307s, {unavailable} 503s during the election",
+        seen.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers of {}, first: {:?}",
+        wrong.len(),
+        seen.len(),
+        &wrong[..wrong.len().min(10)]
+    );
     assert!(redirects > 200, "too little traffic to judge: {redirects} redirects");
 
     let log = std::fs::read_to_string(envoy.proc.log_path())?;
-    let panics: Vec<&str> =
-        log.lines().filter(|l| l.contains("panicked") || l.contains("wasm trap") || l.contains("Plugin crashed")).collect();
+    let panics: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("panicked") || l.contains("wasm trap") || l.contains("Plugin crashed")
+        })
+        .collect();
     assert!(panics.is_empty(), "filter panics in Envoy's log: {panics:?}");
     Ok(())
 }

@@ -34,9 +34,11 @@ impl Pki {
     fn new() -> Result<Pki> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = vault_redirect_e2e::target_dir()
-            .join("e2e-logs")
-            .join(format!("pki-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = vault_redirect_e2e::target_dir().join("e2e-logs").join(format!(
+            "pki-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir)?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -45,7 +47,9 @@ impl Pki {
         ca_params.distinguished_name.push(DnType::CommonName, "vault-redirect e2e test CA");
         let ca_key = KeyPair::generate()?;
         let ca = ca_params.self_signed(&ca_key)?;
-        let names: Vec<String> = ["localhost", "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"].map(String::from).to_vec();
+        let names: Vec<String> = ["localhost", "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
+            .map(String::from)
+            .to_vec();
         let leaf_key = KeyPair::generate()?;
         let mut leaf_params = CertificateParams::new(names)?;
         leaf_params.distinguished_name.push(DnType::CommonName, "vault-redirect e2e");
@@ -82,7 +86,10 @@ async fn tls_stack(pki: &Pki) -> Result<(VaultCluster, ConsulDouble, Poller, Env
     vault.add_token(TOKEN);
     let consul = ConsulDouble::start(vault.consul_nodes()).await?;
     let poller = Poller::start(&consul.url(), &[]).await?;
-    let opts = EnvoyOptions { plugin_config: quick_plugin(r#","scheme":"https""#), ..EnvoyOptions::tls(poller.addr, pki.files()) };
+    let opts = EnvoyOptions {
+        plugin_config: quick_plugin(r#","scheme":"https""#),
+        ..EnvoyOptions::tls(poller.addr, pki.files())
+    };
     let envoy = Envoy::start(opts).await?;
     assert!(envoy.url("/").starts_with("https://"));
     Ok((vault, consul, poller, envoy))
@@ -101,10 +108,17 @@ async fn http2_over_tls_gets_a_307_to_the_active_node_over_https() -> Result<()>
     // reqwest offers h2 and http/1.1 by ALPN; Envoy picks h2.
     let h2 = trusting(&pki)?.redirect(reqwest::redirect::Policy::none()).build()?;
     let want = format!("{}{PROBE_PATH}", vault.api_addr("vault-a").unwrap_or_default());
-    assert!(want.starts_with("https://127.0.0.2:") || want.starts_with("https://127.0.0.1:"), "{want}");
-    let r = vault_redirect_e2e::wait_for("an h2 307 over TLS", std::time::Duration::from_secs(20), || async {
-        h2.get(envoy.url(PROBE_PATH)).send().await.ok().filter(|r| r.status().as_u16() == 307)
-    })
+    assert!(
+        want.starts_with("https://127.0.0.2:") || want.starts_with("https://127.0.0.1:"),
+        "{want}"
+    );
+    let r = vault_redirect_e2e::wait_for(
+        "an h2 307 over TLS",
+        std::time::Duration::from_secs(20),
+        || async {
+            h2.get(envoy.url(PROBE_PATH)).send().await.ok().filter(|r| r.status().as_u16() == 307)
+        },
+    )
     .await?;
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.headers()["location"], want.as_str());
@@ -119,10 +133,14 @@ async fn http2_over_tls_gets_a_307_to_the_active_node_over_https() -> Result<()>
     vault.set_active("vault-b");
     consul.set_active("vault-b");
     let want_b = format!("{}{PROBE_PATH}", vault.api_addr("vault-b").unwrap_or_default());
-    vault_redirect_e2e::wait_for("the https Location of vault-b", std::time::Duration::from_secs(20), || async {
-        let r = h2.get(envoy.url(PROBE_PATH)).send().await.ok()?;
-        (r.headers().get("location")?.to_str().ok()? == want_b).then_some(())
-    })
+    vault_redirect_e2e::wait_for(
+        "the https Location of vault-b",
+        std::time::Duration::from_secs(20),
+        || async {
+            let r = h2.get(envoy.url(PROBE_PATH)).send().await.ok()?;
+            (r.headers().get("location")?.to_str().ok()? == want_b).then_some(())
+        },
+    )
     .await?;
     let failures = envoy.filter_failures();
     if !failures.is_empty() {
@@ -137,14 +155,27 @@ async fn http2_clients_follow_the_https_redirect_and_write_on_the_active_node() 
     let (vault, _consul, _poller, envoy) = tls_stack(&pki).await?;
     let follow = trusting(&pki)?.build()?;
     let url = envoy.url("/v1/secret/data/tls/app");
-    let w = vault_redirect_e2e::wait_for("a write through the https redirect", std::time::Duration::from_secs(20), || async {
-        let r = follow.post(&url).header("X-Vault-Token", TOKEN).json(&json!({"data": {"k": "tls"}})).send().await.ok()?;
-        (r.status().as_u16() == 200).then_some(r)
-    })
+    let w = vault_redirect_e2e::wait_for(
+        "a write through the https redirect",
+        std::time::Duration::from_secs(20),
+        || async {
+            let r = follow
+                .post(&url)
+                .header("X-Vault-Token", TOKEN)
+                .json(&json!({"data": {"k": "tls"}}))
+                .send()
+                .await
+                .ok()?;
+            (r.status().as_u16() == 200).then_some(r)
+        },
+    )
     .await?;
     // The final answer came from the active double itself, over h2.
     assert_eq!(w.version(), reqwest::Version::HTTP_2);
-    assert_eq!(w.url().as_str(), format!("{}/v1/secret/data/tls/app", vault.api_addr("vault-a").unwrap_or_default()));
+    assert_eq!(
+        w.url().as_str(),
+        format!("{}/v1/secret/data/tls/app", vault.api_addr("vault-a").unwrap_or_default())
+    );
     let at_a = vault.received("vault-a");
     let post = at_a.iter().find(|r| r.method == "POST").context("vault-a got no POST")?;
     assert_eq!(post.header("x-vault-token"), Some(TOKEN));
@@ -153,10 +184,25 @@ async fn http2_clients_follow_the_https_redirect_and_write_on_the_active_node() 
 
     // curl (nghttp2) over TLS with --http2: a second, independent h2 client.
     let out = tokio::process::Command::new("curl")
-        .args(["--silent", "--show-error", "--noproxy", "*", "--max-time", "20", "--http2", "--location"])
+        .args([
+            "--silent",
+            "--show-error",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "20",
+            "--http2",
+            "--location",
+        ])
         .arg("--cacert")
         .arg(pki.path("ca.pem"))
-        .args(["--header", &format!("X-Vault-Token: {TOKEN}"), "--write-out", "\n%{http_version} %{num_redirects}", &url])
+        .args([
+            "--header",
+            &format!("X-Vault-Token: {TOKEN}"),
+            "--write-out",
+            "\n%{http_version} %{num_redirects}",
+            &url,
+        ])
         .kill_on_drop(true)
         .output()
         .await

@@ -14,8 +14,12 @@ use vault_redirect_doubles::Received;
 /// The one request the active node got for `method path`, checked to come straight from the
 /// client (not forwarded) with the token.
 fn only_request(stack: &VaultStack, method: &str, path: &str) -> Result<Received> {
-    let got: Vec<Received> =
-        stack.vault.received("vault-a").into_iter().filter(|r| r.method == method && r.path == path).collect();
+    let got: Vec<Received> = stack
+        .vault
+        .received("vault-a")
+        .into_iter()
+        .filter(|r| r.method == method && r.path == path)
+        .collect();
     if got.len() != 1 {
         bail!("vault-a received {} {method} {path} requests: {got:#?}", got.len());
     }
@@ -70,7 +74,8 @@ async fn curl_follows_the_307_with_a_json_post_and_a_get_token_and_body_intact()
         &url,
     ])
     .await?;
-    let (json_text, trailer) = out.rsplit_once('\n').context("curl output without --write-out line")?;
+    let (json_text, trailer) =
+        out.rsplit_once('\n').context("curl output without --write-out line")?;
     assert_eq!(trailer, format!("1 {} 200", stack.location("vault-a", "/v1/secret/data/app/db")));
     let written: Value = serde_json::from_str(json_text)?;
     assert_eq!(written["data"]["version"], 1);
@@ -93,7 +98,10 @@ async fn python_hvac_writes_then_reads_a_secret_through_the_redirect() -> Result
     let python = vault_redirect_e2e::workspace_root().join(".venv/bin/python");
     let has_hvac = tokio::process::Command::new(&python).args(["-c", "import hvac"]).output().await;
     if !has_hvac.is_ok_and(|o| o.status.success()) {
-        bail!("{} cannot import hvac: run scripts/setup.sh (it installs hvac into .venv)", python.display());
+        bail!(
+            "{} cannot import hvac: run scripts/setup.sh (it installs hvac into .venv)",
+            python.display()
+        );
     }
     let stack = VaultStack::plain(&[], &quick_plugin("")).await?;
     stack.vault.clear_received();
@@ -117,15 +125,23 @@ json.dump({"written": written, "read": read, "leader": leader}, sys.stdout)
         .env("E2E_VAULT_TOKEN", TOKEN)
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), out).await.context("hvac script timed out")??;
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), out)
+        .await
+        .context("hvac script timed out")??;
     if !out.status.success() {
         bail!("hvac script failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let result: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(result["written"]["data"]["version"], 1);
     assert_eq!(result["read"]["data"]["data"], json!({"key": "v1", "n": 7}));
-    assert_eq!(result["leader"]["leader_address"], stack.vault.api_addr("vault-a").unwrap_or_default().as_str());
-    assert_eq!(result["leader"]["is_self"], true, "sys/leader was answered by the active node itself");
+    assert_eq!(
+        result["leader"]["leader_address"],
+        stack.vault.api_addr("vault-a").unwrap_or_default().as_str()
+    );
+    assert_eq!(
+        result["leader"]["is_self"], true,
+        "sys/leader was answered by the active node itself"
+    );
 
     let post = only_request(&stack, "POST", "/v1/secret/data/team/api")?;
     assert_eq!(post.json(), Some(json!({"options": {}, "data": {"key": "v1", "n": 7}})));
@@ -147,7 +163,13 @@ async fn rust_vaultrs_writes_then_reads_a_secret_through_the_redirect() -> Resul
         .timeout(Some(std::time::Duration::from_secs(20)))
         .build()?;
     let client = vaultrs::client::VaultClient::new(settings)?;
-    let meta = vaultrs::kv2::set(&client, "secret", "svc/cfg", &json!({"url": "postgres://db", "pool": 5})).await?;
+    let meta = vaultrs::kv2::set(
+        &client,
+        "secret",
+        "svc/cfg",
+        &json!({"url": "postgres://db", "pool": 5}),
+    )
+    .await?;
     assert_eq!(meta.version, 1);
     let read: Value = vaultrs::kv2::read(&client, "secret", "svc/cfg").await?;
     assert_eq!(read, json!({"url": "postgres://db", "pool": 5}));
@@ -183,7 +205,12 @@ async fn after_a_failover_clients_write_to_the_new_active_node() -> Result<()> {
     assert!(out.ends_with(&stack.location("vault-c", "/v1/secret/data/after")), "{out}");
     let at_c = stack.vault.received("vault-c");
     assert_eq!(at_c.len(), 1, "{at_c:#?}");
-    assert_eq!((at_c[0].forwarded_from.as_deref(), at_c[0].header("x-vault-token")), (None, Some(TOKEN)));
-    assert!(stack.vault.received("vault-a").is_empty() && stack.vault.received("vault-b").is_empty());
+    assert_eq!(
+        (at_c[0].forwarded_from.as_deref(), at_c[0].header("x-vault-token")),
+        (None, Some(TOKEN))
+    );
+    assert!(
+        stack.vault.received("vault-a").is_empty() && stack.vault.received("vault-b").is_empty()
+    );
     stack.assert_no_failures()
 }

@@ -28,21 +28,32 @@ async fn envoy_redirects_to_the_active_node_and_follows_a_failover() -> anyhow::
         location(&http, &url).await.ok().filter(|(s, _)| *s == 307)
     })
     .await?;
-    assert_eq!(first.1.as_deref(), Some("http://127.0.0.2:8200/v1/secret/data/app?version=2&list=a%2Fb"));
+    assert_eq!(
+        first.1.as_deref(),
+        Some("http://127.0.0.2:8200/v1/secret/data/app?version=2&list=a%2Fb")
+    );
 
     // A POST gets a 307 too (a 301/302 would turn it into a GET at the client).
-    let post = http.post(envoy.url("/v1/secret/data/app")).body(r#"{"data":{"k":"v"}}"#).send().await?;
+    let post =
+        http.post(envoy.url("/v1/secret/data/app")).body(r#"{"data":{"k":"v"}}"#).send().await?;
     assert_eq!(post.status().as_u16(), 307);
     assert_eq!(post.headers()["location"], "http://127.0.0.2:8200/v1/secret/data/app");
 
     let switched = Instant::now();
     consul.set_active("vault-c");
-    let after = wait_for("the Location to follow the failover", Duration::from_secs(10), || async {
-        location(&http, &url).await.ok().filter(|(_, l)| l.as_deref() != Some(first.1.as_deref().unwrap_or_default()))
-    })
-    .await?;
+    let after =
+        wait_for("the Location to follow the failover", Duration::from_secs(10), || async {
+            location(&http, &url)
+                .await
+                .ok()
+                .filter(|(_, l)| l.as_deref() != Some(first.1.as_deref().unwrap_or_default()))
+        })
+        .await?;
     println!("Location followed the failover in {:?}", switched.elapsed());
-    assert_eq!(after, (307, Some("http://127.0.0.4:8200/v1/secret/data/app?version=2&list=a%2Fb".to_string())));
+    assert_eq!(
+        after,
+        (307, Some("http://127.0.0.4:8200/v1/secret/data/app?version=2&list=a%2Fb".to_string()))
+    );
 
     let counted = envoy.counter_at_least("wasmcustom.vault_redirect.redirects", 3).await?;
     assert!(counted >= 3, "Envoy counted {counted} redirects");
@@ -59,23 +70,25 @@ async fn envoy_answers_503_in_vault_error_shape_while_no_node_is_active() -> any
     let http = client()?;
 
     // Before the worker hears the poller it says so; wait until it answers from the state.
-    let (status, retry_after, body) = wait_for("a 503 naming the missing active node", Duration::from_secs(15), || async {
-        let r = http.get(envoy.url("/v1/sys/health")).send().await.ok()?;
-        let status = r.status().as_u16();
-        let retry = r.headers().get("retry-after")?.to_str().ok()?.to_string();
-        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
-        let msg = body["errors"][0].as_str()?.to_string();
-        (!msg.contains("no state received")).then_some((status, retry, msg))
-    })
-    .await?;
+    let (status, retry_after, body) =
+        wait_for("a 503 naming the missing active node", Duration::from_secs(15), || async {
+            let r = http.get(envoy.url("/v1/sys/health")).send().await.ok()?;
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after")?.to_str().ok()?.to_string();
+            let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
+            let msg = body["errors"][0].as_str()?.to_string();
+            (!msg.contains("no state received")).then_some((status, retry, msg))
+        })
+        .await?;
     assert_eq!((status, retry_after.as_str()), (503, "1"));
     assert!(body.starts_with("no active Vault node"), "{body}");
 
     consul.set_active("vault-b");
-    let (status, loc) = wait_for("a 307 once vault-b is active", Duration::from_secs(10), || async {
-        location(&http, &envoy.url("/v1/sys/health")).await.ok().filter(|(s, _)| *s == 307)
-    })
-    .await?;
+    let (status, loc) =
+        wait_for("a 307 once vault-b is active", Duration::from_secs(10), || async {
+            location(&http, &envoy.url("/v1/sys/health")).await.ok().filter(|(s, _)| *s == 307)
+        })
+        .await?;
     assert_eq!((status, loc.as_deref()), (307, Some("http://127.0.0.3:8200/v1/sys/health")));
     Ok(())
 }

@@ -20,40 +20,23 @@ use anyhow::{bail, Context, Result};
 
 /// What the filter keeps from the SDK and the toolchain, under their own names: the memory,
 /// WASI's initialiser, the ABI version marker and the allocator the host writes into.
-pub const FROM_SDK: &[&str] = &[
-    "memory",
-    "_initialize",
-    "proxy_abi_version_0_2_1",
-    "proxy_on_memory_allocate",
-];
+pub const FROM_SDK: &[&str] =
+    &["memory", "_initialize", "proxy_abi_version_0_2_1", "proxy_on_memory_allocate"];
 
 /// The filter's callbacks (filter/src/abi.rs) and the ABI names they take. Request contexts
 /// need only the first two; there is deliberately no `proxy_on_delete` (nothing to free).
 pub const CALLBACKS: &[(&str, &str)] = &[
-    (
-        "vault_redirect_on_context_create",
-        "proxy_on_context_create",
-    ),
-    (
-        "vault_redirect_on_request_headers",
-        "proxy_on_request_headers",
-    ),
+    ("vault_redirect_on_context_create", "proxy_on_context_create"),
+    ("vault_redirect_on_request_headers", "proxy_on_request_headers"),
     ("vault_redirect_on_vm_start", "proxy_on_vm_start"),
     ("vault_redirect_on_configure", "proxy_on_configure"),
     ("vault_redirect_on_tick", "proxy_on_tick"),
-    (
-        "vault_redirect_on_http_call_response",
-        "proxy_on_http_call_response",
-    ),
+    ("vault_redirect_on_http_call_response", "proxy_on_http_call_response"),
 ];
 
 /// The exports of a linked filter.
 pub fn linked_exports() -> Vec<&'static str> {
-    FROM_SDK
-        .iter()
-        .copied()
-        .chain(CALLBACKS.iter().map(|(_, abi)| *abi))
-        .collect()
+    FROM_SDK.iter().copied().chain(CALLBACKS.iter().map(|(_, abi)| *abi)).collect()
 }
 
 /// What [`link`] did.
@@ -74,14 +57,8 @@ pub fn link(wasm: &[u8]) -> Result<(Vec<u8>, Linked)> {
             bail!("the module does not export {name}: is it the vault-redirect filter?");
         }
     }
-    let unlinked = CALLBACKS
-        .iter()
-        .filter(|(ours, _)| has(&module, ours))
-        .count();
-    let already = CALLBACKS
-        .iter()
-        .filter(|(_, abi)| has(&module, abi))
-        .count();
+    let unlinked = CALLBACKS.iter().filter(|(ours, _)| has(&module, ours)).count();
+    let already = CALLBACKS.iter().filter(|(_, abi)| has(&module, abi)).count();
     if unlinked == 0 && already == CALLBACKS.len() {
         // Linked before: nothing but what a linked filter exports may remain.
         let linked = linked_exports();
@@ -94,30 +71,17 @@ pub fn link(wasm: &[u8]) -> Result<(Vec<u8>, Linked)> {
         if !extra.is_empty() {
             bail!("the module looks linked but also exports {extra:?}");
         }
-        return Ok((
-            wasm.to_vec(),
-            Linked {
-                removed: 0,
-                renamed: 0,
-            },
-        ));
+        return Ok((wasm.to_vec(), Linked { removed: 0, renamed: 0 }));
     }
     if unlinked != CALLBACKS.len() {
-        let missing: Vec<&str> = CALLBACKS
-            .iter()
-            .map(|(ours, _)| *ours)
-            .filter(|n| !has(&module, n))
-            .collect();
+        let missing: Vec<&str> =
+            CALLBACKS.iter().map(|(ours, _)| *ours).filter(|n| !has(&module, n)).collect();
         bail!("the module does not export {missing:?}: is it the vault-redirect filter?");
     }
     let keep =
         |name: &str| FROM_SDK.contains(&name) || CALLBACKS.iter().any(|(ours, _)| *ours == name);
-    let removed: Vec<walrus::ExportId> = module
-        .exports
-        .iter()
-        .filter(|e| !keep(&e.name))
-        .map(|e| e.id())
-        .collect();
+    let removed: Vec<walrus::ExportId> =
+        module.exports.iter().filter(|e| !keep(&e.name)).map(|e| e.id()).collect();
     for id in &removed {
         module.exports.delete(*id);
     }
@@ -127,13 +91,7 @@ pub fn link(wasm: &[u8]) -> Result<(Vec<u8>, Linked)> {
         }
     }
     walrus::passes::gc::run(&mut module);
-    Ok((
-        module.emit_wasm(),
-        Linked {
-            removed: removed.len(),
-            renamed: CALLBACKS.len(),
-        },
-    ))
+    Ok((module.emit_wasm(), Linked { removed: removed.len(), renamed: CALLBACKS.len() }))
 }
 
 /// The names a module exports.

@@ -16,19 +16,33 @@ pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         linker,
         "env",
         "proxy_get_buffer_bytes",
-        |c, kind: i32, start: i32, max: i32, ptr_ptr: i32, size_ptr: i32| get_bytes(c, kind, start, max, ptr_ptr, size_ptr)
+        |c, kind: i32, start: i32, max: i32, ptr_ptr: i32, size_ptr: i32| get_bytes(
+            c, kind, start, max, ptr_ptr, size_ptr
+        )
     );
-    host_fn!(linker, "env", "proxy_get_buffer_status", |c, kind: i32, size_ptr: i32, flags_ptr: i32| {
-        let kind = BufferType::from_raw(kind).ok_or(Status::BadArgument)?;
-        let size = buffer(c.data(), kind).ok_or(Status::NotFound)?.len();
-        write_u32(c, size_ptr, u32::try_from(size).unwrap_or(u32::MAX))?;
-        write_u32(c, flags_ptr, 0)
-    });
+    host_fn!(
+        linker,
+        "env",
+        "proxy_get_buffer_status",
+        |c, kind: i32, size_ptr: i32, flags_ptr: i32| {
+            let kind = BufferType::from_raw(kind).ok_or(Status::BadArgument)?;
+            let size = buffer(c.data(), kind).ok_or(Status::NotFound)?.len();
+            write_u32(c, size_ptr, u32::try_from(size).unwrap_or(u32::MAX))?;
+            write_u32(c, flags_ptr, 0)
+        }
+    );
     host_fn!(
         linker,
         "env",
         "proxy_set_buffer_bytes",
-        |c, kind: i32, start: i32, size: i32, ptr: i32, len: i32| set_bytes(c, kind, start as u32, size as u32, ptr, len)
+        |c, kind: i32, start: i32, size: i32, ptr: i32, len: i32| set_bytes(
+            c,
+            kind,
+            start as u32,
+            size as u32,
+            ptr,
+            len
+        )
     );
     Ok(())
 }
@@ -37,9 +51,9 @@ pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
 fn buffer(state: &VmState, kind: BufferType) -> Option<Vec<u8>> {
     match kind {
         BufferType::VmConfiguration => Some(state.config.vm_config.clone()),
-        BufferType::PluginConfiguration => state
-            .plugin_config_readable
-            .then(|| state.config.plugin_config.clone()),
+        BufferType::PluginConfiguration => {
+            state.plugin_config_readable.then(|| state.config.plugin_config.clone())
+        }
         BufferType::HttpCallResponseBody => state.call_response.as_ref().map(|r| r.body.clone()),
         BufferType::HttpRequestBody => state.current_stream().map(|s| s.request_body.clone()),
         BufferType::HttpResponseBody => state.current_stream().map(|s| s.response_body.clone()),
@@ -76,7 +90,14 @@ fn get_bytes(
 
 /// Envoy's `copyFrom`: (0, 0) prepends, (0, >= len) replaces, start >= len appends, anything else
 /// is a bad argument. Only bodies are writable.
-fn set_bytes(c: &mut Caller<'_, VmState>, kind: i32, start: u32, size: u32, ptr: i32, len: i32) -> HostResult {
+fn set_bytes(
+    c: &mut Caller<'_, VmState>,
+    kind: i32,
+    start: u32,
+    size: u32,
+    ptr: i32,
+    len: i32,
+) -> HostResult {
     let kind = BufferType::from_raw(kind).ok_or(Status::BadArgument)?;
     let exists = buffer(c.data(), kind).is_some();
     if !exists {

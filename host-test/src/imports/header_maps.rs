@@ -16,15 +16,20 @@ use crate::pairs::{self, Pair};
 use crate::state::VmState;
 
 pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
-    host_fn!(linker, "env", "proxy_get_header_map_pairs", |c, kind: i32, ptr_ptr: i32, size_ptr: i32| {
-        let kind = map_type(kind)?;
-        // Envoy hands an empty (or absent) map over as (0, 0), which the SDK reads as empty.
-        let bytes = match readable(c.data(), kind) {
-            Some(map) if !map.is_empty() => pairs::encode(map),
-            _ => Vec::new(),
-        };
-        return_bytes(c, &bytes, ptr_ptr, size_ptr)
-    });
+    host_fn!(
+        linker,
+        "env",
+        "proxy_get_header_map_pairs",
+        |c, kind: i32, ptr_ptr: i32, size_ptr: i32| {
+            let kind = map_type(kind)?;
+            // Envoy hands an empty (or absent) map over as (0, 0), which the SDK reads as empty.
+            let bytes = match readable(c.data(), kind) {
+                Some(map) if !map.is_empty() => pairs::encode(map),
+                _ => Vec::new(),
+            };
+            return_bytes(c, &bytes, ptr_ptr, size_ptr)
+        }
+    );
     host_fn!(linker, "env", "proxy_set_header_map_pairs", |c, kind: i32, ptr: i32, len: i32| {
         let kind = map_type(kind)?;
         let raw = read(c, ptr, len)?;
@@ -68,13 +73,18 @@ pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
             Ok(())
         }
     );
-    host_fn!(linker, "env", "proxy_remove_header_map_value", |c, kind: i32, key_ptr: i32, key_len: i32| {
-        let kind = map_type(kind)?;
-        let key = read(c, key_ptr, key_len)?.to_ascii_lowercase();
-        let map = writable(c.data_mut(), kind).ok_or(Status::BadArgument)?;
-        map.retain(|(k, _)| *k != key);
-        Ok(())
-    });
+    host_fn!(
+        linker,
+        "env",
+        "proxy_remove_header_map_value",
+        |c, kind: i32, key_ptr: i32, key_len: i32| {
+            let kind = map_type(kind)?;
+            let key = read(c, key_ptr, key_len)?.to_ascii_lowercase();
+            let map = writable(c.data_mut(), kind).ok_or(Status::BadArgument)?;
+            map.retain(|(k, _)| *k != key);
+            Ok(())
+        }
+    );
     host_fn!(linker, "env", "proxy_get_header_map_size", |c, kind: i32, size_ptr: i32| {
         let kind = map_type(kind)?;
         let map = writable(c.data_mut(), kind).ok_or(Status::BadArgument)?;
@@ -122,13 +132,23 @@ fn replace(map: &mut Vec<Pair>, key: Vec<u8>, value: Vec<u8>) {
 /// The map as the current context may read it; `None` when it does not exist there.
 fn readable(state: &VmState, kind: MapType) -> Option<&[Pair]> {
     match kind {
-        MapType::HttpCallResponseHeaders => state.call_response.as_ref().map(|r| r.headers.as_slice()),
-        MapType::HttpCallResponseTrailers => state.call_response.as_ref().map(|r| r.trailers.as_slice()),
+        MapType::HttpCallResponseHeaders => {
+            state.call_response.as_ref().map(|r| r.headers.as_slice())
+        }
+        MapType::HttpCallResponseTrailers => {
+            state.call_response.as_ref().map(|r| r.trailers.as_slice())
+        }
         MapType::GrpcReceiveInitialMetadata | MapType::GrpcReceiveTrailingMetadata => None,
         MapType::HttpRequestHeaders => state.current_stream().map(|s| s.request_headers.as_slice()),
-        MapType::HttpRequestTrailers => state.current_stream().map(|s| s.request_trailers.as_slice()),
-        MapType::HttpResponseHeaders => state.current_stream().map(|s| s.response_headers.as_slice()),
-        MapType::HttpResponseTrailers => state.current_stream().map(|s| s.response_trailers.as_slice()),
+        MapType::HttpRequestTrailers => {
+            state.current_stream().map(|s| s.request_trailers.as_slice())
+        }
+        MapType::HttpResponseHeaders => {
+            state.current_stream().map(|s| s.response_headers.as_slice())
+        }
+        MapType::HttpResponseTrailers => {
+            state.current_stream().map(|s| s.response_trailers.as_slice())
+        }
     }
 }
 

@@ -114,7 +114,13 @@ pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
          msg_len: i32,
          _timeout: i32,
          token_ptr: i32| {
-            for (ptr, len) in [(up_ptr, up_len), (s_ptr, s_len), (m_ptr, m_len), (md_ptr, md_len), (msg_ptr, msg_len)] {
+            for (ptr, len) in [
+                (up_ptr, up_len),
+                (s_ptr, s_len),
+                (m_ptr, m_len),
+                (md_ptr, md_len),
+                (msg_ptr, msg_len),
+            ] {
                 check(c, ptr, len as u32)?;
             }
             check(c, token_ptr, 4)?;

@@ -13,7 +13,9 @@ use crate::memory::{read, write_u32, write_u64, HostResult};
 use crate::state::VmState;
 
 pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
-    host_fn!(linker, "env", "proxy_log", |c, level: i32, ptr: i32, len: i32| log(c, level, ptr, len));
+    host_fn!(linker, "env", "proxy_log", |c, level: i32, ptr: i32, len: i32| log(
+        c, level, ptr, len
+    ));
     host_fn!(linker, "env", "proxy_get_log_level", |c, ptr: i32| {
         let level = c.data().config.log_level as u32;
         write_u32(c, ptr, level)

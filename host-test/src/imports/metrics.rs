@@ -15,13 +15,18 @@ use crate::memory::{read, write_u32, write_u64, HostResult};
 use crate::state::{Metric, VmState};
 
 pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
-    host_fn!(linker, "env", "proxy_define_metric", |c, kind: i32, name_ptr: i32, name_len: i32, id_ptr: i32| {
-        let kind = MetricType::from_raw(kind).ok_or(Status::BadArgument)?;
-        let name = String::from_utf8_lossy(&read(c, name_ptr, name_len)?).into_owned();
-        crate::memory::check(c, id_ptr, 4)?;
-        let id = define(c.data_mut(), kind, name)?;
-        write_u32(c, id_ptr, id)
-    });
+    host_fn!(
+        linker,
+        "env",
+        "proxy_define_metric",
+        |c, kind: i32, name_ptr: i32, name_len: i32, id_ptr: i32| {
+            let kind = MetricType::from_raw(kind).ok_or(Status::BadArgument)?;
+            let name = String::from_utf8_lossy(&read(c, name_ptr, name_len)?).into_owned();
+            crate::memory::check(c, id_ptr, 4)?;
+            let id = define(c.data_mut(), kind, name)?;
+            write_u32(c, id_ptr, id)
+        }
+    );
     host_fn!(linker, "env", "proxy_increment_metric", |c, id: i32, offset: i64| {
         increment(c.data(), id as u32, offset)
     });
@@ -48,7 +53,11 @@ fn define(state: &mut VmState, kind: MetricType, name: String) -> HostResult<u32
 }
 
 /// Runs `f` on the metric behind `id`; an unknown id is `NotFound`.
-fn with_metric<T>(state: &VmState, id: u32, f: impl FnOnce(&mut Metric) -> HostResult<T>) -> HostResult<T> {
+fn with_metric<T>(
+    state: &VmState,
+    id: u32,
+    f: impl FnOnce(&mut Metric) -> HostResult<T>,
+) -> HostResult<T> {
     let (name, _) = state.metric_ids.get(&id).ok_or(Status::NotFound)?;
     let mut world = state.world()?;
     let metric = world.metrics.get_mut(name).ok_or(Status::NotFound)?;

@@ -35,7 +35,13 @@ pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         linker,
         "env",
         "proxy_call_foreign_function",
-        |c, name_ptr: i32, name_len: i32, args_ptr: i32, args_len: i32, _results_ptr: i32, _size_ptr: i32| {
+        |c,
+         name_ptr: i32,
+         name_len: i32,
+         args_ptr: i32,
+         args_len: i32,
+         _results_ptr: i32,
+         _size_ptr: i32| {
             read(c, name_ptr, name_len)?;
             check(c, args_ptr, args_len as u32)?;
             Err(Status::NotFound.into())

@@ -14,19 +14,29 @@ use crate::memory::{read, return_bytes};
 use crate::state::VmState;
 
 pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
-    host_fn!(linker, "env", "proxy_get_property", |c, path_ptr: i32, path_len: i32, ptr_ptr: i32, size_ptr: i32| {
-        let path = read(c, path_ptr, path_len)?;
-        let value = lookup(c.data(), &path).ok_or(Status::NotFound)?;
-        return_bytes(c, &value, ptr_ptr, size_ptr)
-    });
-    host_fn!(linker, "env", "proxy_set_property", |c, path_ptr: i32, path_len: i32, value_ptr: i32, value_len: i32| {
-        let path = read(c, path_ptr, path_len)?;
-        let value = read(c, value_ptr, value_len)?;
-        // Envoy keeps these in the stream's filter state; outside a stream there is none.
-        let stream = c.data_mut().current_stream_mut().ok_or(Status::NotFound)?;
-        stream.filter_state.insert(path, value);
-        Ok(())
-    });
+    host_fn!(
+        linker,
+        "env",
+        "proxy_get_property",
+        |c, path_ptr: i32, path_len: i32, ptr_ptr: i32, size_ptr: i32| {
+            let path = read(c, path_ptr, path_len)?;
+            let value = lookup(c.data(), &path).ok_or(Status::NotFound)?;
+            return_bytes(c, &value, ptr_ptr, size_ptr)
+        }
+    );
+    host_fn!(
+        linker,
+        "env",
+        "proxy_set_property",
+        |c, path_ptr: i32, path_len: i32, value_ptr: i32, value_len: i32| {
+            let path = read(c, path_ptr, path_len)?;
+            let value = read(c, value_ptr, value_len)?;
+            // Envoy keeps these in the stream's filter state; outside a stream there is none.
+            let stream = c.data_mut().current_stream_mut().ok_or(Status::NotFound)?;
+            stream.filter_state.insert(path, value);
+            Ok(())
+        }
+    );
     Ok(())
 }
 
@@ -49,9 +59,13 @@ fn lookup(state: &VmState, path: &[u8]) -> Option<Vec<u8>> {
         [b"listener_direction"] => Some(0i64.to_le_bytes().to_vec()),
         [b"request", rest @ ..] => request_property(state, rest),
         [b"source", b"address"] if state.current_stream().is_some() => text("127.0.0.1:50000"),
-        [b"source", b"port"] if state.current_stream().is_some() => Some(50000i64.to_le_bytes().to_vec()),
+        [b"source", b"port"] if state.current_stream().is_some() => {
+            Some(50000i64.to_le_bytes().to_vec())
+        }
         [b"destination", b"address"] if state.current_stream().is_some() => text("127.0.0.1:10000"),
-        [b"destination", b"port"] if state.current_stream().is_some() => Some(10000i64.to_le_bytes().to_vec()),
+        [b"destination", b"port"] if state.current_stream().is_some() => {
+            Some(10000i64.to_le_bytes().to_vec())
+        }
         _ => None,
     }
 }
@@ -60,15 +74,13 @@ fn lookup(state: &VmState, path: &[u8]) -> Option<Vec<u8>> {
 fn request_property(state: &VmState, rest: &[&[u8]]) -> Option<Vec<u8>> {
     let stream = state.current_stream()?;
     let header = |name: &[u8]| {
-        stream
-            .request_headers
-            .iter()
-            .find(|(k, _)| k.as_slice() == name)
-            .map(|(_, v)| v.clone())
+        stream.request_headers.iter().find(|(k, _)| k.as_slice() == name).map(|(_, v)| v.clone())
     };
     match rest {
         [b"path"] => header(b":path"),
-        [b"url_path"] => header(b":path").map(|p| p.split(|b| *b == b'?').next().unwrap_or_default().to_vec()),
+        [b"url_path"] => {
+            header(b":path").map(|p| p.split(|b| *b == b'?').next().unwrap_or_default().to_vec())
+        }
         [b"query"] => header(b":path").map(|p| match p.iter().position(|b| *b == b'?') {
             Some(q) => p[q + 1..].to_vec(),
             None => Vec::new(),

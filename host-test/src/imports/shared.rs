@@ -32,11 +32,16 @@ pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
             Ok(())
         }
     );
-    host_fn!(linker, "env", "proxy_register_shared_queue", |c, name_ptr: i32, name_len: i32, id_ptr: i32| {
-        let name = read(c, name_ptr, name_len)?;
-        let id = register_queue(c.data(), name)?;
-        write_u32(c, id_ptr, id)
-    });
+    host_fn!(
+        linker,
+        "env",
+        "proxy_register_shared_queue",
+        |c, name_ptr: i32, name_len: i32, id_ptr: i32| {
+            let name = read(c, name_ptr, name_len)?;
+            let id = register_queue(c.data(), name)?;
+            write_u32(c, id_ptr, id)
+        }
+    );
     host_fn!(
         linker,
         "env",
@@ -66,18 +71,30 @@ pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         world.queues.ready.push(notice);
         Ok(())
     });
-    host_fn!(linker, "env", "proxy_dequeue_shared_queue", |c, id: i32, ptr_ptr: i32, size_ptr: i32| {
-        let item = {
-            let mut world = c.data().world()?;
-            let queue = world.queues.by_id.get_mut(&(id as u32)).ok_or(Status::NotFound)?;
-            queue.items.pop_front().ok_or(Status::Empty)?
-        };
-        return_bytes(c, &item, ptr_ptr, size_ptr)
-    });
+    host_fn!(
+        linker,
+        "env",
+        "proxy_dequeue_shared_queue",
+        |c, id: i32, ptr_ptr: i32, size_ptr: i32| {
+            let item = {
+                let mut world = c.data().world()?;
+                let queue = world.queues.by_id.get_mut(&(id as u32)).ok_or(Status::NotFound)?;
+                queue.items.pop_front().ok_or(Status::Empty)?
+            };
+            return_bytes(c, &item, ptr_ptr, size_ptr)
+        }
+    );
     Ok(())
 }
 
-fn get(c: &mut Caller<'_, VmState>, key_ptr: i32, key_len: i32, ptr_ptr: i32, size_ptr: i32, cas_ptr: i32) -> HostResult {
+fn get(
+    c: &mut Caller<'_, VmState>,
+    key_ptr: i32,
+    key_len: i32,
+    ptr_ptr: i32,
+    size_ptr: i32,
+    cas_ptr: i32,
+) -> HostResult {
     let key = read(c, key_ptr, key_len)?;
     let found = {
         let state = c.data();
@@ -93,19 +110,21 @@ fn get(c: &mut Caller<'_, VmState>, key_ptr: i32, key_len: i32, ptr_ptr: i32, si
 /// Opens the queue (vm_id, name), creating it if needed; the caller's root context becomes the
 /// one `proxy_on_queue_ready` is delivered to.
 fn register_queue(state: &VmState, name: Vec<u8>) -> HostResult<u32> {
-    let (vm_id, owner_vm, owner_context) = (state.config.vm_id.clone(), state.vm_index, state.root_context_id);
+    let (vm_id, owner_vm, owner_context) =
+        (state.config.vm_id.clone(), state.vm_index, state.root_context_id);
     let mut world = state.world()?;
     let queues = &mut world.queues;
-    if let Some((id, queue)) = queues.by_id.iter_mut().find(|(_, q)| q.vm_id == vm_id && q.name == name) {
+    if let Some((id, queue)) =
+        queues.by_id.iter_mut().find(|(_, q)| q.vm_id == vm_id && q.name == name)
+    {
         queue.owner_vm = owner_vm;
         queue.owner_context = owner_context;
         return Ok(*id);
     }
     queues.next_id += 1;
     let id = queues.next_id;
-    queues.by_id.insert(
-        id,
-        Queue { vm_id, name, owner_vm, owner_context, items: Default::default() },
-    );
+    queues
+        .by_id
+        .insert(id, Queue { vm_id, name, owner_vm, owner_context, items: Default::default() });
     Ok(id)
 }

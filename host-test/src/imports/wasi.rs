@@ -32,14 +32,21 @@ fn wasi<T>(result: HostResult<T>) -> HostResult<T> {
 }
 
 fn register_in(linker: &mut Linker<VmState>, module: &'static str) -> wasmtime::Result<()> {
-    host_fn!(linker, module, "fd_write", |c, fd: i32, iovs: i32, iovs_len: i32, written_ptr: i32| {
-        fd_write(c, fd, iovs, iovs_len, written_ptr)
-    });
+    host_fn!(
+        linker,
+        module,
+        "fd_write",
+        |c, fd: i32, iovs: i32, iovs_len: i32, written_ptr: i32| {
+            fd_write(c, fd, iovs, iovs_len, written_ptr)
+        }
+    );
     host_fn!(linker, module, "fd_read", |_c, _fd: i32, _iovs: i32, _len: i32, _read_ptr: i32| {
         Err(Fault::Code(errno::NOSYS))
     });
     // Envoy answers success without doing anything for these two.
-    host_fn!(linker, module, "fd_seek", |_c, _fd: i32, _offset: i64, _whence: i32, _ptr: i32| Ok(()));
+    host_fn!(linker, module, "fd_seek", |_c, _fd: i32, _offset: i64, _whence: i32, _ptr: i32| Ok(
+        ()
+    ));
     host_fn!(linker, module, "fd_close", |_c, _fd: i32| Ok(()));
     host_fn!(linker, module, "fd_fdstat_get", |c, fd: i32, stat_ptr: i32| {
         if fd != 1 && fd != 2 {
@@ -70,14 +77,24 @@ fn register_in(linker: &mut Linker<VmState>, module: &'static str) -> wasmtime::
         wasi(write_u64(c, time_ptr, now))
     });
     host_fn!(linker, module, "random_get", |c, ptr: i32, len: i32| random_get(c, ptr, len as u32));
-    linker.func_wrap(module, "proc_exit", |mut caller: Caller<'_, VmState>, code: i32| -> wasmtime::Result<()> {
-        *caller.data_mut().hostcalls.entry("proc_exit").or_default() += 1;
-        Err(wasmtime::Error::msg(format!("the guest called proc_exit({code})")))
-    })?;
+    linker.func_wrap(
+        module,
+        "proc_exit",
+        |mut caller: Caller<'_, VmState>, code: i32| -> wasmtime::Result<()> {
+            *caller.data_mut().hostcalls.entry("proc_exit").or_default() += 1;
+            Err(wasmtime::Error::msg(format!("the guest called proc_exit({code})")))
+        },
+    )?;
     Ok(())
 }
 
-fn fd_write(c: &mut Caller<'_, VmState>, fd: i32, iovs: i32, iovs_len: i32, written_ptr: i32) -> HostResult {
+fn fd_write(
+    c: &mut Caller<'_, VmState>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    written_ptr: i32,
+) -> HostResult {
     let level = match fd {
         1 => LogLevel::Info,
         2 => LogLevel::Error,

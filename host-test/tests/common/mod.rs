@@ -27,12 +27,27 @@ const IMPORTS: &[(&str, &str, &[&str], bool)] = &[
     ("env", "proxy_resolve_shared_queue", &["i32", "i32", "i32", "i32", "i32"], true),
     ("env", "proxy_enqueue_shared_queue", &["i32", "i32", "i32"], true),
     ("env", "proxy_dequeue_shared_queue", &["i32", "i32", "i32"], true),
-    ("env", "proxy_http_call", &["i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32"], true),
-    ("env", "proxy_send_local_response", &["i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32"], true),
+    (
+        "env",
+        "proxy_http_call",
+        &["i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32"],
+        true,
+    ),
+    (
+        "env",
+        "proxy_send_local_response",
+        &["i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32"],
+        true,
+    ),
     ("env", "proxy_continue_stream", &["i32"], true),
     ("env", "proxy_close_stream", &["i32"], true),
     ("env", "proxy_get_status", &["i32", "i32", "i32"], true),
-    ("env", "proxy_grpc_call", &["i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32"], true),
+    (
+        "env",
+        "proxy_grpc_call",
+        &["i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32"],
+        true,
+    ),
     ("env", "proxy_grpc_cancel", &["i32"], true),
     ("env", "proxy_define_metric", &["i32", "i32", "i32", "i32"], true),
     ("env", "proxy_increment_metric", &["i32", "i64"], true),
@@ -142,9 +157,7 @@ pub fn probe_host() -> Host {
 /// The release filter, compiled once per test binary; each test forks its own host from it.
 pub fn filter_host() -> Host {
     static COMPILED: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
-    COMPILED
-        .get_or_init(|| Host::new(filter_wasm_path()).expect("the filter compiles"))
-        .fork()
+    COMPILED.get_or_init(|| Host::new(filter_wasm_path()).expect("the filter compiles")).fork()
 }
 
 /// The release filter as Envoy loads it; missing means the test must fail, saying how to build it.

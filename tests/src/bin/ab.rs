@@ -21,10 +21,7 @@ use vault_redirect_e2e::{bench, workspace_root};
 const PATH: &str = "/v1/secret/data/app?version=2";
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -62,10 +59,9 @@ async fn main() -> Result<()> {
     .await?;
     contenders.push(("native redirect".to_string(), native));
     for module in &modules {
-        let name = module.file_name().map_or_else(
-            || module.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let name = module
+            .file_name()
+            .map_or_else(|| module.display().to_string(), |n| n.to_string_lossy().into_owned());
         let size = std::fs::metadata(module)
             .with_context(|| format!("reading {}", module.display()))?
             .len();

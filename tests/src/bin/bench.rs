@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
+use vault_redirect_e2e::bench::{
+    check_redirect, load as load_for, rss_kib, LoadResult, CONNECTIONS,
+};
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
 use vault_redirect_e2e::proc::Proc;
-use vault_redirect_e2e::bench::{check_redirect, load as load_for, rss_kib, LoadResult, CONNECTIONS};
 use vault_redirect_e2e::{client, free_addr, workspace_root};
 
 const PATH: &str = "/v1/secret/data/app?version=2";
@@ -52,13 +54,21 @@ reactor.listenTCP = lambda port, factory, **kw: _listen(port, factory, interface
 from vault_redirector.runner import console_entry_point\n\
 sys.argv = ['vault-redirector', '-l', '-I', '-P', sys.argv[1], sys.argv[2]]\n\
 console_entry_point()\n";
-    Proc::spawn("vault-redirector", &python, &["-c".into(), code.into(), port.to_string(), consul.to_string()], &[])
+    Proc::spawn(
+        "vault-redirector",
+        &python,
+        &["-c".into(), code.into(), port.to_string(), consul.to_string()],
+        &[],
+    )
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let root = workspace_root();
-    std::env::set_var("VAULT_REDIRECT_POLLER_BIN", root.join("target/release/vault-redirect-poller"));
+    std::env::set_var(
+        "VAULT_REDIRECT_POLLER_BIN",
+        root.join("target/release/vault-redirect-poller"),
+    );
     let nodes = vec![
         VaultNode::new("vault-a", "127.0.0.2", 8200, Role::Active),
         VaultNode::new("vault-b", "127.0.0.3", 8200, Role::Standby),
@@ -66,7 +76,11 @@ async fn main() -> Result<()> {
     ];
     let consul = ConsulDouble::start(nodes).await?;
     let redirect_addr = free_addr()?;
-    let poller = Poller::start(&consul.url(), &["--redirect-listen", &redirect_addr.to_string(), "--log-level", "warn"]).await?;
+    let poller = Poller::start(
+        &consul.url(),
+        &["--redirect-listen", &redirect_addr.to_string(), "--log-level", "warn"],
+    )
+    .await?;
     let poller_pid = poller.proc.pid().context("poller pid")?;
     let idle_poller_rss = rss_kib(poller_pid)?;
     let mut results = Vec::new();
@@ -74,11 +88,19 @@ async fn main() -> Result<()> {
 
     for concurrency in [1u32, 2] {
         let started = Instant::now();
-        let envoy = Envoy::start(EnvoyOptions { concurrency, ..EnvoyOptions::new(poller.addr) }).await?;
+        let envoy =
+            Envoy::start(EnvoyOptions { concurrency, ..EnvoyOptions::new(poller.addr) }).await?;
         check_redirect(&envoy.url(PATH)).await?;
         cold_starts.push((concurrency, started.elapsed()));
         let pid = envoy.proc.pid().context("envoy pid")?;
-        results.push(load(&format!("(a) Envoy + filter, --concurrency {concurrency}"), &envoy.url(PATH), pid).await?);
+        results.push(
+            load(
+                &format!("(a) Envoy + filter, --concurrency {concurrency}"),
+                &envoy.url(PATH),
+                pid,
+            )
+            .await?,
+        );
         envoy.proc.stop(Duration::from_secs(5)).await?;
 
         let native = Envoy::start(EnvoyOptions {
@@ -89,7 +111,14 @@ async fn main() -> Result<()> {
         .await?;
         check_redirect(&native.url(PATH)).await?;
         let pid = native.proc.pid().context("envoy pid")?;
-        results.push(load(&format!("(b) Envoy native redirect, --concurrency {concurrency}"), &native.url(PATH), pid).await?);
+        results.push(
+            load(
+                &format!("(b) Envoy native redirect, --concurrency {concurrency}"),
+                &native.url(PATH),
+                pid,
+            )
+            .await?,
+        );
         native.proc.stop(Duration::from_secs(5)).await?;
     }
 
@@ -135,7 +164,8 @@ async fn main() -> Result<()> {
         consul.set_active(node);
         loop {
             let r = http.get(envoy.url(PATH)).send().await?;
-            if r.headers().get("location").and_then(|v| v.to_str().ok()) == Some(expected.as_str()) {
+            if r.headers().get("location").and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+            {
                 break;
             }
             if t.elapsed() > Duration::from_secs(10) {
@@ -149,31 +179,65 @@ async fn main() -> Result<()> {
     let wasm: PathBuf = vault_redirect_e2e::filter_wasm()?;
     let wasm_size = std::fs::metadata(&wasm)?.len();
 
-    println!("## Results ({} s of load per contender, {CONNECTIONS} connections, wrk -t2)\n", load_seconds());
+    println!(
+        "## Results ({} s of load per contender, {CONNECTIONS} connections, wrk -t2)\n",
+        load_seconds()
+    );
     println!("| contender | requests/s | p50 ms | p99 ms | server CPU µs/request | errors |");
     println!("|---|---:|---:|---:|---:|---:|");
     for r in &results {
-        println!("| {} | {:.0} | {:.3} | {:.3} | {:.1} | {} |", r.name, r.rps, r.p50_ms, r.p99_ms, r.cpu_us_per_req, r.errors);
+        println!(
+            "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
+            r.name, r.rps, r.p50_ms, r.p99_ms, r.cpu_us_per_req, r.errors
+        );
         let _ = r.requests;
     }
     let find = |prefix: &str| results.iter().find(|r| r.name.starts_with(prefix));
     println!();
     for c in [1, 2] {
-        if let (Some(a), Some(b)) = (find(&format!("(a) Envoy + filter, --concurrency {c}")), find(&format!("(b) Envoy native redirect, --concurrency {c}"))) {
-            println!("- a/b at --concurrency {c}: throughput {:.2}, CPU per request {:.2}", a.rps / b.rps, a.cpu_us_per_req / b.cpu_us_per_req);
+        if let (Some(a), Some(b)) = (
+            find(&format!("(a) Envoy + filter, --concurrency {c}")),
+            find(&format!("(b) Envoy native redirect, --concurrency {c}")),
+        ) {
+            println!(
+                "- a/b at --concurrency {c}: throughput {:.2}, CPU per request {:.2}",
+                a.rps / b.rps,
+                a.cpu_us_per_req / b.cpu_us_per_req
+            );
         }
     }
-    if let (Some(a), Some(c)) = (find("(a) Envoy + filter, --concurrency 1"), find("(c) vault-redirector")) {
-        println!("- a/c (concurrency 1): throughput {:.1}, CPU per request {:.3}", a.rps / c.rps, a.cpu_us_per_req / c.cpu_us_per_req);
+    if let (Some(a), Some(c)) =
+        (find("(a) Envoy + filter, --concurrency 1"), find("(c) vault-redirector"))
+    {
+        println!(
+            "- a/c (concurrency 1): throughput {:.1}, CPU per request {:.3}",
+            a.rps / c.rps,
+            a.cpu_us_per_req / c.cpu_us_per_req
+        );
     }
-    println!("\n## Failover propagation ({} switches, Consul change -> first 307 to the new node)\n", samples.len());
-    println!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", percentile(&samples, 0.5), percentile(&samples, 0.99), percentile(&samples, 1.0));
+    println!(
+        "\n## Failover propagation ({} switches, Consul change -> first 307 to the new node)\n",
+        samples.len()
+    );
+    println!(
+        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        percentile(&samples, 1.0)
+    );
     println!("\n## Resources\n");
     println!("- filter .wasm: {wasm_size} bytes");
     for (c, t) in &cold_starts {
-        println!("- Envoy cold start with the filter (--concurrency {c}), spawn to first 307: {:.0} ms", t.as_secs_f64() * 1e3);
+        println!(
+            "- Envoy cold start with the filter (--concurrency {c}), spawn to first 307: {:.0} ms",
+            t.as_secs_f64() * 1e3
+        );
     }
-    println!("- poller RSS: idle {} KiB, peak under load {} KiB", idle_poller_rss, loaded_rss.load(std::sync::atomic::Ordering::Relaxed));
+    println!(
+        "- poller RSS: idle {} KiB, peak under load {} KiB",
+        idle_poller_rss,
+        loaded_rss.load(std::sync::atomic::Ordering::Relaxed)
+    );
     envoy.proc.stop(Duration::from_secs(5)).await?;
     poller.proc.stop(Duration::from_secs(5)).await?;
     consul.shutdown().await;

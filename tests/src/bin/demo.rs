@@ -14,7 +14,11 @@ async fn show(http: &reqwest::Client, envoy: &Envoy, path: &str) -> Result<Optio
     let resp = http.get(envoy.url(path)).send().await?;
     println!("  > GET {path} HTTP/1.1");
     println!("  > Host: {}", envoy.listen);
-    println!("  < HTTP/1.1 {} {}", resp.status().as_u16(), resp.status().canonical_reason().unwrap_or(""));
+    println!(
+        "  < HTTP/1.1 {} {}",
+        resp.status().as_u16(),
+        resp.status().canonical_reason().unwrap_or("")
+    );
     for name in ["location", "cache-control", "retry-after"] {
         if let Some(v) = resp.headers().get(name) {
             println!("  < {name}: {}", v.to_str().unwrap_or("<binary>"));
@@ -34,13 +38,19 @@ async fn main() -> Result<()> {
     println!("Consul double on {} with vault-a (active), vault-b, vault-c (standby)", consul.url());
     let poller = Poller::start(&consul.url(), &[]).await?;
     println!("poller on http://{} (state: GET /v1/active)", poller.addr);
-    let envoy = Envoy::start(EnvoyOptions { concurrency: 2, ..EnvoyOptions::new(poller.addr) }).await?;
+    let envoy =
+        Envoy::start(EnvoyOptions { concurrency: 2, ..EnvoyOptions::new(poller.addr) }).await?;
     println!("Envoy (real, V8 wasm runtime, 2 workers) listening on http://{}\n", envoy.listen);
     let http = client()?;
     let path = "/v1/secret/data/payments?version=3";
 
     wait_for("the filter's first state", Duration::from_secs(15), || async {
-        http.get(envoy.url(path)).send().await.ok().filter(|r| r.status().as_u16() == 307).map(|_| ())
+        http.get(envoy.url(path))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().as_u16() == 307)
+            .map(|_| ())
     })
     .await?;
     println!("1. A Vault client asks Envoy; Envoy sends it to the active node:");
@@ -55,7 +65,10 @@ async fn main() -> Result<()> {
         (Some(loc) != before).then_some(())
     })
     .await?;
-    println!("   Envoy's Location changed {:.1} ms after Consul's.\n", switched.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "   Envoy's Location changed {:.1} ms after Consul's.\n",
+        switched.elapsed().as_secs_f64() * 1e3
+    );
     println!("3. The same request now goes to vault-c:");
     show(&http, &envoy, path).await?;
 

@@ -60,7 +60,8 @@ impl Stack {
         wait_for("every worker's first state", Duration::from_secs(15), || async {
             for _ in 0..20 {
                 let r = self.get_fresh("/v1/sys/health").await.ok()?;
-                if r.status().as_u16() == 503 && r.text().await.ok()?.contains("no state received") {
+                if r.status().as_u16() == 503 && r.text().await.ok()?.contains("no state received")
+                {
                     return None;
                 }
             }

@@ -19,7 +19,16 @@ pub const TOKEN: &str = "s.e2e-token";
 
 /// Poller flags that keep fault scenarios short: Consul failures turn into "no active node"
 /// after 2 s, a hung Consul is noticed after about 2 s, retries stay under half a second.
-pub const QUICK_POLLER: &[&str] = &["--max-stale", "2s", "--consul-wait", "1s", "--consul-timeout", "1s", "--backoff-max", "500ms"];
+pub const QUICK_POLLER: &[&str] = &[
+    "--max-stale",
+    "2s",
+    "--consul-wait",
+    "1s",
+    "--consul-timeout",
+    "1s",
+    "--backoff-max",
+    "500ms",
+];
 
 /// What the poller's `--max-stale` is in [`QUICK_POLLER`].
 pub const QUICK_MAX_STALE: Duration = Duration::from_secs(2);
@@ -27,7 +36,9 @@ pub const QUICK_MAX_STALE: Duration = Duration::from_secs(2);
 /// The plugin configuration with quick retries, so a filter that lost its poller is back
 /// within a fraction of a second.
 pub fn quick_plugin(extra: &str) -> String {
-    format!(r#"{{"poller_cluster":"vault_redirect_poller","retry_initial_ms":50,"retry_max_ms":250,"tick_ms":50{extra}}}"#)
+    format!(
+        r#"{{"poller_cluster":"vault_redirect_poller","retry_initial_ms":50,"retry_max_ms":250,"tick_ms":50{extra}}}"#
+    )
 }
 
 /// Vault doubles, Consul double, poller and Envoy.
@@ -44,7 +55,10 @@ pub struct VaultStack {
 impl VaultStack {
     /// vault-a active, vault-b and vault-c standby; the poller with `poller_args`; Envoy with
     /// `envoy` (built from the poller's address). Waits until Envoy redirects to vault-a.
-    pub async fn start(poller_args: &[&str], envoy: impl FnOnce(SocketAddr) -> EnvoyOptions) -> Result<VaultStack> {
+    pub async fn start(
+        poller_args: &[&str],
+        envoy: impl FnOnce(SocketAddr) -> EnvoyOptions,
+    ) -> Result<VaultStack> {
         let stack = Self::launch(poller_args, true, envoy).await?;
         stack.wait_for_location("vault-a", Duration::from_secs(20)).await?;
         Ok(stack)
@@ -80,7 +94,11 @@ impl VaultStack {
     /// The default plain-http Envoy with `plugin_config`.
     pub async fn plain(poller_args: &[&str], plugin_config: &str) -> Result<VaultStack> {
         let config = plugin_config.to_string();
-        Self::start(poller_args, move |p| EnvoyOptions { plugin_config: config, ..EnvoyOptions::new(p) }).await
+        Self::start(poller_args, move |p| EnvoyOptions {
+            plugin_config: config,
+            ..EnvoyOptions::new(p)
+        })
+        .await
     }
 
     /// A probe of this stack's Envoy every 10 ms, starting with "redirect to `active`".
@@ -133,10 +151,19 @@ impl VaultStack {
 
     /// The poller's `/metrics` value of `name` (the first sample whose line starts with it).
     pub async fn poller_metric(&self, name: &str) -> Result<f64> {
-        let text = vault_redirect_e2e::client()?.get(format!("http://{}/metrics", self.poller_addr)).send().await?.text().await?;
+        let text = vault_redirect_e2e::client()?
+            .get(format!("http://{}/metrics", self.poller_addr))
+            .send()
+            .await?
+            .text()
+            .await?;
         text.lines()
             .filter(|l| !l.starts_with('#'))
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.rsplit(' ').next()).and_then(|v| v.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.rsplit(' ').next())
+                    .and_then(|v| v.trim().parse().ok())
+            })
             .ok_or_else(|| anyhow::anyhow!("no metric {name} in the poller's /metrics"))
     }
 
@@ -149,10 +176,18 @@ impl VaultStack {
     /// [`VaultStack::assert_no_failures`], accepting Envoy log lines that contain one of
     /// `expected` (a test that provokes a failure on purpose).
     pub fn assert_no_failures_except(&self, expected: &[&str]) -> Result<()> {
-        let failures: Vec<String> =
-            self.envoy.filter_failures().into_iter().filter(|l| !expected.iter().any(|e| l.contains(e))).collect();
+        let failures: Vec<String> = self
+            .envoy
+            .filter_failures()
+            .into_iter()
+            .filter(|l| !expected.iter().any(|e| l.contains(e)))
+            .collect();
         if !failures.is_empty() {
-            bail!("the filter failed in Envoy ({}):\n{}", self.envoy.proc.log_path().display(), failures.join("\n"));
+            bail!(
+                "the filter failed in Envoy ({}):\n{}",
+                self.envoy.proc.log_path().display(),
+                failures.join("\n")
+            );
         }
         if let Some(p) = &self.poller {
             let log = std::fs::read_to_string(p.proc.log_path()).unwrap_or_default();
@@ -217,7 +252,8 @@ async fn sample(http: &reqwest::Client, url: &str) -> (Seen, Option<u64>) {
             let loc = r.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
             let retry = r.headers().get("retry-after").is_some();
             let body = r.bytes().await.unwrap_or_default();
-            let vault_error = serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["errors"].is_array());
+            let vault_error = serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|v| v["errors"].is_array());
             let seen = match (status, loc) {
                 (307, Some(l)) => Seen::Redirect(l),
                 (503, _) if retry && vault_error => Seen::NoActive,
@@ -242,7 +278,11 @@ impl Probe {
             let end = Instant::now() + Duration::from_secs(600);
             while Instant::now() < end {
                 let (seen, version) = sample(&http, &url).await;
-                out.lock().unwrap_or_else(|e| e.into_inner()).push(Sample { at: Instant::now(), seen, version });
+                out.lock().unwrap_or_else(|e| e.into_inner()).push(Sample {
+                    at: Instant::now(),
+                    seen,
+                    version,
+                });
                 tokio::time::sleep(every).await;
             }
         });
@@ -287,7 +327,11 @@ impl Probe {
 }
 
 /// [`Probe::check`] on given samples and truth (`truth` sorted by time, never empty).
-pub fn check_samples(samples: &[Sample], truth: &[(Instant, Seen)], lag: Duration) -> Result<usize> {
+pub fn check_samples(
+    samples: &[Sample],
+    truth: &[(Instant, Seen)],
+    lag: Duration,
+) -> Result<usize> {
     let mut last = 0usize;
     let mut wrong = Vec::new();
     for s in samples {
@@ -303,10 +347,15 @@ pub fn check_samples(samples: &[Sample], truth: &[(Instant, Seen)], lag: Duratio
         };
         match (last..truth.len()).find(|&i| explains(i)) {
             Some(i) => last = i,
-            None if (0..last).any(explains) => {
-                wrong.push(format!("{:?} at +{:?}: went back after {:?}", s.seen, s.at - truth[0].0, truth[last].1))
+            None if (0..last).any(explains) => wrong.push(format!(
+                "{:?} at +{:?}: went back after {:?}",
+                s.seen,
+                s.at - truth[0].0,
+                truth[last].1
+            )),
+            None => {
+                wrong.push(format!("{:?} at +{:?}: never right then", s.seen, s.at - truth[0].0))
             }
-            None => wrong.push(format!("{:?} at +{:?}: never right then", s.seen, s.at - truth[0].0)),
         }
     }
     if samples.is_empty() {

@@ -45,7 +45,8 @@ pub fn promtool(dir: &Path, args: &[&str], stdin: Option<&str>) -> Result<(bool,
         pipe.write_all(text.as_bytes())?;
     }
     let out = child.wait_with_output()?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok((out.status.success(), text))
 }
 
@@ -57,7 +58,8 @@ pub fn prometheus_dir() -> PathBuf {
 /// The Grafana dashboard, parsed.
 pub fn dashboard() -> Result<Value> {
     let path = workspace_root().join("deploy/grafana/vault-redirect.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -122,9 +124,32 @@ pub fn dashboard_exprs(d: &Value) -> Vec<(String, String)> {
 
 /// PromQL words that are not metric names.
 const PROMQL_WORDS: &[&str] = &[
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "inf", "nan",
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
     // Aggregations, which may put `by (...)` between their name and their parenthesis.
-    "sum", "avg", "min", "max", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "count",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+    "group",
 ];
 
 /// The metric names an expression reads: identifiers outside `{...}`, `[...]` and strings, not
@@ -173,7 +198,8 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
             }
             c if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
                 let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')
+                {
                     i += 1;
                 }
                 let word = &expr[start..i];
@@ -182,7 +208,9 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
                     j += 1;
                 }
                 let lower = word.to_ascii_lowercase();
-                if ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&lower.as_str()) {
+                if ["by", "without", "on", "ignoring", "group_left", "group_right"]
+                    .contains(&lower.as_str())
+                {
                     // Their label list, when one follows (`group_left` may stand alone).
                     skip_label_list = j < b.len() && b[j] == b'(';
                 } else if PROMQL_WORDS.contains(&lower.as_str()) || (j < b.len() && b[j] == b'(') {
@@ -252,7 +280,11 @@ impl Browser {
         }
         // A new, empty profile per browser. In the system temp dir with a plain path: with a
         // path holding `..` chromedriver never finds Chromium's DevToolsActivePort file.
-        let profile = std::env::temp_dir().join(format!("vault-redirect-chromium-{}-{}", std::process::id(), addr.port()));
+        let profile = std::env::temp_dir().join(format!(
+            "vault-redirect-chromium-{}-{}",
+            std::process::id(),
+            addr.port()
+        ));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile)?;
         let args = [
@@ -276,8 +308,10 @@ impl Browser {
             "goog:chromeOptions": {"binary": chromium.display().to_string(), "args": args}
         }}});
         // Built before the session exists, so a failed start still cleans up (see Drop).
-        let mut browser = Browser { driver: Some(driver), base: base.clone(), session: String::new(), profile };
-        let resp: Value = http.post(format!("{base}/session")).json(&caps).send().await?.json().await?;
+        let mut browser =
+            Browser { driver: Some(driver), base: base.clone(), session: String::new(), profile };
+        let resp: Value =
+            http.post(format!("{base}/session")).json(&caps).send().await?.json().await?;
         let Some(session) = resp["value"]["sessionId"].as_str() else {
             let log = browser.driver.as_ref().map(|d| d.log_tail(20)).unwrap_or_default();
             bail!("chromedriver refused the session: {resp}; its log:\n{log}");
@@ -286,7 +320,12 @@ impl Browser {
         Ok(browser)
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
         let mut req = http.request(method, &url);
@@ -307,17 +346,31 @@ impl Browser {
 
     /// Runs `script` (a function body; `return` gives the value) in the page.
     pub async fn eval(&self, script: &str) -> Result<Value> {
-        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": [] }))).await
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
     }
 
     /// `textContent` of the element with `id`, or None when there is none.
     pub async fn text(&self, id: &str) -> Result<Option<String>> {
-        let v = self.eval(&format!("const e = document.getElementById({id:?}); return e ? e.textContent : null;")).await?;
+        let v = self
+            .eval(&format!(
+                "const e = document.getElementById({id:?}); return e ? e.textContent : null;"
+            ))
+            .await?;
         Ok(v.as_str().map(str::to_string))
     }
 
     /// Waits until the element `id`'s text satisfies `pred`; returns it.
-    pub async fn wait_text(&self, id: &str, what: &str, pred: impl Fn(&str) -> bool) -> Result<String> {
+    pub async fn wait_text(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let t = self.text(id).await?.unwrap_or_default();
@@ -410,17 +463,27 @@ fn metric_names_are_read_out_of_promql() {
     let names: Vec<String> = metric_names(e).into_iter().collect();
     assert_eq!(
         names,
-        ["up", "vault_redirect_consul_request_duration_seconds_bucket", "vault_redirect_consul_requests_total"]
+        [
+            "up",
+            "vault_redirect_consul_request_duration_seconds_bucket",
+            "vault_redirect_consul_requests_total"
+        ]
     );
 }
 
 #[test]
 fn alert_exprs_read_inline_and_block_expressions() {
     let yaml = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up == 0\n    for: 1m\n  - alert: B\n    expr: |\n      x > 1\n      and y\n    labels:\n      severity: page\n";
-    assert_eq!(alert_exprs(yaml), [("A".to_string(), "up == 0".to_string()), ("B".to_string(), "x > 1\nand y".to_string())]);
+    assert_eq!(
+        alert_exprs(yaml),
+        [("A".to_string(), "up == 0".to_string()), ("B".to_string(), "x > 1\nand y".to_string())]
+    );
 }
 
 #[test]
 fn base64_decodes_what_webdriver_sends() {
-    assert_eq!(base64_decode("iVBORw0KGgo=").unwrap(), [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n']);
+    assert_eq!(
+        base64_decode("iVBORw0KGgo=").unwrap(),
+        [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n']
+    );
 }
