@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 scripts/setup.sh
+# Hygiene is a gate: the tree is formatted and clippy-clean (warnings are errors) before
+# anything is built or run.
+cargo fmt --all --check
+cargo clippy --quiet --workspace --all-targets -- -D warnings
 scripts/build.sh
 cargo test --workspace --no-fail-fast
 # The shared decisions again, compiled to wasm32 and run in Node by wasm-bindgen-test.
