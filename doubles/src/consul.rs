@@ -72,6 +72,16 @@ pub struct VaultNode {
     pub serf_healthy: bool,
 }
 
+/// The cluster most tests start from, as Vault registers it: vault-a active on 127.0.0.2,
+/// vault-b and vault-c standby on .3 and .4, each on port 8200.
+pub fn three_nodes() -> Vec<VaultNode> {
+    vec![
+        VaultNode::new("vault-a", "127.0.0.2", 8200, Role::Active),
+        VaultNode::new("vault-b", "127.0.0.3", 8200, Role::Standby),
+        VaultNode::new("vault-c", "127.0.0.4", 8200, Role::Standby),
+    ]
+}
+
 impl VaultNode {
     /// An unsealed, initialized node whose service address is its node address.
     pub fn new(node: &str, address: &str, port: u16, role: Role) -> Self {

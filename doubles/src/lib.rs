@@ -9,12 +9,16 @@
 //!   and fault injection, populated the way Vault's Consul service registration writes it.
 //! - [`vault`]: Vault HA nodes on their own loopback addresses: `sys/health`, `sys/leader`,
 //!   KV v2 behind `X-Vault-Token`, standby forwarding, and a record of every request received.
+//! - [`pki`]: a throw-away CA (with an optional intermediate) and a leaf for the names a
+//!   TLS test serves.
 
 pub mod consul;
 mod go_duration;
+pub mod pki;
 mod serve;
 mod tls;
 pub mod vault;
 
-pub use consul::{ConsulDouble, Fault, Role, VaultNode};
+pub use consul::{three_nodes, ConsulDouble, Fault, Role, VaultNode};
+pub use pki::{Pki, PkiSpec};
 pub use vault::{Received, VaultCluster};

@@ -697,46 +697,7 @@ fn kv_read(inner: &Inner, key: &str, query: &str) -> Response {
 
 /// `application/x-www-form-urlencoded` pairs, decoded (Go's `url.ParseQuery`).
 fn form_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'%' => {
-                bytes.get(i + 1).copied().and_then(hex).zip(bytes.get(i + 2).copied().and_then(hex))
-            }
-            _ => None,
-        };
-        match (bytes[i], decoded) {
-            (_, Some((hi, lo))) => {
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            (b'+', None) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, None) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
 }
 
 /// Go's `strconv.ParseBool` (what `parseutil.ParseBool` does with a string).
@@ -759,21 +720,9 @@ fn zero_time() -> String {
 
 /// RFC 3339 with nanoseconds, UTC, as Go's `time.Time` marshals.
 fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:09}Z", d.subsec_nanos())
+    // jiff's Display is Go's RFC3339Nano, which Vault's JSON times use: trailing zeros of
+    // the fraction dropped, no fraction at all on a whole second.
+    jiff::Timestamp::try_from(t).map(|ts| ts.to_string()).unwrap_or_else(|_| zero_time())
 }
 
 /// A UUID-shaped request ID, as Vault gives every response.
@@ -791,11 +740,13 @@ mod tests {
 
     #[test]
     fn rfc3339_matches_go_for_known_instants() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let t = UNIX_EPOCH + Duration::new(1_516_639_589, 5);
         assert_eq!(rfc3339(t), "2018-01-22T16:46:29.000000005Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+        let millis = UNIX_EPOCH + Duration::new(1_516_639_589, 120_000_000);
+        assert_eq!(rfc3339(millis), "2018-01-22T16:46:29.12Z");
     }
 
     #[test]

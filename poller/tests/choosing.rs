@@ -76,18 +76,18 @@ async fn a_sealed_active_is_never_served() {
 
 #[tokio::test]
 async fn an_empty_service_address_is_served_as_the_node_address() {
-    let mut node = VaultNode::new("vault-a", "10.0.0.1", 8200, Role::Active);
+    let mut node = VaultNode::new("vault-a", "127.0.0.2", 8200, Role::Active);
     node.service_address = Some(String::new());
     let consul = ConsulDouble::start(vec![node]).await.unwrap();
     let p = start(&consul.url(), &[]).await;
     let doc = active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
-    assert_eq!(doc["active"]["address"], "10.0.0.1");
+    assert_eq!(doc["active"]["address"], "127.0.0.2");
     p.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_poisoned_address_is_refused_and_counted() {
-    let mut node = VaultNode::new("vault-a", "10.0.0.1", 8200, Role::Active);
+    let mut node = VaultNode::new("vault-a", "127.0.0.2", 8200, Role::Active);
     node.service_address = Some("evil.example/phish?".into());
     let consul = ConsulDouble::start(vec![node]).await.unwrap();
     let p = start(&consul.url(), &[]).await;

@@ -20,7 +20,7 @@ fn scalar() -> impl Strategy<Value = Value> {
             Just("standby"),
             Just("passing"),
             Just("critical"),
-            Just("10.0.0.1"),
+            Just("127.0.0.2"),
             Just("evil/x"),
             Just("")
         ]
@@ -31,7 +31,7 @@ fn scalar() -> impl Strategy<Value = Value> {
 fn entry() -> impl Strategy<Value = Value> {
     (
         prop_oneof!["vault-[a-c]", "[ -~]{0,8}"],
-        prop_oneof![Just("10.0.0.1".to_string()), Just(String::new()), "[ -~]{0,16}"],
+        prop_oneof![Just("127.0.0.2".to_string()), Just(String::new()), "[ -~]{0,16}"],
         prop::collection::vec(prop_oneof![Just("active".to_string()), Just("standby".to_string()), "[a-z]{0,6}"], 0..4),
         prop_oneof![Just("passing"), Just("critical"), Just("warning"), Just("bogus")],
         scalar(),

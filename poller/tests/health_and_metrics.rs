@@ -24,7 +24,7 @@ async fn health_carries_vault_redirectors_fields_and_is_200_with_an_active_node(
         assert!(h["source"].is_string());
         assert!(h["version"].is_string());
         assert_eq!(h["consul_host_port"], consul.addr().to_string());
-        assert_eq!(h["active_vault"], "10.0.0.1:8200");
+        assert_eq!(h["active_vault"], "127.0.0.2:8200");
         let poll = h["last_consul_poll"].as_str().unwrap();
         assert!(poll.len() == 20 && poll.ends_with('Z') && poll.as_bytes()[10] == b'T', "{poll}");
         assert_eq!(h["problems"], serde_json::json!([]));

@@ -48,7 +48,7 @@ async fn status_lists_every_node_consul_reports_with_its_tags_and_sealed_check()
     assert_eq!(nodes[0]["active"], true);
     assert_eq!(nodes[0]["tags"], serde_json::json!(["active", "initialized"]));
     assert_eq!(nodes[1]["active"], false);
-    assert_eq!(nodes[1]["address"], "10.0.0.2");
+    assert_eq!(nodes[1]["address"], "127.0.0.3");
     assert_eq!(nodes[1]["port"], 8200);
     assert_eq!(nodes[1]["sealed_check"], "passing");
     assert_eq!(nodes[2]["sealed_check"], "critical");
@@ -226,7 +226,7 @@ async fn the_status_subcommand_prints_the_table_and_exits_by_health() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with(&format!("vault-redirect-poller at {addr}: OK\n")), "{out}");
     let active = out.lines().find(|l| l.starts_with("active ")).unwrap_or_default();
-    assert!(active.ends_with("vault-a (10.0.0.1:8200)"), "{out}");
+    assert!(active.ends_with("vault-a (127.0.0.2:8200)"), "{out}");
     for node in ["vault-a", "vault-b", "vault-c"] {
         assert!(
             out.lines().any(|l| l.starts_with(node) && l.contains("passing")),

@@ -37,13 +37,13 @@ async fn every_request_gets_a_307_to_the_active_node_with_its_path_and_query() {
         .await
         .unwrap();
     assert_eq!(r.status(), 307);
-    assert_eq!(r.headers()["location"], "http://10.0.0.1:8200/v1/secret/data/a%20b?version=2");
+    assert_eq!(r.headers()["location"], "http://127.0.0.2:8200/v1/secret/data/a%20b?version=2");
     assert_eq!(r.headers()["cache-control"], "no-store");
 
     consul.set_active("vault-b");
     active_until(&p, Duration::from_secs(5), |d| active_node(d) == Some("vault-b")).await;
     let r = client().get(redirect_url(&p, "/v1/sys/health")).send().await.unwrap();
-    assert_eq!(r.headers()["location"], "http://10.0.0.2:8200/v1/sys/health");
+    assert_eq!(r.headers()["location"], "http://127.0.0.3:8200/v1/sys/health");
     p.stop().await.unwrap();
 }
 
@@ -99,7 +99,7 @@ async fn targets_that_are_not_paths_are_refused_and_the_host_header_is_ignored()
         raw(&p, "GET /v1/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n").await;
     assert!(spoofed.starts_with("HTTP/1.1 307"), "{spoofed}");
     assert!(
-        spoofed.to_ascii_lowercase().contains("location: http://10.0.0.1:8200/v1/x\r\n"),
+        spoofed.to_ascii_lowercase().contains("location: http://127.0.0.2:8200/v1/x\r\n"),
         "{spoofed}"
     );
     let long = format!("/{}", "a".repeat(9000));
@@ -115,7 +115,7 @@ async fn the_redirect_port_answers_vault_redirectors_health_path() {
     active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
     let (status, h) = get_json(&redirect_url(&p, "/vault-redirector-health")).await;
     assert_eq!(status, 200);
-    assert_eq!(h["active_vault"], "10.0.0.1:8200");
+    assert_eq!(h["active_vault"], "127.0.0.2:8200");
     // Health is not a redirect; a redirect is counted as one.
     client().get(redirect_url(&p, "/v1/x")).send().await.unwrap();
     let text = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();

@@ -9,93 +9,53 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use reqwest::Version;
 use tokio::io::AsyncReadExt;
-use vault_redirect_doubles::ConsulDouble;
+use vault_redirect_doubles::{ConsulDouble, Pki, PkiSpec};
 use vault_redirect_poller::Poller;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vault-redirect-poller");
 
-/// A root CA, an intermediate and a leaf for 127.0.0.1, in a fresh directory removed on drop:
-/// `chain.pem` is leaf then intermediate (as vault-redirector takes it), `key.pem` the leaf's
-/// key, `other-key.pem` a key of nobody's, `ca.pem` the root, the only thing clients trust.
-struct Pki {
-    dir: PathBuf,
-    ca: String,
+/// A root CA, an intermediate and a leaf for 127.0.0.1 (doubles' test PKI): `chain.pem` is
+/// leaf then intermediate (as vault-redirector takes it), `key.pem` the leaf's key,
+/// `other-key.pem` a key of nobody's, `ca.pem` the root, the only thing clients trust.
+fn pki(name: &str) -> Pki {
+    Pki::new(name, None, &PkiSpec::leaf_for(&["127.0.0.1"]).with_intermediate()).unwrap()
 }
 
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// `--redirect-listen 127.0.0.1:0` with this PKI's chain and key, then `more`.
+fn tls_flags(pki: &Pki, more: &[&str]) -> Vec<String> {
+    let mut all = vec![
+        "--redirect-listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--redirect-tls-cert".into(),
+        pki.path_str("chain.pem"),
+        "--redirect-tls-key".into(),
+        pki.path_str("key.pem"),
+    ];
+    all.extend(more.iter().map(|s| s.to_string()));
+    all
 }
 
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let dir =
-            std::env::temp_dir().join(format!("vrp-redirect-tls-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let mid_key = KeyPair::generate().unwrap();
-        let mut mid_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        mid_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let mid = mid_params.signed_by(&mid_key, &ca, &ca_key).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&leaf_key, &mid, &mid_key)
-            .unwrap();
-        std::fs::write(dir.join("chain.pem"), format!("{}{}", leaf.pem(), mid.pem())).unwrap();
-        std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-        std::fs::write(dir.join("other-key.pem"), KeyPair::generate().unwrap().serialize_pem())
-            .unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        Pki { dir, ca: ca.pem() }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).to_str().unwrap().to_string()
-    }
-
-    /// `--redirect-listen 127.0.0.1:0` with this PKI's chain and key, then `more`.
-    fn flags(&self, more: &[&str]) -> Vec<String> {
-        let mut all = vec![
-            "--redirect-listen".to_string(),
-            "127.0.0.1:0".into(),
-            "--redirect-tls-cert".into(),
-            self.path("chain.pem"),
-            "--redirect-tls-key".into(),
-            self.path("key.pem"),
-        ];
-        all.extend(more.iter().map(|s| s.to_string()));
-        all
-    }
-
-    /// A client trusting only the root CA, never following redirects.
-    fn client(&self, version: Option<Version>) -> reqwest::Client {
-        let b = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(self.ca.as_bytes()).unwrap())
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10));
-        let b = match version {
-            Some(Version::HTTP_11) => b.http1_only(),
-            _ => b,
-        };
-        b.build().unwrap()
-    }
+/// A client trusting only the root CA, never following redirects.
+fn trusting_client(pki: &Pki, version: Option<Version>) -> reqwest::Client {
+    let b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10));
+    let b = match version {
+        Some(Version::HTTP_11) => b.http1_only(),
+        _ => b,
+    };
+    b.build().unwrap()
 }
 
 async fn start_tls(consul: &ConsulDouble, pki: &Pki, more: &[&str]) -> Running {
-    let flags = pki.flags(more);
+    let flags = tls_flags(pki, more);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let p = start(&consul.url(), &flags).await;
     active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
@@ -117,11 +77,10 @@ async fn refused(consul: &ConsulDouble, args: &[String]) -> String {
 
 #[tokio::test]
 async fn redirects_over_https_and_http_1_1_carry_the_active_nodes_location() {
-    let pki = Pki::new("h1");
+    let pki = pki("h1");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start_tls(&consul, &pki, &[]).await;
-    let r = pki
-        .client(Some(Version::HTTP_11))
+    let r = trusting_client(&pki, Some(Version::HTTP_11))
         .put(https(&p, "/v1/secret/data/a%20b?version=2"))
         .body("{}")
         .send()
@@ -129,45 +88,51 @@ async fn redirects_over_https_and_http_1_1_carry_the_active_nodes_location() {
         .unwrap();
     assert_eq!(r.version(), Version::HTTP_11);
     assert_eq!(r.status(), 307);
-    assert_eq!(r.headers()["location"], "http://10.0.0.1:8200/v1/secret/data/a%20b?version=2");
+    assert_eq!(r.headers()["location"], "http://127.0.0.2:8200/v1/secret/data/a%20b?version=2");
     assert_eq!(r.headers()["cache-control"], "no-store");
 
     consul.set_active("vault-c");
     active_until(&p, Duration::from_secs(5), |d| active_node(d) == Some("vault-c")).await;
-    let r =
-        pki.client(Some(Version::HTTP_11)).get(https(&p, "/v1/sys/health")).send().await.unwrap();
-    assert_eq!(r.headers()["location"], "http://10.0.0.3:8200/v1/sys/health");
+    let r = trusting_client(&pki, Some(Version::HTTP_11))
+        .get(https(&p, "/v1/sys/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "http://127.0.0.4:8200/v1/sys/health");
     p.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_client_offering_h2_by_alpn_gets_its_redirects_over_h2() {
-    let pki = Pki::new("h2");
+    let pki = pki("h2");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start_tls(&consul, &pki, &[]).await;
-    let client = pki.client(None);
+    let client = trusting_client(&pki, None);
     // h2 carries :scheme and :authority beside :path; only :path may reach the Location.
     for path in ["/v1/sys/health", "/v1/kv/x?list=true", "/"] {
         let r = client.get(https(&p, path)).send().await.unwrap();
         assert_eq!(r.version(), Version::HTTP_2, "{path}");
         assert_eq!(r.status(), 307, "{path}");
-        assert_eq!(r.headers()["location"], format!("http://10.0.0.1:8200{path}"));
+        assert_eq!(r.headers()["location"], format!("http://127.0.0.2:8200{path}"));
     }
     p.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn vault_redirector_health_is_answered_over_tls_and_the_state_api_stays_plain_http() {
-    let pki = Pki::new("health");
+    let pki = pki("health");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start_tls(&consul, &pki, &[]).await;
     for version in [Some(Version::HTTP_11), None] {
-        let r =
-            pki.client(version).get(https(&p, "/vault-redirector-health")).send().await.unwrap();
+        let r = trusting_client(&pki, version)
+            .get(https(&p, "/vault-redirector-health"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["healthy"], true, "{body}");
-        assert_eq!(body["active_vault"], "10.0.0.1:8200", "{body}");
+        assert_eq!(body["active_vault"], "127.0.0.2:8200", "{body}");
     }
     let (status, doc) = get_json(&p.url("/v1/active")).await;
     assert_eq!((status, active_node(&doc)), (200, Some("vault-a")));
@@ -176,25 +141,25 @@ async fn vault_redirector_health_is_answered_over_tls_and_the_state_api_stays_pl
 
 #[tokio::test]
 async fn plain_http_to_the_tls_port_gets_no_answer_it_could_follow() {
-    let pki = Pki::new("plain");
+    let pki = pki("plain");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start_tls(&consul, &pki, &[]).await;
     let plain = client().get(format!("http://{}/v1/sys/health", p.redirect.unwrap())).send().await;
     assert!(plain.is_err(), "plain HTTP was answered: {:?}", plain.map(|r| r.status()));
     // The listener is still good for TLS clients afterwards.
-    let r = pki.client(None).get(https(&p, "/v1/x")).send().await.unwrap();
+    let r = trusting_client(&pki, None).get(https(&p, "/v1/x")).send().await.unwrap();
     assert_eq!(r.status(), 307);
     p.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn redirect_scheme_is_the_locations_scheme_whatever_the_listener_speaks() {
-    let pki = Pki::new("scheme");
+    let pki = pki("scheme");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p =
         start_tls(&consul, &pki, &["--redirect-scheme", "https", "--redirect-port", "8443"]).await;
-    let r = pki.client(None).get(https(&p, "/v1/x")).send().await.unwrap();
-    assert_eq!(r.headers()["location"], "https://10.0.0.1:8443/v1/x");
+    let r = trusting_client(&pki, None).get(https(&p, "/v1/x")).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "https://127.0.0.2:8443/v1/x");
     p.stop().await.unwrap();
 
     // And the reverse: a plain listener sending https Locations (TLS terminated elsewhere).
@@ -203,19 +168,19 @@ async fn redirect_scheme_is_the_locations_scheme_whatever_the_listener_speaks() 
             .await;
     active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
     let r = client().get(format!("http://{}/v1/x", p.redirect.unwrap())).send().await.unwrap();
-    assert_eq!(r.headers()["location"], "https://10.0.0.1:8200/v1/x");
+    assert_eq!(r.headers()["location"], "https://127.0.0.2:8200/v1/x");
     p.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn stopping_does_not_wait_for_idle_keep_alives_or_silent_handshakes() {
-    let pki = Pki::new("stop");
+    let pki = pki("stop");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let p = start_tls(&consul, &pki, &[]).await;
     let addr = p.redirect.unwrap();
     // A TCP client that never starts its handshake, and kept-alive h1 and h2 connections.
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (h1, h2) = (pki.client(Some(Version::HTTP_11)), pki.client(None));
+    let (h1, h2) = (trusting_client(&pki, Some(Version::HTTP_11)), trusting_client(&pki, None));
     assert_eq!(h1.get(https(&p, "/a")).send().await.unwrap().status(), 307);
     assert_eq!(h2.get(https(&p, "/b")).send().await.unwrap().status(), 307);
     let asked = Instant::now();
@@ -234,16 +199,16 @@ async fn stopping_does_not_wait_for_idle_keep_alives_or_silent_handshakes() {
 
 #[tokio::test]
 async fn start_up_refuses_missing_files_naming_the_path() {
-    let pki = Pki::new("missing");
+    let pki = pki("missing");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
-    let missing = pki.path("nope-cert.pem");
-    let mut args = pki.flags(&[]);
+    let missing = pki.path_str("nope-cert.pem");
+    let mut args = tls_flags(&pki, &[]);
     args[3] = missing.clone();
     let err = refused(&consul, &args).await;
     assert!(err.contains("redirect TLS certificate") && err.contains(&missing), "{err}");
 
-    let missing = pki.path("nope-key.pem");
-    let mut args = pki.flags(&[]);
+    let missing = pki.path_str("nope-key.pem");
+    let mut args = tls_flags(&pki, &[]);
     args[5] = missing.clone();
     let err = refused(&consul, &args).await;
     assert!(err.contains("redirect TLS key") && err.contains(&missing), "{err}");
@@ -251,38 +216,39 @@ async fn start_up_refuses_missing_files_naming_the_path() {
 
 #[tokio::test]
 async fn start_up_refuses_a_key_that_does_not_match_the_certificate_or_files_that_are_not_pem() {
-    let pki = Pki::new("mismatch");
+    let pki = pki("mismatch");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
-    let mut args = pki.flags(&[]);
-    args[5] = pki.path("other-key.pem");
+    let mut args = tls_flags(&pki, &[]);
+    args[5] = pki.path_str("other-key.pem");
     let err = refused(&consul, &args).await;
     assert!(err.contains("other-key.pem") && err.contains("does not match"), "{err}");
 
     // The key where the certificate belongs, and the certificate where the key belongs.
-    let mut args = pki.flags(&[]);
+    let mut args = tls_flags(&pki, &[]);
     args.swap(3, 5);
     let err = refused(&consul, &args).await;
     assert!(err.contains("redirect TLS certificate") && err.contains("key.pem"), "{err}");
-    let mut args = pki.flags(&[]);
-    args[5] = pki.path("chain.pem");
+    let mut args = tls_flags(&pki, &[]);
+    args[5] = pki.path_str("chain.pem");
     let err = refused(&consul, &args).await;
     assert!(err.contains("redirect TLS key") && err.contains("chain.pem"), "{err}");
 }
 
 #[tokio::test]
 async fn start_up_refuses_one_flag_without_the_other_or_tls_without_a_redirect_listener() {
-    let pki = Pki::new("pair");
+    let pki = pki("pair");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let cert_only =
-        ["--redirect-listen", "127.0.0.1:0", "--redirect-tls-cert", &pki.path("chain.pem")]
+        ["--redirect-listen", "127.0.0.1:0", "--redirect-tls-cert", &pki.path_str("chain.pem")]
             .map(String::from);
     let err = refused(&consul, &cert_only).await;
     assert!(err.contains("only --redirect-tls-cert was given"), "{err}");
-    let key_only = ["--redirect-listen", "127.0.0.1:0", "--redirect-tls-key", &pki.path("key.pem")]
-        .map(String::from);
+    let key_only =
+        ["--redirect-listen", "127.0.0.1:0", "--redirect-tls-key", &pki.path_str("key.pem")]
+            .map(String::from);
     let err = refused(&consul, &key_only).await;
     assert!(err.contains("only --redirect-tls-key was given"), "{err}");
-    let no_listener = pki.flags(&[]).split_off(2);
+    let no_listener = tls_flags(&pki, &[]).split_off(2);
     let err = refused(&consul, &no_listener).await;
     assert!(err.contains("need --redirect-listen"), "{err}");
 }
@@ -299,7 +265,7 @@ impl Drop for Binary {
 
 #[tokio::test]
 async fn the_binary_takes_the_files_from_its_environment_twins_and_refuses_bad_ones() {
-    let pki = Pki::new("bin");
+    let pki = pki("bin");
     let consul = ConsulDouble::start(three_nodes()).await.unwrap();
     let spawn = |key: &str| {
         Command::new(BIN)
@@ -312,8 +278,8 @@ async fn the_binary_takes_the_files_from_its_environment_twins_and_refuses_bad_o
                 "127.0.0.1:0",
             ])
             .env_remove("RUST_LOG")
-            .env("VAULT_REDIRECT_TLS_CERT", pki.path("chain.pem"))
-            .env("VAULT_REDIRECT_TLS_KEY", pki.path(key))
+            .env("VAULT_REDIRECT_TLS_CERT", pki.path_str("chain.pem"))
+            .env("VAULT_REDIRECT_TLS_KEY", pki.path_str(key))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -339,9 +305,10 @@ async fn the_binary_takes_the_files_from_its_environment_twins_and_refuses_bad_o
         rx.recv_timeout(Duration::from_secs(10)).expect("the binary logs its redirect address");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = pki.client(None).get(format!("https://{addr}/v1/x")).send().await.unwrap();
+        let r =
+            trusting_client(&pki, None).get(format!("https://{addr}/v1/x")).send().await.unwrap();
         if r.status() == 307 {
-            assert_eq!(r.headers()["location"], "http://10.0.0.1:8200/v1/x");
+            assert_eq!(r.headers()["location"], "http://127.0.0.2:8200/v1/x");
             break;
         }
         assert!(Instant::now() < deadline, "no 307 from the binary: {}", r.status());

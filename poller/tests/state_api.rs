@@ -17,7 +17,7 @@ async fn serves_the_active_node_from_consul() {
     let p = start(&consul.url(), &[]).await;
     let doc = active_until(&p, Duration::from_secs(5), |d| active_node(d).is_some()).await;
     assert_eq!(doc["active"]["node"], "vault-a");
-    assert_eq!(doc["active"]["address"], "10.0.0.1");
+    assert_eq!(doc["active"]["address"], "127.0.0.2");
     assert_eq!(doc["active"]["port"], 8200);
     assert_eq!(doc["consul_index"], consul.index());
     assert_eq!(doc["version"], consul.index() << 16);

@@ -6,26 +6,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::proc::cpu_ticks;
+
 /// Connections wrk holds open (issue 8: 32).
 pub const CONNECTIONS: u32 = 32;
-
-/// utime + stime of a process, in clock ticks (USER_HZ, 100 on Linux).
-pub fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-/// Resident memory of a process in KiB.
-pub fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
-}
 
 /// What one load run measured.
 pub struct LoadResult {

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 
 use crate::poller::Poller;
+use crate::proc::{cpu_time, rss_kib};
 
 /// What one run measured.
 #[derive(Clone, Debug)]
@@ -102,31 +103,6 @@ pub fn raise_fd_limit(needed: u64) -> Result<()> {
         bail!("could not raise the soft file limit to {hard} (now {soft}); run under `ulimit -n {hard}`");
     }
     Ok(())
-}
-
-/// Resident set size of `pid` in KiB.
-pub fn rss_kib(pid: u32) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
-}
-
-/// CPU time (user + system) `pid` has used, from /proc/<pid>/stat (clock ticks of 10 ms).
-pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let rest = text.rsplit_once(')').map(|(_, r)| r).context("no ')' in /proc/<pid>/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the command.
-    let ticks = |i: usize| -> Result<u64> {
-        fields.get(i).and_then(|f| f.parse().ok()).context("short /proc/<pid>/stat")
-    };
-    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// Reads one HTTP/1.1 response with a `Content-Length` body; returns the body.

@@ -1,4 +1,5 @@
 //! A child process that dies with its handle: tests stop every server even when they fail.
+//! Also what the benches read of any process from /proc: resident memory and CPU time.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -93,4 +94,34 @@ fn unique() -> u64 {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Resident set size of `pid` in KiB (`VmRSS` of /proc/<pid>/status).
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// utime + stime of `pid`, in clock ticks (USER_HZ: 100 on Linux, so 10 ms each).
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = text.rsplit_once(')').map(|(_, r)| r).context("no ')' in /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the command.
+    let ticks = |i: usize| -> Result<u64> {
+        fields.get(i).and_then(|f| f.parse().ok()).context("short /proc/<pid>/stat")
+    };
+    Ok(ticks(11)? + ticks(12)?)
+}
+
+/// The same as a duration.
+pub fn cpu_time(pid: u32) -> Result<std::time::Duration> {
+    Ok(std::time::Duration::from_millis(cpu_ticks(pid)? * 10))
 }

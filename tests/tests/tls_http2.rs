@@ -5,69 +5,22 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context, Result};
 use common::vault::{quick_plugin, PROBE_PATH, TOKEN};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::{json, Value};
-use vault_redirect_doubles::{ConsulDouble, VaultCluster};
+use vault_redirect_doubles::{ConsulDouble, Pki, PkiSpec, VaultCluster};
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions, TlsFiles};
 use vault_redirect_e2e::poller::Poller;
 
-/// A test CA and one leaf for every loopback address the tests use, in a directory removed
-/// on drop.
-struct Pki {
-    dir: PathBuf,
-    ca: String,
-    chain: String,
-    key: String,
+/// A test CA and one leaf for every loopback address the tests use, under target/e2e-logs.
+fn pki() -> Result<Pki> {
+    let names = ["localhost", "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let dir = vault_redirect_e2e::target_dir().join("e2e-logs");
+    Ok(Pki::new("e2e", Some(&dir), &PkiSpec::leaf_for(&names))?)
 }
 
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Pki {
-    fn new() -> Result<Pki> {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = vault_redirect_e2e::target_dir().join("e2e-logs").join(format!(
-            "pki-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        // Distinct names: with rcgen's default name on both, OpenSSL (curl) takes the leaf
-        // for a self-signed certificate.
-        ca_params.distinguished_name.push(DnType::CommonName, "vault-redirect e2e test CA");
-        let ca_key = KeyPair::generate()?;
-        let ca = ca_params.self_signed(&ca_key)?;
-        let names: Vec<String> = ["localhost", "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
-            .map(String::from)
-            .to_vec();
-        let leaf_key = KeyPair::generate()?;
-        let mut leaf_params = CertificateParams::new(names)?;
-        leaf_params.distinguished_name.push(DnType::CommonName, "vault-redirect e2e");
-        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key)?;
-        let pki = Pki { dir, ca: ca.pem(), chain: leaf.pem(), key: leaf_key.serialize_pem() };
-        std::fs::write(pki.path("ca.pem"), &pki.ca)?;
-        std::fs::write(pki.path("cert.pem"), &pki.chain)?;
-        std::fs::write(pki.path("key.pem"), &pki.key)?;
-        Ok(pki)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
-    fn files(&self) -> TlsFiles {
-        TlsFiles { cert: self.path("cert.pem"), key: self.path("key.pem") }
-    }
+fn files(pki: &Pki) -> TlsFiles {
+    TlsFiles { cert: pki.path("chain.pem"), key: pki.path("key.pem") }
 }
 
 /// Vault doubles serving TLS, Consul, the poller, and Envoy with a TLS listener and
@@ -88,7 +41,7 @@ async fn tls_stack(pki: &Pki) -> Result<(VaultCluster, ConsulDouble, Poller, Env
     let poller = Poller::start(&consul.url(), &[]).await?;
     let opts = EnvoyOptions {
         plugin_config: quick_plugin(r#","scheme":"https""#),
-        ..EnvoyOptions::tls(poller.addr, pki.files())
+        ..EnvoyOptions::tls(poller.addr, files(pki))
     };
     let envoy = Envoy::start(opts).await?;
     assert!(envoy.url("/").starts_with("https://"));
@@ -103,7 +56,7 @@ fn trusting(pki: &Pki) -> Result<reqwest::ClientBuilder> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_over_tls_gets_a_307_to_the_active_node_over_https() -> Result<()> {
-    let pki = Pki::new()?;
+    let pki = pki()?;
     let (vault, consul, _poller, envoy) = tls_stack(&pki).await?;
     // reqwest offers h2 and http/1.1 by ALPN; Envoy picks h2.
     let h2 = trusting(&pki)?.redirect(reqwest::redirect::Policy::none()).build()?;
@@ -151,7 +104,7 @@ async fn http2_over_tls_gets_a_307_to_the_active_node_over_https() -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_follow_the_https_redirect_and_write_on_the_active_node() -> Result<()> {
-    let pki = Pki::new()?;
+    let pki = pki()?;
     let (vault, _consul, _poller, envoy) = tls_stack(&pki).await?;
     let follow = trusting(&pki)?.build()?;
     let url = envoy.url("/v1/secret/data/tls/app");

@@ -12,17 +12,9 @@ use clap::Parser;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use vault_redirect_doubles::{Role, VaultNode};
 use vault_redirect_poller::{Config, Poller, RunError};
 
-/// Three nodes as Vault registers them: a active, b and c standby.
-pub fn three_nodes() -> Vec<VaultNode> {
-    vec![
-        VaultNode::new("vault-a", "10.0.0.1", 8200, Role::Active),
-        VaultNode::new("vault-b", "10.0.0.2", 8200, Role::Standby),
-        VaultNode::new("vault-c", "10.0.0.3", 8200, Role::Standby),
-    ]
-}
+pub use vault_redirect_doubles::three_nodes;
 
 /// A poller running in this process.
 pub struct Running {

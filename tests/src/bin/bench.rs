@@ -12,12 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
-use vault_redirect_e2e::bench::{
-    check_redirect, load as load_for, rss_kib, LoadResult, CONNECTIONS,
-};
+use vault_redirect_e2e::bench::{check_redirect, load as load_for, LoadResult, CONNECTIONS};
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
-use vault_redirect_e2e::proc::Proc;
+use vault_redirect_e2e::proc::{rss_kib, Proc};
 use vault_redirect_e2e::{client, free_addr, workspace_root};
 
 const PATH: &str = "/v1/secret/data/app?version=2";

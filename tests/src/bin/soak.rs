@@ -13,19 +13,11 @@ use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 use vault_redirect_e2e::client;
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
+use vault_redirect_e2e::proc::rss_kib;
 
 const NODES: [(&str, &str); 3] =
     [("vault-a", "127.0.0.2"), ("vault-b", "127.0.0.3"), ("vault-c", "127.0.0.4")];
 const CLIENTS: usize = 16;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
@@ -48,7 +40,7 @@ async fn main() -> Result<()> {
     let (envoy_pid, poller_pid) =
         (envoy.proc.pid().context("envoy pid")?, poller.proc.pid().context("poller pid")?);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let start_rss = (rss_kib(envoy_pid), rss_kib(poller_pid));
+    let start_rss = (rss_kib(envoy_pid).unwrap_or(0), rss_kib(poller_pid).unwrap_or(0));
 
     // The active node and the previous one: a 307 to either is right during a switch.
     let active = Arc::new(Mutex::new((0usize, 0usize)));
@@ -115,7 +107,7 @@ async fn main() -> Result<()> {
     for t in tasks {
         let _ = t.await;
     }
-    let end_rss = (rss_kib(envoy_pid), rss_kib(poller_pid));
+    let end_rss = (rss_kib(envoy_pid).unwrap_or(0), rss_kib(poller_pid).unwrap_or(0));
     let log = std::fs::read_to_string(envoy.proc.log_path()).unwrap_or_default();
     let panics = log
         .lines()

@@ -8,19 +8,12 @@ pub mod vault;
 use std::time::Duration;
 
 use anyhow::Result;
-use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
+use vault_redirect_doubles::ConsulDouble;
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
 use vault_redirect_e2e::{client, wait_for};
 
-/// vault-a active on 127.0.0.2, vault-b and vault-c standby on .3 and .4.
-pub fn three_nodes() -> Vec<VaultNode> {
-    vec![
-        VaultNode::new("vault-a", "127.0.0.2", 8200, Role::Active),
-        VaultNode::new("vault-b", "127.0.0.3", 8200, Role::Standby),
-        VaultNode::new("vault-c", "127.0.0.4", 8200, Role::Standby),
-    ]
-}
+pub use vault_redirect_doubles::three_nodes;
 
 /// The Consul double, the poller and Envoy, running together.
 pub struct Stack {
