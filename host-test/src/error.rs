@@ -1,8 +1,11 @@
-//! The errors the library hands to its embedder (tests, the CLI).
+//! The errors the library hands to its embedder (tests, the CLI), and the outcome of a host
+//! call that did not succeed ([`Fault`]): a status for the guest, or a trap.
 //!
 //! A guest trap is an error value carrying the wasm backtrace, never a host panic.
 
 use std::path::PathBuf;
+
+use crate::abi::Status;
 
 /// Why the host could not do what the embedder asked.
 #[derive(Debug, thiserror::Error)]
@@ -60,3 +63,25 @@ pub enum HostError {
 
 /// The library's result type.
 pub type Result<T> = std::result::Result<T, HostError>;
+
+/// Why a host call did not succeed.
+pub(crate) enum Fault {
+    /// A status (or WASI errno) to return to the guest.
+    Code(i32),
+    /// Something the guest cannot recover from (its allocator trapped, the module has no memory):
+    /// the call traps and the embedder sees the error.
+    Trap(wasmtime::Error),
+}
+
+impl From<Status> for Fault {
+    fn from(status: Status) -> Self {
+        Fault::Code(status.code())
+    }
+}
+
+/// The result every host call body returns.
+pub(crate) type HostResult<T = ()> = std::result::Result<T, Fault>;
+
+pub(crate) fn trap(message: impl Into<String>) -> Fault {
+    Fault::Trap(wasmtime::Error::msg(message.into()))
+}

@@ -24,17 +24,21 @@
 
 mod abi;
 mod error;
+mod exchange;
 mod host;
 mod imports;
 mod memory;
 mod pairs;
 pub mod scenario;
 mod state;
+mod vm;
 
 pub use abi::{Action, LogLevel, MetricType, Status};
 pub use error::{HostError, Result};
-pub use host::{
-    Host, HttpCall, HttpCallResponse, LocalResponse, Request, RequestOutcome, UpstreamResponse, Vm,
+pub use exchange::{
+    HttpCall, HttpCallResponse, LocalResponse, Request, RequestOutcome, UpstreamResponse,
 };
+pub use host::Host;
 pub use imports::ENVOY_IMPORTS;
 pub use state::Metric;
+pub use vm::Vm;

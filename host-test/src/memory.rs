@@ -7,29 +7,8 @@
 use wasmtime::{Caller, Extern, Memory};
 
 use crate::abi::Status;
+use crate::error::{trap, Fault, HostResult};
 use crate::state::VmState;
-
-/// Why a host call did not succeed.
-pub(crate) enum Fault {
-    /// A status (or WASI errno) to return to the guest.
-    Code(i32),
-    /// Something the guest cannot recover from (its allocator trapped, the module has no memory):
-    /// the call traps and the embedder sees the error.
-    Trap(wasmtime::Error),
-}
-
-impl From<Status> for Fault {
-    fn from(status: Status) -> Self {
-        Fault::Code(status.code())
-    }
-}
-
-/// The result every host call body returns.
-pub(crate) type HostResult<T = ()> = Result<T, Fault>;
-
-pub(crate) fn trap(message: impl Into<String>) -> Fault {
-    Fault::Trap(wasmtime::Error::msg(message.into()))
-}
 
 /// Runs a host call body, counts it, and turns its outcome into the i32 the guest receives.
 pub(crate) fn hostcall(

@@ -273,10 +273,10 @@ impl VmState {
     }
 
     /// The shared world; a poisoned lock (a panic elsewhere) becomes a trap, not a panic here.
-    pub(crate) fn world(&self) -> Result<MutexGuard<'_, World>, crate::memory::Fault> {
+    pub(crate) fn world(&self) -> Result<MutexGuard<'_, World>, crate::error::Fault> {
         self.world
             .lock()
-            .map_err(|_| crate::memory::trap("the state shared between VMs is poisoned"))
+            .map_err(|_| crate::error::trap("the state shared between VMs is poisoned"))
     }
 
     /// The context host calls act on: the effective context if the guest set one.

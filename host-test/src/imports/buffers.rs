@@ -8,7 +8,8 @@ use wasmtime::{Caller, Linker};
 
 use super::host_fn;
 use crate::abi::{BufferType, Status};
-use crate::memory::{read, return_bytes, write_u32, HostResult};
+use crate::error::HostResult;
+use crate::memory::{read, return_bytes, write_u32};
 use crate::state::VmState;
 
 pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {

@@ -11,7 +11,8 @@ use wasmtime::{Caller, Linker};
 
 use super::host_fn;
 use crate::abi::{MapType, Status};
-use crate::memory::{read, return_bytes, write_u32, HostResult};
+use crate::error::HostResult;
+use crate::memory::{read, return_bytes, write_u32};
 use crate::pairs::{self, Pair};
 use crate::state::VmState;
 

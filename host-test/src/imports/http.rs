@@ -12,7 +12,8 @@ use wasmtime::Linker;
 
 use super::host_fn;
 use crate::abi::Status;
-use crate::memory::{check, read, return_bytes, write_u32, HostResult};
+use crate::error::HostResult;
+use crate::memory::{check, read, return_bytes, write_u32};
 use crate::pairs;
 use crate::state::{PendingCall, VmState};
 use crate::LocalResponse;

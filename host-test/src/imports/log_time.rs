@@ -9,7 +9,8 @@ use wasmtime::{Caller, Linker};
 
 use super::host_fn;
 use crate::abi::{LogLevel, Status};
-use crate::memory::{read, write_u32, write_u64, HostResult};
+use crate::error::HostResult;
+use crate::memory::{read, write_u32, write_u64};
 use crate::state::VmState;
 
 pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {

@@ -11,7 +11,8 @@ use wasmtime::Linker;
 
 use super::host_fn;
 use crate::abi::{MetricType, Status};
-use crate::memory::{read, write_u32, write_u64, HostResult};
+use crate::error::HostResult;
+use crate::memory::{read, write_u32, write_u64};
 use crate::state::{Metric, VmState};
 
 pub(crate) fn register(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {

@@ -10,7 +10,8 @@ use wasmtime::{Caller, Linker};
 
 use super::host_fn;
 use crate::abi::{errno, LogLevel};
-use crate::memory::{read, write, write_u32, write_u64, Fault, HostResult};
+use crate::error::{Fault, HostResult};
+use crate::memory::{read, write, write_u32, write_u64};
 use crate::state::VmState;
 
 /// The most bytes one `random_get` hands out; more is `INVAL`, as the spec allows.
