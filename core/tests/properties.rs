@@ -43,7 +43,7 @@ proptest! {
     ) {
         let doc = StateDoc {
             version,
-            active: active.then(|| ActiveNode { node, address, port }),
+            active: active.then_some(ActiveNode { node, address, port }),
             reason,
             consul_index: index,
             last_consul_ok_unix_ms: age,
@@ -60,7 +60,7 @@ proptest! {
     fn a_target_is_accepted_only_when_it_cannot_change_the_urls_authority(host in "\\PC{0,30}|[a-z0-9.:\\[\\]-]{0,20}") {
         if let Ok(t) = Target::parse(&host) {
             let s = t.as_str();
-            prop_assert!(!s.bytes().any(|b| b"/@?#\\ %\r\n\t".contains(&b) || b < 0x20 || b >= 0x7f), "{:?}", s);
+            prop_assert!(!s.bytes().any(|b| b"/@?#\\ %\r\n\t".contains(&b) || !(0x20..0x7f).contains(&b)), "{:?}", s);
             // Whatever path follows, the authority ends where the prefix ends.
             let prefix = format!("http://{s}:8200");
             let url = format!("{prefix}/x");

@@ -76,7 +76,7 @@ pub fn router(app: AppState) -> Router {
 
 /// A JSON error in Vault's shape, `{"errors": [...]}`.
 pub fn error_response(status: StatusCode, message: String) -> Response {
-    let mut r = (status, json!({ "errors": [message] }).to_string()).into_response();
+    let mut r = (status, vault_redirect_core::answer::vault_error_body(&message)).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }

@@ -1,19 +1,21 @@
 //! Standalone redirect mode: the poller itself answers client requests with the filter's
 //! 307 semantics, for users without Envoy (a drop-in for vault-redirector).
 //!
-//! The decision is `vault_redirect_core::decide`, the very code the filter runs; this module
-//! only maps HTTP in and out. The `Location` authority comes from the poller's state, never
-//! from the request. `/vault-redirector-health` is answered here too, as vault-redirector
-//! answers it on its redirect port.
+//! The decision is `vault_redirect_core::decide` and the answer `vault_redirect_core::Answer`,
+//! the very code the filter runs; this module only maps HTTP in and out. The `Location`
+//! authority comes from the poller's state, never from the request. `/vault-redirector-health`
+//! is answered here too, as vault-redirector answers it on its redirect port.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode, Version};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Version};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use vault_redirect_core::{decide, Decision, RedirectPolicy};
+use vault_redirect_core::answer::{no_active_message, UNREDIRECTABLE};
+use vault_redirect_core::{decide, Answer, Decision, RedirectPolicy};
 
 use crate::api::{error_response, health, AppState};
 use crate::metrics::Outcome;
@@ -35,6 +37,28 @@ pub fn router(app: AppState, policy: RedirectPolicy) -> Router {
     health_routes.merge(redirects)
 }
 
+/// The `outcome` label of the standalone answers metric.
+fn outcome(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Redirect(_) => "redirect",
+        Decision::NoActive => "no_active",
+        Decision::BadRequest(_) | Decision::PassThrough => "bad_request",
+        Decision::PathTooLong => "too_long",
+    }
+}
+
+/// `answer` as an HTTP response, or `None` when a header value cannot be sent (a `Location`
+/// byte HTTP forbids; `decide` refuses control bytes, so this is a last guard).
+fn response(mut answer: Answer) -> Option<Response> {
+    let mut r = Response::new(Body::from(std::mem::take(&mut answer.body)));
+    *r.status_mut() = StatusCode::from_u16(answer.status).ok()?;
+    for (name, value) in answer.all_headers() {
+        let value = HeaderValue::from_bytes(value).ok()?;
+        r.headers_mut().insert(HeaderName::from_static(name), value);
+    }
+    Some(r)
+}
+
 async fn redirect(State(rs): State<RedirectState>, request: Request) -> Response {
     let uri = request.uri();
     // Origin-form targets reach `decide` as they came; any other form (absolute, authority,
@@ -47,58 +71,24 @@ async fn redirect(State(rs): State<RedirectState>, request: Request) -> Response
     } else {
         uri.path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_default()
     };
+    // The same prefix, and the same words when there is none, as the filter's view.
     let (prefix, reason) = {
         let s = rs.app.state.borrow();
         match s.active() {
             Some(active) => match rs.policy.location_prefix(active) {
-                Ok(p) => (Some(p), None),
-                Err(e) => (None, Some(format!("active node cannot be redirected to: {e}"))),
+                Ok(p) => (Some(p), String::new()),
+                Err(_) => (None, UNREDIRECTABLE.to_string()),
             },
-            None => (None, s.doc.reason.clone()),
+            None => (None, no_active_message(s.doc.reason.as_deref())),
         }
     };
-    let count =
-        |outcome: &'static str| rs.app.metrics.redirects.get_or_create(&Outcome { outcome }).inc();
-    match decide(prefix.as_deref(), Some(target.as_bytes()), &[]) {
-        Decision::Redirect(location) => match HeaderValue::from_bytes(&location) {
-            Ok(value) => {
-                count("redirect");
-                let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
-                r.headers_mut().insert(header::LOCATION, value);
-                // As the filter does: a cached redirect would outlive a failover.
-                r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                r
-            }
-            Err(_) => {
-                count("bad_request");
-                error_response(
-                    StatusCode::BAD_REQUEST,
-                    "request path cannot be put in a Location header".into(),
-                )
-            }
-        },
-        Decision::NoActive => {
-            count("no_active");
-            let why = reason.unwrap_or_else(|| "unknown".into());
-            let mut r = error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("no active Vault node: {why}"),
-            );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
-        Decision::BadRequest(why) => {
-            count("bad_request");
-            error_response(StatusCode::BAD_REQUEST, why.to_string())
-        }
-        Decision::PathTooLong => {
-            count("too_long");
-            error_response(StatusCode::URI_TOO_LONG, "request path is too long to redirect".into())
-        }
-        // No pass-through list in standalone mode: there is no upstream to pass to.
-        Decision::PassThrough => {
-            count("bad_request");
-            error_response(StatusCode::NOT_FOUND, "no upstream in standalone mode".into())
+    // No pass-through list in standalone mode: there is no upstream to pass to.
+    let decision = decide(prefix.as_deref(), Some(target.as_bytes()), &[]);
+    rs.app.metrics.redirects.get_or_create(&Outcome { outcome: outcome(&decision) }).inc();
+    match Answer::to(decision, &reason).and_then(response) {
+        Some(r) => r,
+        None => {
+            error_response(StatusCode::BAD_REQUEST, "request cannot be answered in HTTP".into())
         }
     }
 }
