@@ -6,28 +6,30 @@
 //! until the shutdown future resolves. It never installs signal handlers or a logger: that is
 //! the binary's edge.
 //!
-//! Modules: `config` (flags), `consul` (the HTTP client), `choose` (the pure choice of the
-//! active node), `watcher` (the blocking-query loop, the only state writer), `state` (the
-//! shared snapshot), `api` (state API, health, metrics), `status` (the status page, its
-//! document and the `status` subcommand), `redirect` (standalone mode), `metrics` (every
-//! metric name), `signals` (log toggles and termination), `probes` (`/livez`, `/readyz`),
-//! `replicas` (keeping versions comparable across replicas), `tls` (TLS on the redirect
-//! listener), `duration`.
+//! Modules, leaves last (no module imports one that imports it back):
+//! - `config` (flags), `duration`, `signals` (log toggles and termination), `metrics` (every
+//!   metric name), `state` (the shared snapshot), `context` (what handlers share: `AppState`,
+//!   `Info`);
+//! - the Consul source: `consul` (the HTTP client), `choose` (the pure choice of the active
+//!   node), `watcher` (the blocking-query loop, the only state writer);
+//! - `doc`: the documents as pure code (`health`, `status`, `readiness`, `catch_up`, which
+//!   keeps versions comparable across replicas); `longpoll` (the wait on `/v1/active`);
+//! - `http`: the handlers (`api`), the lean long-poll front (`front`), `/livez` and `/readyz`
+//!   (`probes`), standalone redirects (`redirect`) and their TLS listener (`tls`);
+//! - `cli`: the `status` subcommand (`client`, `table`).
 
-pub mod api;
 pub mod choose;
+pub mod cli;
 pub mod config;
 pub mod consul;
+pub mod context;
+pub mod doc;
 pub mod duration;
-pub mod front;
+pub mod http;
+pub mod longpoll;
 pub mod metrics;
-pub mod probes;
-pub mod redirect;
-pub mod replicas;
 pub mod signals;
 pub mod state;
-pub mod status;
-pub mod tls;
 pub mod watcher;
 
 use std::future::Future;
@@ -42,9 +44,9 @@ use vault_redirect_core::{HostChoice, RedirectPolicy, Scheme};
 
 pub use config::Config;
 
-use crate::api::{AppState, Info};
 use crate::config::{ConfigError, HostArg, SchemeArg};
 use crate::consul::ConsulClient;
+use crate::context::{AppState, Info};
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
 use crate::watcher::{WatchSettings, Watcher};
@@ -116,7 +118,7 @@ impl Poller {
         let client = ConsulClient::new(&config)?;
         // Loaded and checked before anything is bound, so a bad file fails start-up cleanly.
         let redirect_tls = match (&config.redirect_tls_cert, &config.redirect_tls_key) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (Some(cert), Some(key)) => Some(http::tls::acceptor(cert, key)?),
             _ => None,
         };
         let api_listener = bind(config.listen).await?;
@@ -188,15 +190,18 @@ impl Poller {
             let _ = rx.wait_for(|s| *s).await;
         };
         // Long-polls are answered by the front; every other request by axum (see `front`).
-        let (api_listener, front_open) = front::FrontListener::start(api_listener, app.clone())
-            .map_err(|source| RunError::Serve { what: "state API", source })?;
-        let api_server = axum::serve(api_listener, api::router(app.clone()))
+        let (api_listener, front_open) =
+            http::front::FrontListener::start(api_listener, app.clone())
+                .map_err(|source| RunError::Serve { what: "state API", source })?;
+        let api_server = axum::serve(api_listener, http::api::router(app.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let mut api_task = tokio::spawn(async move { api_server.await });
         let mut redirect_task = redirect_listener.map(|l| {
-            let router = redirect::router(app.clone(), info.policy.clone());
+            let router = http::redirect::router(app.clone(), info.policy.clone());
             match redirect_tls {
-                Some(acceptor) => tokio::spawn(tls::serve(l, acceptor, router, stop_rx.clone())),
+                Some(acceptor) => {
+                    tokio::spawn(http::tls::serve(l, acceptor, router, stop_rx.clone()))
+                }
                 None => {
                     let server =
                         axum::serve(l, router).with_graceful_shutdown(stopped(stop_rx.clone()));

@@ -1,137 +1,14 @@
-//! What operators look at: the status document (`GET /v1/status`), the status page that
-//! renders it in a browser (`GET /`), and the `status` subcommand that renders it in a terminal.
+//! The `status` subcommand's terminal view of a status document: a summary, the nodes and
+//! the recent changes as aligned text, and the monitoring-plugin verdict.
 //!
-//! One type, [`StatusDoc`], is both what the server writes and what the subcommand reads, so
-//! the two cannot drift. This module only reads the state; it never changes it, and nothing
-//! here is part of the filters' wire document (`/v1/active` stays `vault_redirect_core`'s).
+//! Pure text from a [`StatusDoc`]; it never asks the poller (that is `cli::client`).
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 use vault_redirect_core::ActiveNode;
 
-use crate::api::{health_document, Info};
-use crate::state::{iso8601, unix_ms, ActiveChange, NodeStatus, Snapshot};
-
-/// The status page: one static HTML file with its CSS and script inline (no external assets),
-/// which reads `/v1/status` and waits on `/v1/active`'s long-poll for the next change.
-pub const STATUS_PAGE_HTML: &str = include_str!("status_page.html");
-
-/// Everything the status page and `status` show, as of one moment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusDoc {
-    /// Whether an active node is served (what `/health` answers 200 for).
-    pub healthy: bool,
-    /// What is wrong, in words (the same list as `/health`).
-    pub problems: Vec<String>,
-    /// The state version served on `/v1/active`.
-    pub version: u64,
-    /// The active node served, if any.
-    pub active: Option<ActiveNode>,
-    /// Why there is none.
-    pub reason: Option<String>,
-    /// Consul's index of the last good answer.
-    pub consul_index: u64,
-    /// Consul's `host:port`.
-    pub consul: String,
-    /// The Consul service watched.
-    pub service: String,
-    /// The tag that marks the active node.
-    pub active_tag: String,
-    /// Wall time of the last moment the view was known to match Consul.
-    pub last_consul_ok_unix_ms: Option<u64>,
-    /// Milliseconds since then (`None` before the first good answer).
-    pub consul_last_ok_age_ms: Option<u64>,
-    /// The last Consul error, while Consul is failing.
-    pub consul_error: Option<String>,
-    /// `--max-stale` in milliseconds.
-    pub max_stale_ms: u64,
-    /// Milliseconds since the version last changed.
-    pub state_age_ms: u64,
-    /// While no node is served: for how long, in milliseconds.
-    pub no_active_for_ms: Option<u64>,
-    /// Open long-polls on `/v1/active` (the page's own included).
-    pub longpoll_waiters: i64,
-    /// `X-Consul-KnownLeader` of the last good answer.
-    pub known_leader: bool,
-    /// Every instance of the service in Consul's last good answer.
-    pub nodes: Vec<NodeStatus>,
-    /// The last active-node changes, newest first.
-    pub changes: Vec<ChangeDoc>,
-    /// The poller's wall clock when it answered, so readers compute "ago" without trusting
-    /// their own clock.
-    pub now_unix_ms: u64,
-}
-
-/// One active-node change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChangeDoc {
-    /// When, as Unix milliseconds.
-    pub at_unix_ms: u64,
-    /// The version that carried it.
-    pub version: u64,
-    /// The node served before.
-    pub from: Option<ActiveNode>,
-    /// The node served after (`None`: no active node).
-    pub to: Option<ActiveNode>,
-    /// Why there was no active node after it.
-    pub reason: Option<String>,
-    /// How long the cluster had been without an active node before this change brought one.
-    pub no_active_for_ms: Option<u64>,
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-impl ChangeDoc {
-    fn of(c: &ActiveChange) -> Self {
-        ChangeDoc {
-            at_unix_ms: c.at_unix_ms,
-            version: c.version,
-            from: c.from.clone(),
-            to: c.to.clone(),
-            reason: c.reason.clone(),
-            no_active_for_ms: c.no_active_for.map(ms),
-        }
-    }
-}
-
-/// The status document of `snapshot` at `now`.
-pub fn status_document(snapshot: &Snapshot, info: &Info, waiters: i64, now: Instant) -> StatusDoc {
-    let (healthy, health) = health_document(snapshot, info, now);
-    let problems = health["problems"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
-    let doc = snapshot.doc_at(now);
-    StatusDoc {
-        healthy,
-        problems,
-        version: doc.version,
-        active: doc.active,
-        reason: doc.reason,
-        consul_index: doc.consul_index,
-        consul: info.consul_host_port.clone(),
-        service: info.service.clone(),
-        active_tag: info.active_tag.clone(),
-        last_consul_ok_unix_ms: doc.last_consul_ok_unix_ms,
-        consul_last_ok_age_ms: doc.age_ms,
-        consul_error: snapshot.consul_error.clone(),
-        max_stale_ms: ms(info.max_stale),
-        state_age_ms: ms(now.saturating_duration_since(snapshot.changed_at)),
-        no_active_for_ms: snapshot
-            .no_active_since
-            .map(|since| ms(now.saturating_duration_since(since))),
-        longpoll_waiters: waiters,
-        known_leader: snapshot.known_leader,
-        nodes: snapshot.nodes.clone(),
-        changes: snapshot.changes.iter().rev().map(ChangeDoc::of).collect(),
-        now_unix_ms: unix_ms(SystemTime::now()),
-    }
-}
+use crate::doc::status::StatusDoc;
+use crate::state::iso8601;
 
 /// `1.234s`, `2m05s`, `3h02m`: short, for tables.
 pub fn short_duration(ms: u64) -> String {
@@ -321,65 +198,11 @@ impl Verdict {
     }
 }
 
-/// Why `status` could not read a poller's status.
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    /// `--addr` is not `host:port` or an http(s) URL.
-    #[error("invalid --addr {0:?}: expected host:port or http://host:port")]
-    Addr(String),
-    /// The request failed.
-    #[error("cannot reach the poller at {url}: {source}")]
-    Request {
-        /// The URL asked.
-        url: String,
-        /// The HTTP client's error.
-        source: reqwest::Error,
-    },
-    /// The answer is not a status document.
-    #[error("{url} answered {status} with something that is not a status document: {why}")]
-    Body {
-        /// The URL asked.
-        url: String,
-        /// The HTTP status.
-        status: u16,
-        /// What is wrong with it.
-        why: String,
-    },
-}
-
-/// `http://host:port` from `--addr` (`host:port`, or a URL without a path).
-pub fn base_url(addr: &str) -> Result<String, StatusError> {
-    let a = addr.trim().trim_end_matches('/');
-    let with_scheme = if a.starts_with("http://") || a.starts_with("https://") {
-        a.to_string()
-    } else {
-        format!("http://{a}")
-    };
-    let url = reqwest::Url::parse(&with_scheme).map_err(|_| StatusError::Addr(addr.to_string()))?;
-    if url.host_str().is_none_or(str::is_empty) || url.path() != "/" || url.query().is_some() {
-        return Err(StatusError::Addr(addr.to_string()));
-    }
-    Ok(with_scheme)
-}
-
-/// Reads `/v1/status` from the poller at `addr`.
-pub async fn fetch(addr: &str, timeout: Duration) -> Result<StatusDoc, StatusError> {
-    let url = format!("{}/v1/status", base_url(addr)?);
-    let request = |source| StatusError::Request { url: url.clone(), source };
-    let client = reqwest::Client::builder().timeout(timeout).build().map_err(request)?;
-    let resp = client.get(&url).send().await.map_err(request)?;
-    let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(request)?;
-    serde_json::from_slice(&body).map_err(|e| StatusError::Body {
-        url: url.clone(),
-        status,
-        why: e.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doc::status::ChangeDoc;
+    use crate::state::NodeStatus;
 
     fn node(name: &str, active: bool) -> NodeStatus {
         NodeStatus {
@@ -496,35 +319,11 @@ mod tests {
     }
 
     #[test]
-    fn addresses_become_base_urls_and_bad_ones_are_named() {
-        assert_eq!(base_url("127.0.0.1:8210").ok().as_deref(), Some("http://127.0.0.1:8210"));
-        assert_eq!(
-            base_url("https://poller.example:8210/").ok().as_deref(),
-            Some("https://poller.example:8210")
-        );
-        for bad in ["", "http://x:1/v1", "http://:1"] {
-            let err = base_url(bad).err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
-        }
-    }
-
-    #[test]
     fn short_durations_read_at_a_glance() {
         assert_eq!(short_duration(0), "0.000s");
         assert_eq!(short_duration(1_234), "1.234s");
         assert_eq!(short_duration(125_000), "2m05s");
         assert_eq!(short_duration(3 * 3_600_000 + 120_000), "3h02m");
         assert_eq!(short_duration(90_000_000), "1d01h");
-    }
-
-    #[test]
-    fn the_page_has_no_external_assets() {
-        let page = STATUS_PAGE_HTML;
-        for needle in ["src=\"http", "href=\"http", "src=\"//", "href=\"//", "@import", "url("] {
-            assert!(!page.contains(needle), "the status page refers to {needle}");
-        }
-        assert!(page.contains("/v1/status") && page.contains("/v1/active?index="));
-        // Data from Consul reaches the DOM only as text.
-        assert!(!page.contains("innerHTML"), "the page must not build HTML from data");
     }
 }

@@ -17,7 +17,8 @@ use axum::Router;
 use vault_redirect_core::answer::{no_active_message, UNREDIRECTABLE};
 use vault_redirect_core::{decide, Answer, Decision, RedirectPolicy};
 
-use crate::api::{error_response, health, AppState};
+use crate::context::AppState;
+use crate::http::api::{error_response, health};
 use crate::metrics::Outcome;
 
 /// What the redirect handler reads.

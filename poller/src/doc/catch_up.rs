@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use vault_redirect_core::state::LOCAL_EVENT_BITS;
 
-use crate::probes::not_ready_because;
+use crate::doc::readiness::not_ready_because;
 use crate::state::Snapshot;
 
 const LOW_MASK: u64 = (1 << LOCAL_EVENT_BITS) - 1;
