@@ -11,12 +11,13 @@ use tokio::sync::watch;
 use vault_redirect_core::RedirectPolicy;
 
 use crate::metrics::Metrics;
+use crate::source::SourceInfo;
 use crate::state::Snapshot;
 
 /// What every handler reads.
 #[derive(Clone)]
 pub struct AppState {
-    /// The watcher's state.
+    /// The source's state.
     pub state: watch::Receiver<Snapshot>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
@@ -25,23 +26,19 @@ pub struct AppState {
     /// Fixed facts for the health document.
     pub info: Arc<Info>,
     /// The state's sender, used only to raise the version past a sibling replica's (see
-    /// `replicas`); the watcher stays the only writer of the document's content.
+    /// `doc::catch_up`); the source stays the only writer of the document's content.
     pub versions: watch::Sender<Snapshot>,
 }
 
-/// Facts the health document reports that never change while running.
+/// Facts the documents report that never change while running.
 #[derive(Clone, Debug)]
 pub struct Info {
-    /// Consul's `host:port`.
-    pub consul_host_port: String,
+    /// The source of truth and what it watches.
+    pub source: SourceInfo,
     /// How `active_vault` names the node (as the redirects would).
     pub policy: RedirectPolicy,
     /// `--max-stale`, for the explanation while serving a stale state.
     pub max_stale: Duration,
-    /// The Consul service watched.
-    pub service: String,
-    /// The tag that marks the active node.
-    pub active_tag: String,
     /// `--max-waiters`: long-polls parked at once before new ones are answered at once.
     pub max_waiters: u64,
 }

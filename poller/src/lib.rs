@@ -1,5 +1,6 @@
-//! vault-redirect-poller: watches Consul's health view of Vault, chooses the active node and
-//! serves it to every filter (and, in standalone mode, to clients as 307 redirects).
+//! vault-redirect-poller: learns which Vault node is active from a source of truth (Consul's
+//! health view of Vault today) and serves it to every filter (and, in standalone mode, to
+//! clients as 307 redirects).
 //!
 //! The library owns the whole daemon so tests run it in-process on 127.0.0.1:0:
 //! [`Poller::bind`] validates the configuration and binds the listeners, [`Poller::run`] runs
@@ -10,18 +11,17 @@
 //! - `config` (flags), `duration`, `signals` (log toggles and termination), `metrics` (every
 //!   metric name), `state` (the shared snapshot), `context` (what handlers share: `AppState`,
 //!   `Info`);
-//! - the Consul source: `consul` (the HTTP client), `choose` (the pure choice of the active
-//!   node), `watcher` (the blocking-query loop, the only state writer);
+//! - `source_kind` (`--source`'s values); `source`: the sources of truth and their seam
+//!   (`Source`, `Publisher`, `Reading`), one module per source: `source::consul` (the HTTP
+//!   `client`, the pure `choose`, the blocking-query `watch` loop), the only state writer;
 //! - `doc`: the documents as pure code (`health`, `status`, `readiness`, `catch_up`, which
 //!   keeps versions comparable across replicas); `longpoll` (the wait on `/v1/active`);
 //! - `http`: the handlers (`api`), the lean long-poll front (`front`), `/livez` and `/readyz`
 //!   (`probes`), standalone redirects (`redirect`) and their TLS listener (`tls`);
 //! - `cli`: the `status` subcommand (`client`, `table`).
 
-pub mod choose;
 pub mod cli;
 pub mod config;
-pub mod consul;
 pub mod context;
 pub mod doc;
 pub mod duration;
@@ -29,8 +29,9 @@ pub mod http;
 pub mod longpoll;
 pub mod metrics;
 pub mod signals;
+pub mod source;
+pub mod source_kind;
 pub mod state;
-pub mod watcher;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,11 +46,10 @@ use vault_redirect_core::{HostChoice, RedirectPolicy, Scheme};
 pub use config::Config;
 
 use crate::config::{ConfigError, HostArg, SchemeArg};
-use crate::consul::ConsulClient;
 use crate::context::{AppState, Info};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SourceLabel};
+use crate::source::{Publisher, Source};
 use crate::state::Snapshot;
-use crate::watcher::{WatchSettings, Watcher};
 
 /// How long shutdown waits for open requests once long-polls have been answered.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -81,7 +81,7 @@ pub enum RunError {
 /// A poller whose configuration is valid and whose listeners are bound.
 pub struct Poller {
     config: Config,
-    client: ConsulClient,
+    source: Box<dyn Source>,
     api_listener: TcpListener,
     redirect_listener: Option<TcpListener>,
     redirect_tls: Option<tokio_rustls::TlsAcceptor>,
@@ -111,11 +111,11 @@ pub fn policy(config: &Config) -> RedirectPolicy {
 }
 
 impl Poller {
-    /// Validates `config`, builds the Consul client (reading token and TLS files) and binds
-    /// the listeners, logging `listening on <addr>` for each.
+    /// Validates `config`, builds the source (reading token and TLS files) and binds the
+    /// listeners, logging `listening on <addr>` for each.
     pub async fn bind(config: Config) -> Result<Poller, RunError> {
         config.validate()?;
-        let client = ConsulClient::new(&config)?;
+        let source = source::build(&config)?;
         // Loaded and checked before anything is bound, so a bad file fails start-up cleanly.
         let redirect_tls = match (&config.redirect_tls_cert, &config.redirect_tls_key) {
             (Some(cert), Some(key)) => Some(http::tls::acceptor(cert, key)?),
@@ -136,7 +136,7 @@ impl Poller {
             }
             None => None,
         };
-        Ok(Poller { config, client, api_listener, redirect_listener, redirect_tls })
+        Ok(Poller { config, source, api_listener, redirect_listener, redirect_tls })
     }
 
     /// The state API's bound address.
@@ -155,29 +155,23 @@ impl Poller {
     /// Runs until `shutdown` resolves, then answers every long-poll with the current state,
     /// lets open requests finish (up to [`SHUTDOWN_GRACE`]) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-        let Poller { config, client, api_listener, redirect_listener, redirect_tls } = self;
+        let Poller { config, source, api_listener, redirect_listener, redirect_tls } = self;
         let metrics = Arc::new(Metrics::new());
         metrics.max_stale.set(config.max_stale.as_secs_f64());
+        let described = source.info();
+        metrics.source.get_or_create(&SourceLabel { source: described.kind.name() }).set(1);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (state_tx, state_rx) = watch::channel(Snapshot::initial(Instant::now()));
-        let settings = WatchSettings {
-            service: config.service.clone(),
-            active_tag: config.active_tag.clone(),
-            wait: config.consul_wait,
-            max_stale: config.max_stale,
-            backoff_max: config.backoff_max,
-        };
+        let (state_tx, state_rx) =
+            watch::channel(Snapshot::initial(Instant::now(), described.kind));
         let info = Arc::new(Info {
-            consul_host_port: client.host_port(),
+            source: described,
             policy: policy(&config),
             max_stale: config.max_stale,
-            service: config.service.clone(),
-            active_tag: config.active_tag.clone(),
             max_waiters: config.max_waiters,
         });
         let versions = state_tx.clone();
-        let watcher = Watcher::new(client, settings, state_tx, metrics.clone());
-        let watcher_task = tokio::spawn(watcher.run(stop_rx.clone()));
+        let publisher = Publisher::new(state_tx, metrics.clone(), config.max_stale);
+        let watcher_task = tokio::spawn(source.run(publisher, stop_rx.clone()));
         let app = AppState {
             state: state_rx,
             metrics,

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use vault_redirect_core::ActiveNode;
 
 use crate::doc::status::StatusDoc;
-use crate::state::iso8601;
+use crate::state::{iso8601, NodeStatus};
 
 /// `1.234s`, `2m05s`, `3h02m`: short, for tables.
 pub fn short_duration(ms: u64) -> String {
@@ -79,20 +79,24 @@ pub fn render_table(s: &StatusDoc, addr: &str) -> String {
             format!("{} (changed {} ago)", s.version, short_duration(s.state_age_ms)),
         ],
         vec![
-            "consul".to_string(),
+            "source".to_string(),
             format!(
-                "{} service {:?} tag {:?}, index {}",
-                s.consul, s.service, s.active_tag, s.consul_index
+                "{} at {}, {}, index {}",
+                s.source.name(),
+                s.source_endpoint,
+                s.source_watching,
+                s.index
             ),
         ],
         vec![
             "last good answer".to_string(),
-            match (s.consul_last_ok_age_ms, s.last_consul_ok_unix_ms) {
+            match (s.last_ok_age_ms, s.last_ok_unix_ms) {
                 (Some(age), Some(at)) => format!(
-                    "{} ago ({}), served for up to {} while Consul fails",
+                    "{} ago ({}), served for up to {} while {} fails",
                     short_duration(age),
                     iso8601(at),
-                    short_duration(s.max_stale_ms)
+                    short_duration(s.max_stale_ms),
+                    s.source.display()
                 ),
                 _ => "none yet".to_string(),
             },
@@ -112,36 +116,10 @@ pub fn render_table(s: &StatusDoc, addr: &str) -> String {
     }
     table(&mut out, None, &summary);
     out.push('\n');
-    let nodes: Vec<Vec<String>> = s
-        .nodes
-        .iter()
-        .map(|n| {
-            let role = if n.active {
-                "ACTIVE"
-            } else if n.candidate {
-                "candidate"
-            } else {
-                ""
-            };
-            vec![
-                n.node.clone(),
-                n.address.clone(),
-                n.port.to_string(),
-                n.tags.join(","),
-                n.sealed_check.clone().unwrap_or_else(|| "missing".into()),
-                n.agent_check.clone().unwrap_or_else(|| "-".into()),
-                role.to_string(),
-            ]
-        })
-        .collect();
-    if nodes.is_empty() {
-        out.push_str("no Vault nodes in Consul's last answer\n");
+    if s.nodes.is_empty() {
+        let _ = writeln!(out, "no Vault nodes in {}'s last answer", s.source.display());
     } else {
-        table(
-            &mut out,
-            Some(&["NODE", "ADDRESS", "PORT", "TAGS", "SEALED CHECK", "AGENT", "ROLE"]),
-            &nodes,
-        );
+        node_table(&mut out, &s.nodes);
     }
     out.push('\n');
     let changes: Vec<Vec<String>> = s
@@ -173,6 +151,53 @@ pub fn render_table(s: &StatusDoc, addr: &str) -> String {
     out
 }
 
+/// The nodes, whatever the source: name, address, port, labels, one column per check the
+/// source reports (in the order it first appears), latency and error when any node has one,
+/// and the role.
+fn node_table(out: &mut String, nodes: &[NodeStatus]) {
+    let mut checks: Vec<&str> = Vec::new();
+    for c in nodes.iter().flat_map(|n| &n.checks) {
+        if !checks.contains(&c.name.as_str()) {
+            checks.push(&c.name);
+        }
+    }
+    let latency = nodes.iter().any(|n| n.latency_ms.is_some());
+    let error = nodes.iter().any(|n| n.error.is_some());
+    let upper: Vec<String> = checks.iter().map(|c| c.to_uppercase()).collect();
+    let mut header: Vec<&str> = vec!["NODE", "ADDRESS", "PORT", "LABELS"];
+    header.extend(upper.iter().map(String::as_str));
+    header.extend(latency.then_some("LATENCY"));
+    header.extend(error.then_some("ERROR"));
+    header.push("ROLE");
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let mut row =
+                vec![n.node.clone(), n.address.clone(), n.port.to_string(), n.labels.join(",")];
+            for name in &checks {
+                let status = n.checks.iter().find(|c| c.name == *name).map(|c| c.status.clone());
+                row.push(status.unwrap_or_else(|| "-".into()));
+            }
+            if latency {
+                row.push(n.latency_ms.map_or("-".into(), |ms| format!("{ms} ms")));
+            }
+            if error {
+                row.push(n.error.clone().unwrap_or_default());
+            }
+            let role = if n.active {
+                "ACTIVE"
+            } else if n.candidate {
+                "candidate"
+            } else {
+                ""
+            };
+            row.push(role.to_string());
+            row
+        })
+        .collect();
+    table(out, Some(&header), &rows);
+}
+
 /// Exit codes of `status`, the monitoring-plugin convention (Nagios, Icinga, Sensu).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -202,18 +227,23 @@ impl Verdict {
 mod tests {
     use super::*;
     use crate::doc::status::ChangeDoc;
-    use crate::state::NodeStatus;
+    use crate::source::SourceKind;
+    use crate::state::NodeCheck;
+
+    fn check(name: &str, status: &str) -> NodeCheck {
+        NodeCheck { name: name.into(), status: status.into(), ok: true }
+    }
 
     fn node(name: &str, active: bool) -> NodeStatus {
         NodeStatus {
             node: name.into(),
             address: "10.0.0.1".into(),
             port: 8200,
-            tags: vec![if active { "active" } else { "standby" }.into(), "initialized".into()],
-            sealed_check: Some("passing".into()),
-            agent_check: Some("passing".into()),
+            labels: vec![if active { "active" } else { "standby" }.into(), "initialized".into()],
+            checks: vec![check("sealed check", "passing"), check("agent", "passing")],
             candidate: active,
             active,
+            ..NodeStatus::default()
         }
     }
 
@@ -225,18 +255,17 @@ mod tests {
             version: 1_179_648,
             active: Some(a.clone()),
             reason: None,
-            consul_index: 18,
-            consul: "127.0.0.1:8500".into(),
-            service: "vault".into(),
-            active_tag: "active".into(),
-            last_consul_ok_unix_ms: Some(1_700_000_000_000),
-            consul_last_ok_age_ms: Some(0),
-            consul_error: None,
+            source: SourceKind::Consul,
+            source_endpoint: "127.0.0.1:8500".into(),
+            source_watching: "service \"vault\", tag \"active\"".into(),
+            index: 18,
+            last_ok_unix_ms: Some(1_700_000_000_000),
+            last_ok_age_ms: Some(0),
+            source_error: None,
             max_stale_ms: 60_000,
             state_age_ms: 4_200,
             no_active_for_ms: None,
             longpoll_waiters: 3,
-            known_leader: true,
             nodes: vec![node("vault-a", false), node("vault-b", true)],
             changes: vec![
                 ChangeDoc {
@@ -264,6 +293,12 @@ mod tests {
         }
     }
 
+    /// The words of the node table's header.
+    fn node_header(text: &str) -> Vec<&str> {
+        let header = text.lines().find(|l| l.starts_with("NODE")).unwrap_or_default();
+        header.split_whitespace().collect()
+    }
+
     /// The value of a summary row, whatever the column width.
     fn row<'a>(text: &'a str, key: &str) -> &'a str {
         text.lines()
@@ -284,7 +319,16 @@ mod tests {
             node_line.contains("active,initialized") && node_line.ends_with("ACTIVE"),
             "{text}"
         );
-        assert!(text.contains("NODE     ADDRESS   PORT  TAGS"), "{text}");
+        assert_eq!(
+            node_header(&text),
+            ["NODE", "ADDRESS", "PORT", "LABELS", "SEALED", "CHECK", "AGENT", "ROLE"],
+            "{text}"
+        );
+        assert_eq!(
+            row(&text, "source"),
+            "consul at 127.0.0.1:8500, service \"vault\", tag \"active\", index 18",
+            "{text}"
+        );
         let change =
             text.lines().find(|l| l.starts_with("2023-11-14T22:13:20Z")).unwrap_or_default();
         assert!(
@@ -297,6 +341,38 @@ mod tests {
             text.contains("none: no instance of service \"vault\" is tagged \"active\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_source_that_probes_nodes_shows_its_checks_latency_and_errors() {
+        let mut d = doc();
+        d.source = SourceKind::Vault;
+        d.nodes = vec![
+            NodeStatus {
+                node: "https://10.0.0.1:8200".into(),
+                checks: vec![check("sys/health", "200 active")],
+                latency_ms: Some(3),
+                active: true,
+                ..node("a", true)
+            },
+            NodeStatus {
+                node: "https://10.0.0.2:8200".into(),
+                labels: vec![],
+                checks: vec![],
+                error: Some("connection refused".into()),
+                ..node("b", false)
+            },
+        ];
+        let text = render_table(&d, "x");
+        assert_eq!(
+            node_header(&text),
+            ["NODE", "ADDRESS", "PORT", "LABELS", "SYS/HEALTH", "LATENCY", "ERROR", "ROLE"],
+            "{text}"
+        );
+        let refused = text.lines().find(|l| l.starts_with("https://10.0.0.2")).unwrap_or_default();
+        assert!(refused.contains("  -  ") && refused.ends_with("connection refused"), "{text}");
+        assert!(text.contains("3 ms"), "{text}");
+        assert!(row(&text, "source").starts_with("vault at "), "{text}");
     }
 
     #[test]

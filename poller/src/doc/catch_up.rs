@@ -79,7 +79,7 @@ mod tests {
     const MAX_STALE: Duration = Duration::from_secs(60);
 
     fn serving(index: u64, version: u64, now: Instant) -> Snapshot {
-        let mut s = Snapshot::initial(now);
+        let mut s = Snapshot::initial(now, crate::source::SourceKind::Consul);
         s.doc = StateDoc::none("x");
         s.doc.reason = None;
         s.doc.active =
@@ -115,7 +115,7 @@ mod tests {
             catch_up_version(&s, (20 << 16) + 5, MAX_STALE, now + Duration::from_secs(61)),
             None
         );
-        let mut starting = Snapshot::initial(now);
+        let mut starting = Snapshot::initial(now, crate::source::SourceKind::Consul);
         starting.doc.consul_index = 20;
         assert_eq!(catch_up_version(&starting, (20 << 16) + 5, MAX_STALE, now), None);
     }

@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use vault_redirect_core::ActiveNode;
 
 use crate::context::Info;
-use crate::doc::health::health_document;
+use crate::doc::health::problems;
+use crate::source::SourceKind;
 use crate::state::{unix_ms, ActiveChange, NodeStatus, Snapshot};
 
 /// Everything the status page and `status` show, as of one moment.
@@ -29,20 +30,20 @@ pub struct StatusDoc {
     pub active: Option<ActiveNode>,
     /// Why there is none.
     pub reason: Option<String>,
-    /// Consul's index of the last good answer.
-    pub consul_index: u64,
-    /// Consul's `host:port`.
-    pub consul: String,
-    /// The Consul service watched.
-    pub service: String,
-    /// The tag that marks the active node.
-    pub active_tag: String,
-    /// Wall time of the last moment the view was known to match Consul.
-    pub last_consul_ok_unix_ms: Option<u64>,
+    /// The source of truth (`--source`): `consul`, `vault` or `kubernetes`.
+    pub source: SourceKind,
+    /// Where the source reads from (Consul's `host:port`...).
+    pub source_endpoint: String,
+    /// What the source watches there, in words.
+    pub source_watching: String,
+    /// The source's index of the last good answer (the state document's `consul_index`).
+    pub index: u64,
+    /// Wall time of the last moment the view was known to match the source.
+    pub last_ok_unix_ms: Option<u64>,
     /// Milliseconds since then (`None` before the first good answer).
-    pub consul_last_ok_age_ms: Option<u64>,
-    /// The last Consul error, while Consul is failing.
-    pub consul_error: Option<String>,
+    pub last_ok_age_ms: Option<u64>,
+    /// The source's last error, while it is failing.
+    pub source_error: Option<String>,
     /// `--max-stale` in milliseconds.
     pub max_stale_ms: u64,
     /// Milliseconds since the version last changed.
@@ -51,9 +52,7 @@ pub struct StatusDoc {
     pub no_active_for_ms: Option<u64>,
     /// Open long-polls on `/v1/active` (the page's own included).
     pub longpoll_waiters: i64,
-    /// `X-Consul-KnownLeader` of the last good answer.
-    pub known_leader: bool,
-    /// Every instance of the service in Consul's last good answer.
+    /// Every node of the source's last good answer.
     pub nodes: Vec<NodeStatus>,
     /// The last active-node changes, newest first.
     pub changes: Vec<ChangeDoc>,
@@ -98,32 +97,26 @@ impl ChangeDoc {
 
 /// The status document of `snapshot` at `now`.
 pub fn status_document(snapshot: &Snapshot, info: &Info, waiters: i64, now: Instant) -> StatusDoc {
-    let (healthy, health) = health_document(snapshot, info, now);
-    let problems = health["problems"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
     let doc = snapshot.doc_at(now);
     StatusDoc {
-        healthy,
-        problems,
+        healthy: doc.active.is_some(),
+        problems: problems(snapshot, info, now),
         version: doc.version,
         active: doc.active,
         reason: doc.reason,
-        consul_index: doc.consul_index,
-        consul: info.consul_host_port.clone(),
-        service: info.service.clone(),
-        active_tag: info.active_tag.clone(),
-        last_consul_ok_unix_ms: doc.last_consul_ok_unix_ms,
-        consul_last_ok_age_ms: doc.age_ms,
-        consul_error: snapshot.consul_error.clone(),
+        source: info.source.kind,
+        source_endpoint: info.source.endpoint.clone(),
+        source_watching: info.source.watching.clone(),
+        index: doc.consul_index,
+        last_ok_unix_ms: doc.last_consul_ok_unix_ms,
+        last_ok_age_ms: doc.age_ms,
+        source_error: snapshot.source_error.clone(),
         max_stale_ms: ms(info.max_stale),
         state_age_ms: ms(now.saturating_duration_since(snapshot.changed_at)),
         no_active_for_ms: snapshot
             .no_active_since
             .map(|since| ms(now.saturating_duration_since(since))),
         longpoll_waiters: waiters,
-        known_leader: snapshot.known_leader,
         nodes: snapshot.nodes.clone(),
         changes: snapshot.changes.iter().rev().map(ChangeDoc::of).collect(),
         now_unix_ms: unix_ms(SystemTime::now()),
