@@ -5,70 +5,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context, Result};
 use common::vault::{quick_plugin, PROBE_PATH, TOKEN};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::{json, Value};
 use vault_redirect_doubles::{ConsulDouble, VaultCluster};
-use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions, TlsFiles};
+use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
+use vault_redirect_e2e::pki::Pki;
 use vault_redirect_e2e::poller::Poller;
-
-/// A test CA and one leaf for every loopback address the tests use, in a directory removed
-/// on drop.
-struct Pki {
-    dir: PathBuf,
-    ca: String,
-    chain: String,
-    key: String,
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Pki {
-    fn new() -> Result<Pki> {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = vault_redirect_e2e::target_dir().join("e2e-logs").join(format!(
-            "pki-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        // Distinct names: with rcgen's default name on both, OpenSSL (curl) takes the leaf
-        // for a self-signed certificate.
-        ca_params.distinguished_name.push(DnType::CommonName, "vault-redirect e2e test CA");
-        let ca_key = KeyPair::generate()?;
-        let ca = ca_params.self_signed(&ca_key)?;
-        let names: Vec<String> = ["localhost", "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
-            .map(String::from)
-            .to_vec();
-        let leaf_key = KeyPair::generate()?;
-        let mut leaf_params = CertificateParams::new(names)?;
-        leaf_params.distinguished_name.push(DnType::CommonName, "vault-redirect e2e");
-        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key)?;
-        let pki = Pki { dir, ca: ca.pem(), chain: leaf.pem(), key: leaf_key.serialize_pem() };
-        std::fs::write(pki.path("ca.pem"), &pki.ca)?;
-        std::fs::write(pki.path("cert.pem"), &pki.chain)?;
-        std::fs::write(pki.path("key.pem"), &pki.key)?;
-        Ok(pki)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
-    fn files(&self) -> TlsFiles {
-        TlsFiles { cert: self.path("cert.pem"), key: self.path("key.pem") }
-    }
-}
 
 /// Vault doubles serving TLS, Consul, the poller, and Envoy with a TLS listener and
 /// `"scheme": "https"`.
