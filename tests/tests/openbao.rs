@@ -7,11 +7,17 @@
 //! The tests share one cluster (forming one takes seconds) and take turns on it; each turn
 //! starts by healing what the previous test broke.
 
+mod common;
+
+use std::net::IpAddr;
 use std::time::Duration;
 
-use anyhow::Result;
-use serde_json::json;
+use anyhow::{bail, Context, Result};
+use common::openbao::{assert_body_arrived, assert_landed_on_active, BaoStack, CLIENT_IP};
+use serde_json::{json, Value};
 use vault_redirect_e2e::openbao;
+use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
+use vault_redirect_e2e::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_has_one_active_node_two_standby_voters_kv_v2_and_audit_logs() -> Result<()> {
@@ -42,4 +48,326 @@ async fn the_cluster_has_one_active_node_two_standby_voters_kv_v2_and_audit_logs
         "{entries:#?}"
     );
     Ok(())
+}
+
+/// The Consul double's view of the service: `(node, tags, sealed check status)` per entry.
+async fn consul_view(registrar: &Registrar) -> Result<Vec<(String, Vec<String>, String)>> {
+    let url = format!("{}/v1/health/service/vault", registrar.url());
+    let entries: Value = vault_redirect_e2e::client()?.get(&url).send().await?.json().await?;
+    let entries = entries.as_array().context("the Consul double answered no array")?;
+    Ok(entries
+        .iter()
+        .map(|e| {
+            let tags = e["Service"]["Tags"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let sealed = e["Checks"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["Name"] == "Vault Sealed Status"))
+                .and_then(|c| c["Status"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            (e["Node"]["Node"].as_str().unwrap_or_default().to_string(), tags, sealed)
+        })
+        .collect())
+}
+
+/// Waits until the Consul double shows node `name` with `tag` and its sealed check `status`.
+async fn wait_for_registration(
+    registrar: &Registrar,
+    name: &str,
+    tag: &str,
+    status: &str,
+) -> Result<()> {
+    wait_for(
+        &format!("{name} registered {tag}, check {status}"),
+        Duration::from_secs(10),
+        || async {
+            let view = consul_view(registrar).await.ok()?;
+            view.iter()
+                .any(|(n, tags, s)| n == name && tags.iter().any(|t| t == tag) && s == status)
+                .then_some(())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registrar_mirrors_roles_and_seal_status_into_consul_as_vault_would() -> Result<()> {
+    let cluster = openbao::shared().await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let registrar = Registrar::start(&cluster, RegistrarOptions::default()).await?;
+    for node in cluster.nodes() {
+        let tag = if node.name == active { "active" } else { "standby" };
+        wait_for_registration(&registrar, &node.name, tag, "passing").await?;
+    }
+    let view = consul_view(&registrar).await?;
+    let entry = |name: &str| view.iter().find(|(n, _, _)| n == name).cloned();
+    assert_eq!(
+        entry(&active).map(|(_, tags, _)| tags),
+        Some(vec!["active".to_string(), "initialized".to_string()])
+    );
+    // Address and port are the node's api_addr, as Vault registers them.
+    let url = format!("{}/v1/health/service/vault", registrar.url());
+    let raw: Value = vault_redirect_e2e::client()?.get(&url).send().await?.json().await?;
+    for e in raw.as_array().context("no array")? {
+        let name = e["Node"]["Node"].as_str().unwrap_or_default();
+        let node = cluster.node(name)?;
+        assert_eq!(e["Service"]["Address"], json!(node.ip.to_string()));
+        assert_eq!(e["Service"]["Port"], json!(node.api_port));
+        assert_eq!(e["Service"]["ID"], json!(format!("vault:{}:{}", node.ip, node.api_port)));
+    }
+
+    // Sealing a standby turns its check critical; unsealing it brings it back.
+    let standby = cluster.nodes().iter().find(|n| n.name != active).context("no standby")?;
+    let standby = standby.name.clone();
+    cluster.seal(&standby).await?;
+    wait_for_registration(&registrar, &standby, "standby", "critical").await?;
+    cluster.unseal(&standby).await?;
+    cluster.wait_for_code(&standby, &[429], Duration::from_secs(30)).await?;
+    wait_for_registration(&registrar, &standby, "standby", "passing").await?;
+
+    // A step-down re-tags: the new active node is tagged active, the old one standby.
+    let (old, new) = cluster.step_down_until_moved(5).await?;
+    wait_for_registration(&registrar, &new, "active", "passing").await?;
+    wait_for_registration(&registrar, &old, "standby", "passing").await?;
+    assert!(registrar.changes() >= 4, "{} registration changes", registrar.changes());
+    Ok(())
+}
+
+async fn curl(args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--noproxy", "*", "--max-time", "20"])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running curl (scripts/setup.sh installs it)")?;
+    if !out.status.success() {
+        bail!("curl {args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_writes_and_reads_a_secret_on_the_active_node_through_envoys_307() -> Result<()> {
+    let cluster = openbao::shared().await?;
+    let stack = BaoStack::consul(&cluster).await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let url = stack.envoy.url("/v1/secret/data/clients/curl");
+    let token = format!("X-Vault-Token: {}", cluster.root_token());
+    let client_ip = CLIENT_IP.to_string();
+    let body = r#"{"data":{"user":"app","password":"p@ss w0rd/é"}}"#;
+    let out = curl(&[
+        "--interface",
+        &client_ip,
+        "--location",
+        "--header",
+        &token,
+        "--header",
+        "Content-Type: application/json",
+        "--data",
+        body,
+        "--write-out",
+        "\n%{num_redirects} %{url_effective} %{http_code}",
+        &url,
+    ])
+    .await?;
+    let (json_text, trailer) = out.rsplit_once('\n').context("no --write-out line")?;
+    let target = cluster.node(&active)?.url("/v1/secret/data/clients/curl");
+    assert_eq!(trailer, format!("1 {target} 200"), "{json_text}");
+    let written: Value = serde_json::from_str(json_text)?;
+    assert_eq!(written["data"]["version"], 1, "{written}");
+
+    let out = curl(&[
+        "--interface",
+        &client_ip,
+        "--location",
+        "--header",
+        &token,
+        &format!("{url}?version=1"),
+    ])
+    .await?;
+    let read: Value = serde_json::from_str(&out)?;
+    assert_eq!(read["data"]["data"], json!({"user": "app", "password": "p@ss w0rd/é"}));
+
+    let landed = assert_landed_on_active(
+        &cluster,
+        &active,
+        "secret/data/clients/curl",
+        &client_ip,
+        &["create", "read"],
+    )
+    .await?;
+    assert_body_arrived(
+        &cluster,
+        &landed.requests[0],
+        &[("user", "app"), ("password", "p@ss w0rd/é")],
+    )
+    .await?;
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_hvac_bound_to_its_own_address_writes_and_reads_on_the_active_node() -> Result<()> {
+    let python = vault_redirect_e2e::workspace_root().join(".venv/bin/python");
+    let cluster = openbao::shared().await?;
+    let stack = BaoStack::consul(&cluster).await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    // requests follows the 307 keeping method, body and X-Vault-Token; the adapter gives
+    // every connection the client's own source address; trust_env=False keeps proxy
+    // variables away from loopback traffic.
+    let script = r#"
+import json, os, sys
+import hvac, requests
+from requests.adapters import HTTPAdapter
+
+class FromAddress(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (os.environ["E2E_SOURCE_IP"], 0)
+        return super().init_poolmanager(*args, **kwargs)
+
+session = requests.Session()
+session.trust_env = False
+session.mount("http://", FromAddress())
+session.mount("https://", FromAddress())
+client = hvac.Client(url=os.environ["E2E_VAULT_ADDR"], token=os.environ["E2E_VAULT_TOKEN"], session=session, timeout=20)
+written = client.secrets.kv.v2.create_or_update_secret(path="clients/hvac", secret={"key": "v1", "n": 7})
+read = client.secrets.kv.v2.read_secret_version(path="clients/hvac", raise_on_deleted_version=True)
+leader = client.sys.read_leader_status()
+json.dump({"written": written, "read": read, "leader": leader}, sys.stdout)
+"#;
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", script])
+        .env("E2E_VAULT_ADDR", stack.envoy.url(""))
+        .env("E2E_VAULT_TOKEN", cluster.root_token())
+        .env("E2E_SOURCE_IP", CLIENT_IP.to_string())
+        .kill_on_drop(true)
+        .output();
+    let out =
+        tokio::time::timeout(Duration::from_secs(60), out).await.context("hvac timed out")??;
+    if !out.status.success() {
+        bail!(
+            "hvac script failed (scripts/setup.sh installs hvac): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let result: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(result["written"]["data"]["version"], 1, "{result}");
+    assert_eq!(result["read"]["data"]["data"], json!({"key": "v1", "n": 7}));
+    // sys/leader went through the 307 too, and the active node answered it itself.
+    assert_eq!(result["leader"]["is_self"], json!(true), "{result}");
+    assert_eq!(result["leader"]["leader_address"], json!(cluster.api_addr(&active)?));
+
+    let landed = assert_landed_on_active(
+        &cluster,
+        &active,
+        "secret/data/clients/hvac",
+        &CLIENT_IP.to_string(),
+        &["create", "read"],
+    )
+    .await?;
+    assert_body_arrived(&cluster, &landed.requests[0], &[("key", "v1")]).await?;
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_vaultrs_bound_to_its_own_address_writes_and_reads_on_the_active_node() -> Result<()> {
+    // vaultrs is built without a rustls crypto provider (tests/Cargo.toml): install ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = openbao::shared().await?;
+    let stack = BaoStack::consul(&cluster).await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let settings = vaultrs::client::VaultClientSettingsBuilder::default()
+        .address(stack.envoy.url(""))
+        .token(cluster.root_token())
+        .timeout(Some(Duration::from_secs(20)))
+        .build()?;
+    let mut client = vaultrs::client::VaultClient::new(settings)?;
+    // vaultrs builds its reqwest client itself and offers no source address: give it the
+    // same client with one (reqwest's default redirect policy, as vaultrs has). No roots:
+    // the cluster serves plain http (vaultrs does the same for http addresses).
+    client.http.http = reqwest013::Client::builder()
+        .local_address(IpAddr::V4(CLIENT_IP))
+        .timeout(Duration::from_secs(20))
+        .tls_certs_only(Vec::new())
+        .build()?;
+    let meta = vaultrs::kv2::set(
+        &client,
+        "secret",
+        "clients/vaultrs",
+        &json!({"url": "postgres://db", "pool": 5}),
+    )
+    .await?;
+    assert_eq!(meta.version, 1);
+    let read: Value = vaultrs::kv2::read(&client, "secret", "clients/vaultrs").await?;
+    assert_eq!(read, json!({"url": "postgres://db", "pool": 5}));
+
+    let landed = assert_landed_on_active(
+        &cluster,
+        &active,
+        "secret/data/clients/vaultrs",
+        &CLIENT_IP.to_string(),
+        &["create", "read"],
+    )
+    .await?;
+    assert_body_arrived(&cluster, &landed.requests[0], &[("url", "postgres://db")]).await?;
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bao_cli_writes_and_reads_a_secret_on_the_active_node_through_envoys_307() -> Result<()>
+{
+    let cluster = openbao::shared().await?;
+    let stack = BaoStack::consul(&cluster).await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let home = cluster.dir().join("cli-home");
+    std::fs::create_dir_all(&home)?;
+    // The CLI is Vault's Go client: it follows one 307 itself, keeping token and body. Go's
+    // client has no source-address option, so it connects from the kernel's choice for a
+    // loopback peer, 127.0.0.1: still not Envoy's address (127.0.0.5).
+    let bao = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(openbao::binary()?);
+        cmd.args(args)
+            .env_clear()
+            .env("HOME", &home)
+            .env("BAO_ADDR", stack.envoy.url(""))
+            .env("BAO_TOKEN", cluster.root_token())
+            .kill_on_drop(true);
+        anyhow::Ok(cmd)
+    };
+    let put = bao(&[
+        "kv",
+        "put",
+        "-mount=secret",
+        "-format=json",
+        "clients/bao",
+        "user=cli",
+        "pin=0042",
+    ])?
+    .output()
+    .await?;
+    if !put.status.success() {
+        bail!("bao kv put failed: {}", String::from_utf8_lossy(&put.stderr));
+    }
+    let written: Value = serde_json::from_slice(&put.stdout)?;
+    assert_eq!(written["data"]["version"], 1, "{written}");
+    let get = bao(&["kv", "get", "-mount=secret", "-format=json", "clients/bao"])?.output().await?;
+    if !get.status.success() {
+        bail!("bao kv get failed: {}", String::from_utf8_lossy(&get.stderr));
+    }
+    let read: Value = serde_json::from_slice(&get.stdout)?;
+    assert_eq!(read["data"]["data"], json!({"user": "cli", "pin": "0042"}), "{read}");
+
+    let landed = assert_landed_on_active(
+        &cluster,
+        &active,
+        "secret/data/clients/bao",
+        "127.0.0.1",
+        &["create", "read"],
+    )
+    .await?;
+    assert_body_arrived(&cluster, &landed.requests[0], &[("user", "cli"), ("pin", "0042")]).await?;
+    stack.assert_no_failures()
 }

@@ -1,0 +1,149 @@
+//! The project around a real OpenBao cluster (tests/src/openbao.rs): the registrar mirroring
+//! it into the Consul double, the poller binary on that double, and real Envoy listening on
+//! 127.0.0.5 (not 127.0.0.1), so the address a node's audit log shows for a client is never
+//! Envoy's. Plus the audit-log assertions the client tests share.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
+use vault_redirect_e2e::openbao::{AuditEntry, OpenBaoCluster};
+use vault_redirect_e2e::poller::Poller;
+use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
+use vault_redirect_e2e::wait_for;
+
+use super::vault::{quick_plugin, PROBE_PATH, QUICK_POLLER};
+
+/// Where Envoy listens in these tests.
+pub const ENVOY_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
+
+/// The address clients that can choose their source address bind to.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+
+/// Registrar, Consul double, poller (Consul source) and Envoy in front of a real cluster.
+pub struct BaoStack {
+    pub registrar: Registrar,
+    pub poller: Poller,
+    pub envoy: Envoy,
+}
+
+impl BaoStack {
+    /// Starts the registrar on `cluster`, the poller on its Consul double and Envoy on
+    /// [`ENVOY_IP`], and waits until Envoy redirects to the node that is active now.
+    pub async fn consul(cluster: &OpenBaoCluster) -> Result<BaoStack> {
+        let registrar = Registrar::start(cluster, RegistrarOptions::default()).await?;
+        let poller = Poller::start(&registrar.url(), QUICK_POLLER).await?;
+        let envoy = Envoy::start(EnvoyOptions {
+            plugin_config: quick_plugin(""),
+            listen_ip: IpAddr::V4(ENVOY_IP),
+            ..EnvoyOptions::new(poller.addr)
+        })
+        .await?;
+        let stack = BaoStack { registrar, poller, envoy };
+        let active = cluster.wait_for_active(Duration::from_secs(30)).await?;
+        stack.wait_for_location(cluster, &active, Duration::from_secs(30)).await?;
+        Ok(stack)
+    }
+
+    /// The `Location` Envoy answers [`PROBE_PATH`] with now (`None` for anything but a 307).
+    pub async fn location(&self) -> Result<Option<String>> {
+        let (status, location) = vault_redirect_e2e::location(
+            &vault_redirect_e2e::client()?,
+            &self.envoy.url(PROBE_PATH),
+        )
+        .await?;
+        Ok(location.filter(|_| status == 307))
+    }
+
+    /// Waits until Envoy redirects [`PROBE_PATH`] to node `name`; returns how long it took.
+    pub async fn wait_for_location(
+        &self,
+        cluster: &OpenBaoCluster,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Duration> {
+        let want = format!("{}{PROBE_PATH}", cluster.api_addr(name)?);
+        let started = Instant::now();
+        wait_for(&format!("a 307 to {want}"), timeout, || async {
+            (self.location().await.ok()?? == want).then_some(())
+        })
+        .await?;
+        Ok(started.elapsed())
+    }
+
+    /// Fails when Envoy's log shows the filter failing or the poller's log a panic.
+    pub fn assert_no_failures(&self) -> Result<()> {
+        let failures = self.envoy.filter_failures();
+        if !failures.is_empty() {
+            bail!("the filter failed in Envoy:\n{}", failures.join("\n"));
+        }
+        let log = std::fs::read_to_string(self.poller.proc.log_path()).unwrap_or_default();
+        if log.contains("panicked") {
+            bail!("the poller panicked:\n{}", self.poller.proc.log_tail(30));
+        }
+        Ok(())
+    }
+}
+
+/// What the audit logs show for one client's requests to `path` (`secret/data/...`).
+pub struct Landed {
+    /// The active node's request entries for the path.
+    pub requests: Vec<AuditEntry>,
+}
+
+/// Checks where a client's requests for `path` landed: the active node logged every one of
+/// them (at least `operations`, in that order), from `client` and with the root token; no
+/// other node logged the path at all, so no standby was ever the target (a standby serving
+/// a read or forwarding a write logs it too).
+pub async fn assert_landed_on_active(
+    cluster: &OpenBaoCluster,
+    active: &str,
+    path: &str,
+    client: &str,
+    operations: &[&str],
+) -> Result<Landed> {
+    let token = cluster.audit_hash(cluster.root_token()).await?;
+    let requests: Vec<AuditEntry> =
+        cluster.audit_for(active, path)?.into_iter().filter(|e| e.kind == "request").collect();
+    let seen: Vec<&str> = requests.iter().map(|e| e.operation.as_str()).collect();
+    if seen != operations {
+        bail!("{active} logged {seen:?} for {path}, expected {operations:?}: {requests:#?}");
+    }
+    for entry in &requests {
+        if entry.remote_address != client {
+            bail!("{active} logged {path} from {}, not from {client}", entry.remote_address);
+        }
+        if entry.client_token.as_deref() != Some(token.as_str()) {
+            bail!("{active} logged {path} with another token: {:?}", entry.client_token);
+        }
+    }
+    for node in cluster.nodes().iter().filter(|n| n.name != active) {
+        let there = cluster.audit_for(&node.name, path)?;
+        if !there.is_empty() {
+            bail!("standby {} was a target for {path}: {there:#?}", node.name);
+        }
+    }
+    Ok(Landed { requests })
+}
+
+/// Checks that the audit log's `request.data.data` of a write holds `secret`'s values, each
+/// HMAC-ed by the audit device as the node received it.
+pub async fn assert_body_arrived(
+    cluster: &OpenBaoCluster,
+    write: &AuditEntry,
+    secret: &[(&str, &str)],
+) -> Result<()> {
+    let logged = &write.data()["data"];
+    for (key, value) in secret {
+        let want = cluster.audit_hash(value).await?;
+        if logged[*key] != Value::String(want.clone()) {
+            bail!(
+                "the write logged {key} = {} instead of the HMAC of {value:?} ({want})",
+                logged[*key]
+            );
+        }
+    }
+    Ok(())
+}
