@@ -10,12 +10,14 @@
 mod common;
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use common::openbao::{assert_body_arrived, assert_landed_on_active, BaoStack, CLIENT_IP};
+use common::openbao::{
+    assert_body_arrived, assert_landed_on_active, BaoStack, FailoverProbe, CLIENT_IP,
+};
 use serde_json::{json, Value};
-use vault_redirect_e2e::openbao;
+use vault_redirect_e2e::openbao::{self, ClusterOptions, OpenBaoCluster};
 use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
 use vault_redirect_e2e::wait_for;
 
@@ -370,4 +372,113 @@ async fn the_bao_cli_writes_and_reads_a_secret_on_the_active_node_through_envoys
     .await?;
     assert_body_arrived(&cluster, &landed.requests[0], &[("user", "cli"), ("pin", "0042")]).await?;
     stack.assert_no_failures()
+}
+
+/// Prints a failover's figures (cargo test shows them with --nocapture).
+fn report(fault: &str, old: &str, new: &str, moved_after: Duration, samples: (usize, usize)) {
+    eprintln!(
+        "openbao: {fault}: {old} -> {new}; Envoy's Location named {new} {moved_after:?} after \
+         the fault began; {} samples, {} of them 503",
+        samples.0, samples.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_step_down_the_location_follows_the_new_active_node() -> Result<()> {
+    let cluster = openbao::shared().await?;
+    let stack = BaoStack::consul(&cluster).await?;
+    let old = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let probe = FailoverProbe::start(&stack, &cluster, &old)?;
+    probe.observe(5).await?;
+    let began = Instant::now();
+    // Raft may hand the lock straight back to the node that stepped down: step down again.
+    let (_, new) = cluster.step_down_until_moved(5).await?;
+    stack.wait_for_location(&cluster, &new, Duration::from_secs(30)).await?;
+    let moved_after = began.elapsed();
+    probe.observe(20).await?;
+    report("step-down", &old, &new, moved_after, probe.check(&cluster, &new)?);
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_active_node_is_sealed_the_location_follows_the_new_active_node() -> Result<()> {
+    let cluster = openbao::shared().await?;
+    let stack = BaoStack::consul(&cluster).await?;
+    let old = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let probe = FailoverProbe::start(&stack, &cluster, &old)?;
+    probe.observe(5).await?;
+    let began = Instant::now();
+    cluster.seal(&old).await?;
+    let new = cluster.wait_for_active(Duration::from_secs(30)).await?;
+    stack.wait_for_location(&cluster, &new, Duration::from_secs(30)).await?;
+    let moved_after = began.elapsed();
+    probe.observe(20).await?;
+    report("seal", &old, &new, moved_after, probe.check(&cluster, &new)?);
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_active_node_is_killed_the_location_follows_the_new_active_node() -> Result<()> {
+    let mut cluster = openbao::shared().await?;
+    let stack = BaoStack::consul(&cluster).await?;
+    let old = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let probe = FailoverProbe::start(&stack, &cluster, &old)?;
+    probe.observe(5).await?;
+    let began = Instant::now();
+    cluster.kill(&old)?;
+    let new = cluster.wait_for_active(Duration::from_secs(30)).await?;
+    stack.wait_for_location(&cluster, &new, Duration::from_secs(30)).await?;
+    let moved_after = began.elapsed();
+    probe.observe(20).await?;
+    report("SIGKILL", &old, &new, moved_after, probe.check(&cluster, &new)?);
+    // Nobody re-tags a dead node: it stays tagged active until its sealed check's TTL
+    // passes without a heartbeat, as with Vault's own registration.
+    wait_for_registration(&stack.registrar, &old, "active", "critical").await?;
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_answers_nothing_until_resumed_and_a_restarted_node_rejoins_unsealed(
+) -> Result<()> {
+    let mut cluster = openbao::shared().await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let standby = cluster.nodes().iter().find(|n| n.name != active).context("no standby")?;
+    let standby = standby.name.clone();
+    cluster.pause(&standby)?;
+    let paused = cluster.health(&standby).await;
+    assert!(paused.is_err(), "a stopped node answered: {paused:?}");
+    cluster.resume(&standby)?;
+    cluster.wait_for_code(&standby, &[429], Duration::from_secs(30)).await?;
+
+    let began = Instant::now();
+    cluster.restart(&standby).await?;
+    eprintln!("openbao: restart and unseal of a standby took {:?}", began.elapsed());
+    assert_eq!(cluster.health(&standby).await?.code, 429);
+    // It still holds the data written before the restart, and serves it.
+    let read = cluster.call(&standby, "GET", "secret/data/harness/ready", None).await?;
+    assert_eq!(read["data"]["data"], json!({"ok": true}), "{read}");
+    cluster.wait_for_voters(Duration::from_secs(30)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_serves_https_with_the_generated_ca_and_names_https_leaders() -> Result<()> {
+    let cluster =
+        OpenBaoCluster::start(ClusterOptions { tls: true, ..ClusterOptions::default() }).await?;
+    eprintln!("openbao: TLS cluster formed in {:?}", cluster.formed_in());
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let api_addr = cluster.api_addr(&active)?;
+    assert!(api_addr.starts_with("https://127.0.0."), "{api_addr}");
+    let standby = cluster.nodes().iter().find(|n| n.name != active).context("no standby")?;
+    let leader = cluster.call(&standby.name, "GET", "sys/leader", None).await?;
+    assert_eq!(leader["leader_address"], json!(api_addr), "{leader}");
+    // A client that trusts the generated CA (and nothing else) talks to it.
+    let ca = cluster.ca_file().context("a TLS cluster without a CA file")?;
+    let out = curl(&["--cacert", &ca.display().to_string(), &format!("{api_addr}/v1/sys/health")])
+        .await?;
+    let health: Value = serde_json::from_str(&out)?;
+    assert_eq!(health["standby"], json!(false), "{health}");
+    // One that does not, fails.
+    let untrusted = curl(&[&format!("{api_addr}/v1/sys/health")]).await;
+    assert!(untrusted.is_err(), "curl trusted the test CA without --cacert: {untrusted:?}");
+    Ok(())
 }

@@ -14,7 +14,7 @@ use vault_redirect_e2e::poller::Poller;
 use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
 use vault_redirect_e2e::wait_for;
 
-use super::vault::{quick_plugin, PROBE_PATH, QUICK_POLLER};
+use super::vault::{quick_plugin, Probe, Seen, PROBE_PATH, QUICK_POLLER};
 
 /// Where Envoy listens in these tests.
 pub const ENVOY_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
@@ -146,4 +146,57 @@ pub async fn assert_body_arrived(
         }
     }
     Ok(())
+}
+
+/// Samples Envoy's answer to [`PROBE_PATH`] every 10 ms while a fault moves the active node
+/// from `old` to the node that wins, and checks what clients were told: only 307s to `old`
+/// or to the winner, or Vault's 503 while there was no active node; never a 307 to a node
+/// that was never active; never back to `old` once the winner was named; the winner last.
+pub struct FailoverProbe {
+    probe: Probe,
+    old_location: String,
+}
+
+impl FailoverProbe {
+    /// Starts sampling; `old` is the active node now.
+    pub fn start(stack: &BaoStack, cluster: &OpenBaoCluster, old: &str) -> Result<FailoverProbe> {
+        let old_location = format!("{}{PROBE_PATH}", cluster.api_addr(old)?);
+        let probe = Probe::start(
+            stack.envoy.url(PROBE_PATH),
+            Duration::from_millis(10),
+            Seen::Redirect(old_location.clone()),
+        )?;
+        Ok(FailoverProbe { probe, old_location })
+    }
+
+    /// Waits until the probe has taken `n` more samples.
+    pub async fn observe(&self, n: usize) -> Result<()> {
+        self.probe.observe(n).await
+    }
+
+    /// Checks every sample so far against the rules above, with `new` the winner; returns
+    /// how many samples there were and how many were 503s.
+    pub fn check(&self, cluster: &OpenBaoCluster, new: &str) -> Result<(usize, usize)> {
+        let new_location = format!("{}{PROBE_PATH}", cluster.api_addr(new)?);
+        let samples = self.probe.samples();
+        let mut named_new = false;
+        let mut no_active = 0;
+        for s in &samples {
+            match &s.seen {
+                Seen::Redirect(l) if *l == new_location => named_new = true,
+                Seen::Redirect(l) if *l == self.old_location && !named_new => {}
+                Seen::NoActive if !named_new => no_active += 1,
+                other => bail!(
+                    "Envoy answered {other:?} during a failover from {} to {new_location} \
+                     (after the new node was named: {named_new}); samples: {:?}",
+                    self.old_location,
+                    samples.iter().map(|s| &s.seen).collect::<Vec<_>>()
+                ),
+            }
+        }
+        match samples.last().map(|s| &s.seen) {
+            Some(Seen::Redirect(l)) if *l == new_location => Ok((samples.len(), no_active)),
+            last => bail!("the last answer was {last:?}, not a 307 to {new_location}"),
+        }
+    }
 }
