@@ -670,23 +670,19 @@ impl OpenBaoCluster {
 
     /// SIGSTOP to node `name`: it keeps its sockets and answers nothing.
     pub fn pause(&mut self, name: &str) -> Result<()> {
-        let node = self.node_mut(name)?;
-        node.process
-            .as_ref()
-            .with_context(|| format!("{name} is not running"))?
-            .signal(libc::SIGSTOP)?;
-        node.paused = true;
-        Ok(())
+        self.stop_or_continue(name, libc::SIGSTOP, true)
     }
 
     /// SIGCONT to node `name` after [`OpenBaoCluster::pause`].
     pub fn resume(&mut self, name: &str) -> Result<()> {
+        self.stop_or_continue(name, libc::SIGCONT, false)
+    }
+
+    fn stop_or_continue(&mut self, name: &str, signal: i32, paused: bool) -> Result<()> {
         let node = self.node_mut(name)?;
-        node.process
-            .as_ref()
-            .with_context(|| format!("{name} is not running"))?
-            .signal(libc::SIGCONT)?;
-        node.paused = false;
+        let process = node.process.as_ref().with_context(|| format!("{name} is not running"))?;
+        process.signal(signal)?;
+        node.paused = paused;
         Ok(())
     }
 

@@ -13,9 +13,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use common::openbao::{
-    assert_body_arrived, assert_landed_on_active, BaoStack, FailoverProbe, CLIENT_IP,
-};
+use common::curl;
+use common::openbao::{assert_wrote_and_read_on, BaoStack, FailoverProbe, CLIENT_IP};
 use serde_json::{json, Value};
 use vault_redirect_e2e::openbao::{self, ClusterOptions, OpenBaoCluster};
 use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
@@ -138,20 +137,6 @@ async fn the_registrar_mirrors_roles_and_seal_status_into_consul_as_vault_would(
     Ok(())
 }
 
-async fn curl(args: &[&str]) -> Result<String> {
-    let out = tokio::process::Command::new("curl")
-        .args(["--silent", "--show-error", "--noproxy", "*", "--max-time", "20"])
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running curl (scripts/setup.sh installs it)")?;
-    if !out.status.success() {
-        bail!("curl {args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_writes_and_reads_a_secret_on_the_active_node_through_envoys_307() -> Result<()> {
     let cluster = openbao::shared().await?;
@@ -161,7 +146,7 @@ async fn curl_writes_and_reads_a_secret_on_the_active_node_through_envoys_307() 
     let token = format!("X-Vault-Token: {}", cluster.root_token());
     let client_ip = CLIENT_IP.to_string();
     let body = r#"{"data":{"user":"app","password":"p@ss w0rd/é"}}"#;
-    let out = curl(&[
+    let (out, _) = curl(&[
         "--interface",
         &client_ip,
         "--location",
@@ -182,7 +167,7 @@ async fn curl_writes_and_reads_a_secret_on_the_active_node_through_envoys_307() 
     let written: Value = serde_json::from_str(json_text)?;
     assert_eq!(written["data"]["version"], 1, "{written}");
 
-    let out = curl(&[
+    let (out, _) = curl(&[
         "--interface",
         &client_ip,
         "--location",
@@ -194,20 +179,9 @@ async fn curl_writes_and_reads_a_secret_on_the_active_node_through_envoys_307() 
     let read: Value = serde_json::from_str(&out)?;
     assert_eq!(read["data"]["data"], json!({"user": "app", "password": "p@ss w0rd/é"}));
 
-    let landed = assert_landed_on_active(
-        &cluster,
-        &active,
-        "secret/data/clients/curl",
-        &client_ip,
-        &["create", "read"],
-    )
-    .await?;
-    assert_body_arrived(
-        &cluster,
-        &landed.requests[0],
-        &[("user", "app"), ("password", "p@ss w0rd/é")],
-    )
-    .await?;
+    let secret = [("user", "app"), ("password", "p@ss w0rd/é")];
+    assert_wrote_and_read_on(&cluster, &active, "secret/data/clients/curl", &client_ip, &secret)
+        .await?;
     stack.assert_no_failures()
 }
 
@@ -262,15 +236,14 @@ json.dump({"written": written, "read": read, "leader": leader}, sys.stdout)
     assert_eq!(result["leader"]["is_self"], json!(true), "{result}");
     assert_eq!(result["leader"]["leader_address"], json!(cluster.api_addr(&active)?));
 
-    let landed = assert_landed_on_active(
+    assert_wrote_and_read_on(
         &cluster,
         &active,
         "secret/data/clients/hvac",
         &CLIENT_IP.to_string(),
-        &["create", "read"],
+        &[("key", "v1")],
     )
     .await?;
-    assert_body_arrived(&cluster, &landed.requests[0], &[("key", "v1")]).await?;
     stack.assert_no_failures()
 }
 
@@ -306,15 +279,14 @@ async fn rust_vaultrs_bound_to_its_own_address_writes_and_reads_on_the_active_no
     let read: Value = vaultrs::kv2::read(&client, "secret", "clients/vaultrs").await?;
     assert_eq!(read, json!({"url": "postgres://db", "pool": 5}));
 
-    let landed = assert_landed_on_active(
+    assert_wrote_and_read_on(
         &cluster,
         &active,
         "secret/data/clients/vaultrs",
         &CLIENT_IP.to_string(),
-        &["create", "read"],
+        &[("url", "postgres://db")],
     )
     .await?;
-    assert_body_arrived(&cluster, &landed.requests[0], &[("url", "postgres://db")]).await?;
     stack.assert_no_failures()
 }
 
@@ -362,79 +334,75 @@ async fn the_bao_cli_writes_and_reads_a_secret_on_the_active_node_through_envoys
     let read: Value = serde_json::from_slice(&get.stdout)?;
     assert_eq!(read["data"]["data"], json!({"user": "cli", "pin": "0042"}), "{read}");
 
-    let landed = assert_landed_on_active(
+    assert_wrote_and_read_on(
         &cluster,
         &active,
         "secret/data/clients/bao",
         "127.0.0.1",
-        &["create", "read"],
+        &[("user", "cli"), ("pin", "0042")],
     )
     .await?;
-    assert_body_arrived(&cluster, &landed.requests[0], &[("user", "cli"), ("pin", "0042")]).await?;
     stack.assert_no_failures()
 }
 
-/// Prints a failover's figures (cargo test shows them with --nocapture).
-fn report(fault: &str, old: &str, new: &str, moved_after: Duration, samples: (usize, usize)) {
+/// Puts the whole stack in front of the shared cluster, runs `fault` on the active node
+/// (it returns the node that is active afterwards), waits until Envoy's `Location` names that
+/// node, checks every answer Envoy gave meanwhile ([`FailoverProbe`]) and prints the figures.
+/// Returns the stack, the old and the new active node.
+async fn failover(
+    cluster: &mut OpenBaoCluster,
+    fault: &str,
+    run: impl AsyncFnOnce(&mut OpenBaoCluster, &str) -> Result<String>,
+) -> Result<(BaoStack, String, String)> {
+    let stack = BaoStack::consul(cluster).await?;
+    let old = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let probe = FailoverProbe::start(&stack, cluster, &old)?;
+    probe.observe(5).await?;
+    let began = Instant::now();
+    let new = run(cluster, &old).await?;
+    stack.wait_for_location(cluster, &new, Duration::from_secs(30)).await?;
+    let moved_after = began.elapsed();
+    probe.observe(20).await?;
+    let (samples, no_active) = probe.check(cluster, &new)?;
     eprintln!(
         "openbao: {fault}: {old} -> {new}; Envoy's Location named {new} {moved_after:?} after \
-         the fault began; {} samples, {} of them 503",
-        samples.0, samples.1
+         the fault began; {samples} samples, {no_active} of them 503"
     );
+    stack.assert_no_failures()?;
+    Ok((stack, old, new))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_step_down_the_location_follows_the_new_active_node() -> Result<()> {
-    let cluster = openbao::shared().await?;
-    let stack = BaoStack::consul(&cluster).await?;
-    let old = cluster.wait_until_settled(Duration::from_secs(30)).await?;
-    let probe = FailoverProbe::start(&stack, &cluster, &old)?;
-    probe.observe(5).await?;
-    let began = Instant::now();
+    let mut cluster = openbao::shared().await?;
     // Raft may hand the lock straight back to the node that stepped down: step down again.
-    let (_, new) = cluster.step_down_until_moved(5).await?;
-    stack.wait_for_location(&cluster, &new, Duration::from_secs(30)).await?;
-    let moved_after = began.elapsed();
-    probe.observe(20).await?;
-    report("step-down", &old, &new, moved_after, probe.check(&cluster, &new)?);
-    stack.assert_no_failures()
+    failover(&mut cluster, "step-down", async |c, _| Ok(c.step_down_until_moved(5).await?.1))
+        .await
+        .map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_active_node_is_sealed_the_location_follows_the_new_active_node() -> Result<()> {
-    let cluster = openbao::shared().await?;
-    let stack = BaoStack::consul(&cluster).await?;
-    let old = cluster.wait_until_settled(Duration::from_secs(30)).await?;
-    let probe = FailoverProbe::start(&stack, &cluster, &old)?;
-    probe.observe(5).await?;
-    let began = Instant::now();
-    cluster.seal(&old).await?;
-    let new = cluster.wait_for_active(Duration::from_secs(30)).await?;
-    stack.wait_for_location(&cluster, &new, Duration::from_secs(30)).await?;
-    let moved_after = began.elapsed();
-    probe.observe(20).await?;
-    report("seal", &old, &new, moved_after, probe.check(&cluster, &new)?);
-    stack.assert_no_failures()
+    let mut cluster = openbao::shared().await?;
+    failover(&mut cluster, "seal", async |c, old| {
+        c.seal(old).await?;
+        c.wait_for_active(Duration::from_secs(30)).await
+    })
+    .await
+    .map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_active_node_is_killed_the_location_follows_the_new_active_node() -> Result<()> {
     let mut cluster = openbao::shared().await?;
-    let stack = BaoStack::consul(&cluster).await?;
-    let old = cluster.wait_until_settled(Duration::from_secs(30)).await?;
-    let probe = FailoverProbe::start(&stack, &cluster, &old)?;
-    probe.observe(5).await?;
-    let began = Instant::now();
-    cluster.kill(&old)?;
-    let new = cluster.wait_for_active(Duration::from_secs(30)).await?;
-    stack.wait_for_location(&cluster, &new, Duration::from_secs(30)).await?;
-    let moved_after = began.elapsed();
-    probe.observe(20).await?;
-    report("SIGKILL", &old, &new, moved_after, probe.check(&cluster, &new)?);
+    let (stack, old, _) = failover(&mut cluster, "SIGKILL", async |c, old| {
+        c.kill(old)?;
+        c.wait_for_active(Duration::from_secs(30)).await
+    })
+    .await?;
     // Nobody re-tags a dead node: it stays tagged active until its sealed check's TTL
     // passes without a heartbeat, as with Vault's own registration.
-    wait_for_registration(&stack.registrar, &old, "active", "critical").await?;
-    stack.assert_no_failures()
+    wait_for_registration(&stack.registrar, &old, "active", "critical").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,8 +441,9 @@ async fn a_tls_cluster_serves_https_with_the_generated_ca_and_names_https_leader
     assert_eq!(leader["leader_address"], json!(api_addr), "{leader}");
     // A client that trusts the generated CA (and nothing else) talks to it.
     let ca = cluster.ca_file().context("a TLS cluster without a CA file")?;
-    let out = curl(&["--cacert", &ca.display().to_string(), &format!("{api_addr}/v1/sys/health")])
-        .await?;
+    let (out, _) =
+        curl(&["--cacert", &ca.display().to_string(), &format!("{api_addr}/v1/sys/health")])
+            .await?;
     let health: Value = serde_json::from_str(&out)?;
     assert_eq!(health["standby"], json!(false), "{health}");
     // One that does not, fails.

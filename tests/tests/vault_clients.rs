@@ -7,6 +7,7 @@
 mod common;
 
 use anyhow::{bail, Context, Result};
+use common::curl;
 use common::vault::{quick_plugin, VaultStack, TOKEN};
 use serde_json::{json, Value};
 use vault_redirect_doubles::Received;
@@ -33,23 +34,6 @@ fn assert_standbys_untouched(stack: &VaultStack) {
     for standby in ["vault-b", "vault-c"] {
         assert_eq!(stack.vault.received(standby), vec![], "{standby} received requests");
     }
-}
-
-async fn curl(args: &[&str]) -> Result<(String, String)> {
-    let out = tokio::process::Command::new("curl")
-        // No proxy from the environment may capture loopback traffic; bounded in time.
-        .args(["--silent", "--show-error", "--noproxy", "*", "--max-time", "20"])
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running curl (is it installed? scripts/setup.sh lists what the tests need)")?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
-        bail!("curl {args:?} failed ({}): {stderr}", out.status);
-    }
-    Ok((stdout, stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

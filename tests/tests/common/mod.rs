@@ -9,7 +9,7 @@ pub mod vault;
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
@@ -76,4 +76,23 @@ impl Stack {
     pub async fn get_fresh(&self, path: &str) -> Result<reqwest::Response> {
         Ok(client()?.get(self.envoy.url(path)).send().await?)
     }
+}
+
+/// Runs curl with `args` (no proxy from the environment, at most 20 s); returns stdout and
+/// stderr, or an error with stderr when curl fails.
+pub async fn curl(args: &[&str]) -> Result<(String, String)> {
+    let out = tokio::process::Command::new("curl")
+        // No proxy from the environment may capture loopback traffic; bounded in time.
+        .args(["--silent", "--show-error", "--noproxy", "*", "--max-time", "20"])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running curl (is it installed? scripts/setup.sh lists what the tests need)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        bail!("curl {args:?} failed ({}): {stderr}", out.status);
+    }
+    Ok((stdout, stderr))
 }

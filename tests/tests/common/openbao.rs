@@ -87,29 +87,24 @@ impl BaoStack {
     }
 }
 
-/// What the audit logs show for one client's requests to `path` (`secret/data/...`).
-pub struct Landed {
-    /// The active node's request entries for the path.
-    pub requests: Vec<AuditEntry>,
-}
-
-/// Checks where a client's requests for `path` landed: the active node logged every one of
-/// them (at least `operations`, in that order), from `client` and with the root token; no
-/// other node logged the path at all, so no standby was ever the target (a standby serving
-/// a read or forwarding a write logs it too).
-pub async fn assert_landed_on_active(
+/// Checks where a client's write and read of `path` (`secret/data/...`) landed: the active
+/// node logged exactly a `create` and a `read` of it, both from `client` and with the root
+/// token, the write carrying `secret`'s values (each HMAC-ed by the audit device as the node
+/// received it); no other node logged the path at all, so no standby was ever the target (a
+/// standby serving a read or forwarding a write logs it too).
+pub async fn assert_wrote_and_read_on(
     cluster: &OpenBaoCluster,
     active: &str,
     path: &str,
     client: &str,
-    operations: &[&str],
-) -> Result<Landed> {
+    secret: &[(&str, &str)],
+) -> Result<()> {
     let token = cluster.audit_hash(cluster.root_token()).await?;
     let requests: Vec<AuditEntry> =
         cluster.audit_for(active, path)?.into_iter().filter(|e| e.kind == "request").collect();
     let seen: Vec<&str> = requests.iter().map(|e| e.operation.as_str()).collect();
-    if seen != operations {
-        bail!("{active} logged {seen:?} for {path}, expected {operations:?}: {requests:#?}");
+    if seen != ["create", "read"] {
+        bail!("{active} logged {seen:?} for {path}, not a create and a read: {requests:#?}");
     }
     for entry in &requests {
         if entry.remote_address != client {
@@ -119,23 +114,7 @@ pub async fn assert_landed_on_active(
             bail!("{active} logged {path} with another token: {:?}", entry.client_token);
         }
     }
-    for node in cluster.nodes().iter().filter(|n| n.name != active) {
-        let there = cluster.audit_for(&node.name, path)?;
-        if !there.is_empty() {
-            bail!("standby {} was a target for {path}: {there:#?}", node.name);
-        }
-    }
-    Ok(Landed { requests })
-}
-
-/// Checks that the audit log's `request.data.data` of a write holds `secret`'s values, each
-/// HMAC-ed by the audit device as the node received it.
-pub async fn assert_body_arrived(
-    cluster: &OpenBaoCluster,
-    write: &AuditEntry,
-    secret: &[(&str, &str)],
-) -> Result<()> {
-    let logged = &write.data()["data"];
+    let logged = &requests[0].data()["data"];
     for (key, value) in secret {
         let want = cluster.audit_hash(value).await?;
         if logged[*key] != Value::String(want.clone()) {
@@ -143,6 +122,12 @@ pub async fn assert_body_arrived(
                 "the write logged {key} = {} instead of the HMAC of {value:?} ({want})",
                 logged[*key]
             );
+        }
+    }
+    for node in cluster.nodes().iter().filter(|n| n.name != active) {
+        let there = cluster.audit_for(&node.name, path)?;
+        if !there.is_empty() {
+            bail!("standby {} was a target for {path}: {there:#?}", node.name);
         }
     }
     Ok(())
