@@ -100,7 +100,59 @@ pub struct BaoNode {
     paused: bool,
 }
 
+impl Drop for BaoNode {
+    fn drop(&mut self) {
+        // Kill first, then remove the Raft data; the logs stay for diagnosis.
+        self.process = None;
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
+    }
+}
+
 impl BaoNode {
+    /// A node called `name` on `ip` with free ports, its files under `parent/<name>`; not
+    /// started.
+    fn new(name: &str, ip: Ipv4Addr, scheme: &'static str, parent: &Path) -> Result<BaoNode> {
+        let ip_text = ip.to_string();
+        let api_port = crate::free_port(&ip_text)?;
+        let mut cluster_port = crate::free_port(&ip_text)?;
+        while cluster_port == api_port {
+            cluster_port = crate::free_port(&ip_text)?;
+        }
+        let dir = parent.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(BaoNode {
+            name: name.to_string(),
+            ip,
+            api_port,
+            cluster_port,
+            scheme,
+            dir,
+            process: None,
+            paused: false,
+        })
+    }
+
+    /// A node of no cluster on `ip` (plain http, free ports), started and never initialised:
+    /// it answers `sys/health` with 501. Killed on drop.
+    pub async fn start_uninitialised(ip: Ipv4Addr) -> Result<BaoNode> {
+        let dir = crate::target_dir().join("e2e-logs").join(format!(
+            "openbao-{}-{}",
+            std::process::id(),
+            unique()
+        ));
+        let mut node = BaoNode::new("bao-uninitialised", ip, "http", &dir)?;
+        node.write_config(&ClusterOptions::default(), None)?;
+        node.spawn()?;
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let url = node.url("/v1/sys/health");
+        let answered = crate::wait_for("an uninitialised node's 501", FORM_TIMEOUT, || async {
+            (probe_health(&http, &url).await.ok()?.code == 501).then_some(())
+        })
+        .await;
+        answered.map_err(|e| anyhow!("{e}; end of its log:\n{}", node.log_tail()))?;
+        Ok(node)
+    }
+
     /// Its `api_addr`, the address Vault's own redirects and `sys/leader` name:
     /// `http(s)://<ip>:<api_port>`.
     pub fn api_addr(&self) -> String {
@@ -181,6 +233,12 @@ audit "file" "{AUDIT_DEVICE}" {{
         )
     }
 
+    fn write_config(&self, opts: &ClusterOptions, tls: Option<&Pki>) -> Result<()> {
+        let path = self.dir.join("config.hcl");
+        std::fs::write(&path, self.config(opts, tls))
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     fn spawn(&mut self) -> Result<()> {
         std::fs::create_dir_all(self.dir.join("data"))?;
         self.process = Some(NodeProcess::spawn(&binary()?, &self.dir)?);
@@ -243,7 +301,7 @@ impl AuditEntry {
     }
 }
 
-/// A running cluster. Dropping it kills every node.
+/// A running cluster. Dropping it kills every node (and removes their Raft data).
 pub struct OpenBaoCluster {
     nodes: Vec<BaoNode>,
     root_token: String,
@@ -254,15 +312,6 @@ pub struct OpenBaoCluster {
     formed_in: Duration,
 }
 
-impl Drop for OpenBaoCluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            node.process = None;
-            // Raft data is not needed after the run; the logs stay for diagnosis.
-            let _ = std::fs::remove_dir_all(node.dir.join("data"));
-        }
-    }
-}
 
 impl OpenBaoCluster {
     /// Starts three nodes and forms the cluster: init on the first node, unseal, join and
@@ -280,28 +329,10 @@ impl OpenBaoCluster {
         let scheme = if opts.tls { "https" } else { "http" };
         let mut nodes = Vec::new();
         for (i, ip) in NODE_IPS.iter().enumerate() {
-            let ip_text = ip.to_string();
-            let api_port = crate::free_port(&ip_text)?;
-            let mut cluster_port = crate::free_port(&ip_text)?;
-            while cluster_port == api_port {
-                cluster_port = crate::free_port(&ip_text)?;
-            }
-            let name = format!("bao-{i}");
-            let node_dir = dir.join(&name);
-            std::fs::create_dir_all(&node_dir)?;
-            nodes.push(BaoNode {
-                name,
-                ip: *ip,
-                api_port,
-                cluster_port,
-                scheme,
-                dir: node_dir,
-                process: None,
-                paused: false,
-            });
+            nodes.push(BaoNode::new(&format!("bao-{i}"), *ip, scheme, &dir)?);
         }
         for node in &mut nodes {
-            std::fs::write(node.dir.join("config.hcl"), node.config(&opts, pki.as_ref()))?;
+            node.write_config(&opts, pki.as_ref())?;
             node.spawn()?;
         }
         let mut cluster = OpenBaoCluster {

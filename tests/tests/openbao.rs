@@ -451,3 +451,16 @@ async fn a_tls_cluster_serves_https_with_the_generated_ca_and_names_https_leader
     assert!(untrusted.is_err(), "curl trusted the test CA without --cacert: {untrusted:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_was_never_initialised_answers_501_and_dies_with_its_handle() -> Result<()> {
+    let node = openbao::BaoNode::start_uninitialised(std::net::Ipv4Addr::new(127, 0, 0, 6)).await?;
+    let url = node.url("/v1/sys/health");
+    let health = openbao::probe_health(&vault_redirect_e2e::client()?, &url).await?;
+    assert_eq!(health.code, 501, "{:?}", health.body);
+    assert_eq!(health.body["initialized"], json!(false));
+    drop(node);
+    let gone = openbao::probe_health(&vault_redirect_e2e::client()?, &url).await;
+    assert!(gone.is_err(), "the node still answers after its handle dropped: {gone:?}");
+    Ok(())
+}
