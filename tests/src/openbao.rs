@@ -38,6 +38,9 @@ pub const AUDIT_DEVICE: &str = "file";
 /// stopped with SIGSTOP accepts the connection and never answers).
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a step-down may take to hand the lock to another node before the next try.
+const STEP_DOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// How long forming, healing or settling the cluster may take before it is an error.
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -311,7 +314,6 @@ pub struct OpenBaoCluster {
     opts: ClusterOptions,
     formed_in: Duration,
 }
-
 
 impl OpenBaoCluster {
     /// Starts three nodes and forms the cluster: init on the first node, unseal, join and
@@ -659,18 +661,24 @@ impl OpenBaoCluster {
 
     /// Steps the active node down until another node is active, at most `tries` times, and
     /// returns `(old, new)`.
+    ///
+    /// `sys/step-down` is asynchronous (the node may still answer 200 right after) and a
+    /// standby forwards it to whichever node is active, so it is only ever sent while the
+    /// original node is the active one, and a take-over is awaited for a few seconds before
+    /// the next try.
     pub async fn step_down_until_moved(&self, tries: u32) -> Result<(String, String)> {
         let first = self.wait_for_active(FORM_TIMEOUT).await?;
         for _ in 0..tries {
-            let old = self.step_down().await?;
-            // The old node answers 429 at once; wait for anyone's 200.
-            let new = crate::wait_for(
-                "a node to take over after the step-down",
-                FORM_TIMEOUT,
-                || async { self.active().await.ok().flatten() },
-            )
-            .await?;
-            if new != old {
+            let now = self.wait_for_active(FORM_TIMEOUT).await?;
+            if now != first {
+                return Ok((first, now));
+            }
+            self.call(&first, "PUT", "sys/step-down", None).await?;
+            let moved = crate::wait_for("another node to take over", STEP_DOWN_WAIT, || async {
+                self.active().await.ok().flatten().filter(|a| *a != first)
+            })
+            .await;
+            if let Ok(new) = moved {
                 return Ok((first, new));
             }
         }
