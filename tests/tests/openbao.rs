@@ -406,7 +406,7 @@ async fn after_the_active_node_is_killed_the_location_follows_the_new_active_nod
     // node is active, and once its check's TTL has passed, that there is none.)
     // Nobody re-tags a dead node: it stays tagged active until its sealed check's TTL
     // passes without a heartbeat, as with Vault's own registration.
-    wait_for_registration(&stack.registrar, &old, "active", "critical").await
+    wait_for_registration(stack.registrar()?, &old, "active", "critical").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::openbao::{AuditEntry, OpenBaoCluster};
@@ -22,9 +22,11 @@ pub const ENVOY_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
 /// The address clients that can choose their source address bind to.
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 
-/// Registrar, Consul double, poller (Consul source) and Envoy in front of a real cluster.
+/// A poller and Envoy in front of a real cluster; with the Consul source, also the registrar
+/// feeding the Consul double the poller watches.
 pub struct BaoStack {
-    pub registrar: Registrar,
+    /// `Some` when the poller watches the Consul double.
+    pub registrar: Option<Registrar>,
     pub poller: Poller,
     pub envoy: Envoy,
 }
@@ -35,6 +37,16 @@ impl BaoStack {
     pub async fn consul(cluster: &OpenBaoCluster) -> Result<BaoStack> {
         let registrar = Registrar::start(cluster, RegistrarOptions::default()).await?;
         let poller = Poller::start(&registrar.url(), QUICK_POLLER).await?;
+        Self::around(cluster, Some(registrar), poller).await
+    }
+
+    /// Starts Envoy on [`ENVOY_IP`] in front of `poller` (whatever its source), and waits
+    /// until Envoy redirects to the node of `cluster` that is active now.
+    pub async fn around(
+        cluster: &OpenBaoCluster,
+        registrar: Option<Registrar>,
+        poller: Poller,
+    ) -> Result<BaoStack> {
         let envoy = Envoy::start(EnvoyOptions {
             plugin_config: quick_plugin(""),
             listen_ip: IpAddr::V4(ENVOY_IP),
@@ -45,6 +57,11 @@ impl BaoStack {
         let active = cluster.wait_for_active(Duration::from_secs(30)).await?;
         stack.wait_for_location(cluster, &active, Duration::from_secs(30)).await?;
         Ok(stack)
+    }
+
+    /// The registrar, for a stack on the Consul source.
+    pub fn registrar(&self) -> Result<&Registrar> {
+        self.registrar.as_ref().context("this stack's poller does not watch Consul")
     }
 
     /// The `Location` Envoy answers [`PROBE_PATH`] with now (`None` for anything but a 307).
