@@ -708,9 +708,16 @@ impl OpenBaoCluster {
         Ok(())
     }
 
-    /// SIGSTOP to node `name`: it keeps its sockets and answers nothing.
-    pub fn pause(&mut self, name: &str) -> Result<()> {
-        self.stop_or_continue(name, libc::SIGSTOP, true)
+    /// SIGSTOP to node `name`, and waits until every thread of it has stopped (signals are
+    /// delivered asynchronously): it keeps its sockets and answers nothing.
+    pub async fn pause(&mut self, name: &str) -> Result<()> {
+        self.stop_or_continue(name, libc::SIGSTOP, true)?;
+        let pid = self.node(name)?.process.as_ref().map(|p| p.child.id());
+        let pid = pid.with_context(|| format!("{name} is not running"))?;
+        crate::wait_for(&format!("every thread of {name} stopped"), FORM_TIMEOUT, || async {
+            all_threads_stopped(pid).then_some(())
+        })
+        .await
     }
 
     /// SIGCONT to node `name` after [`OpenBaoCluster::pause`].
@@ -826,6 +833,24 @@ impl OpenBaoCluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// Whether every thread of process `pid` is in the stopped state (`T` in
+/// `/proc/<pid>/task/<tid>/stat`, the field after the parenthesised command name).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in tasks.filter_map(|t| t.ok()) {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        if state != Some('T') {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// `GET <url>` for `sys/health`, within [`HEALTH_TIMEOUT`].

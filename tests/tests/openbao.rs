@@ -13,8 +13,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use common::curl;
 use common::openbao::{assert_wrote_and_read_on, BaoStack, FailoverProbe, CLIENT_IP};
+use common::{curl, curl_post_json};
 use serde_json::{json, Value};
 use vault_redirect_e2e::openbao::{self, ClusterOptions, OpenBaoCluster};
 use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
@@ -146,25 +146,10 @@ async fn curl_writes_and_reads_a_secret_on_the_active_node_through_envoys_307() 
     let token = format!("X-Vault-Token: {}", cluster.root_token());
     let client_ip = CLIENT_IP.to_string();
     let body = r#"{"data":{"user":"app","password":"p@ss w0rd/é"}}"#;
-    let (out, _) = curl(&[
-        "--interface",
-        &client_ip,
-        "--location",
-        "--header",
-        &token,
-        "--header",
-        "Content-Type: application/json",
-        "--data",
-        body,
-        "--write-out",
-        "\n%{num_redirects} %{url_effective} %{http_code}",
-        &url,
-    ])
-    .await?;
-    let (json_text, trailer) = out.rsplit_once('\n').context("no --write-out line")?;
+    let (written, trailer) =
+        curl_post_json(&["--interface", &client_ip], &url, &token, body).await?;
     let target = cluster.node(&active)?.url("/v1/secret/data/clients/curl");
-    assert_eq!(trailer, format!("1 {target} 200"), "{json_text}");
-    let written: Value = serde_json::from_str(json_text)?;
+    assert_eq!(trailer, format!("1 {target} 200"), "{written}");
     assert_eq!(written["data"]["version"], 1, "{written}");
 
     let (out, _) = curl(&[
@@ -416,7 +401,7 @@ async fn a_paused_node_answers_nothing_until_resumed_and_a_restarted_node_rejoin
     let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
     let standby = cluster.nodes().iter().find(|n| n.name != active).context("no standby")?;
     let standby = standby.name.clone();
-    cluster.pause(&standby)?;
+    cluster.pause(&standby).await?;
     let paused = cluster.health(&standby).await;
     assert!(paused.is_err(), "a stopped node answered: {paused:?}");
     cluster.resume(&standby)?;

@@ -7,8 +7,8 @@
 mod common;
 
 use anyhow::{bail, Context, Result};
-use common::curl;
 use common::vault::{quick_plugin, VaultStack, TOKEN};
+use common::{curl, curl_post_json};
 use serde_json::{json, Value};
 use vault_redirect_doubles::Received;
 
@@ -43,25 +43,8 @@ async fn curl_follows_the_307_with_a_json_post_and_a_get_token_and_body_intact()
     let url = stack.envoy.url("/v1/secret/data/app/db");
     let token = format!("X-Vault-Token: {TOKEN}");
     let body = r#"{"options":{"cas":0},"data":{"username":"app","password":"p@ss w0rd/é"}}"#;
-    // --data makes curl POST by itself (no -X): on a 301/302 it would switch to GET and drop
-    // the body, on a 307 it must keep both; -w shows where it ended.
-    let (out, _) = curl(&[
-        "--location",
-        "--header",
-        &token,
-        "--header",
-        "Content-Type: application/json",
-        "--data",
-        body,
-        "--write-out",
-        "\n%{num_redirects} %{url_effective} %{http_code}",
-        &url,
-    ])
-    .await?;
-    let (json_text, trailer) =
-        out.rsplit_once('\n').context("curl output without --write-out line")?;
+    let (written, trailer) = curl_post_json(&[], &url, &token, body).await?;
     assert_eq!(trailer, format!("1 {} 200", stack.location("vault-a", "/v1/secret/data/app/db")));
-    let written: Value = serde_json::from_str(json_text)?;
     assert_eq!(written["data"]["version"], 1);
     let post = only_request(&stack, "POST", "/v1/secret/data/app/db")?;
     assert_eq!(post.body, body.as_bytes(), "the body arrived byte for byte");

@@ -96,3 +96,34 @@ pub async fn curl(args: &[&str]) -> Result<(String, String)> {
     }
     Ok((stdout, stderr))
 }
+
+/// curl POSTs the JSON `body` to `url` with the header `token` (`X-Vault-Token: ...`),
+/// following redirects (`--data` makes curl POST by itself, without -X: on a 301/302 it would
+/// switch to GET and drop the body, on a 307 it must keep both), with `extra` arguments first.
+/// Returns the answer's JSON and curl's `<redirects> <final URL> <status>`.
+pub async fn curl_post_json(
+    extra: &[&str],
+    url: &str,
+    token: &str,
+    body: &str,
+) -> Result<(serde_json::Value, String)> {
+    let mut args = extra.to_vec();
+    args.extend([
+        "--location",
+        "--header",
+        token,
+        "--header",
+        "Content-Type: application/json",
+        "--data",
+        body,
+        "--write-out",
+        "\n%{num_redirects} %{url_effective} %{http_code}",
+        url,
+    ]);
+    let (out, _) = curl(&args).await?;
+    let (json_text, trailer) =
+        out.rsplit_once('\n').context("curl output without --write-out line")?;
+    let answer = serde_json::from_str(json_text)
+        .with_context(|| format!("curl's answer is not JSON: {json_text}"))?;
+    Ok((answer, trailer.to_string()))
+}
