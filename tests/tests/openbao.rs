@@ -387,7 +387,7 @@ async fn after_the_active_node_is_killed_the_location_follows_the_new_active_nod
     .await?;
     // (How long this takes varies: Raft elects within about 3 s here, but a node that
     // stepped down within the last 10 s does not compete for the lock until those 10 s have
-    // passed, even as Raft leader. Until the new node registers, Consul still says the dead
+    // passed, even as Raft leader: Vault's runStandby sleeps manualStepDownSleepPeriod. Until the new node registers, Consul still says the dead
     // node is active, and once its check's TTL has passed, that there is none.)
     // Nobody re-tags a dead node: it stays tagged active until its sealed check's TTL
     // passes without a heartbeat, as with Vault's own registration.
