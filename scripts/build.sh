@@ -10,11 +10,9 @@ command -v wasm-opt >/dev/null || { echo "build: wasm-opt missing: run scripts/s
 # carries no target_features section for binaryen to read them from.
 features=(--enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int)
 mkdir -p "$(dirname "$filter_wasm")"
-# The SDK exports every proxy_on_* callback; keep only those the filter implements.
-wasm-metadce "${features[@]}" --graph-file filter/metadce.json \
-  "$filter_wasm_cargo" -o "$filter_wasm.tmp" >/dev/null
-wasm-opt -Oz "${features[@]}" "$filter_wasm.tmp" -o "$filter_wasm.opt"
-rm "$filter_wasm.tmp"
-mv "$filter_wasm.opt" "$filter_wasm"
+# Size: binaryen's optimiser (Debian's binaryen, installed by scripts/setup.sh) shrinks what
+# LLVM left. Written next to the shipped file, then moved, so a failed run leaves no half file.
+wasm-opt -Oz "${features[@]}" "$filter_wasm_cargo" -o "$filter_wasm.tmp"
+mv "$filter_wasm.tmp" "$filter_wasm"
 cargo build --quiet -p vault-redirect-poller --bins
 echo "build: $(stat -c %s "$filter_wasm") bytes of wasm at $filter_wasm, poller at target/debug/vault-redirect-poller"

@@ -1,15 +1,14 @@
 //! The one place that talks to the proxy-wasm host.
 //!
-//! Every host call the filter makes goes through this adapter, which turns the host's `Status`
-//! into [`HostError`] and never panics. The SDK's own wrappers `panic!` on statuses they do not
-//! expect (shared data, header maps, local responses), and a panic kills the Envoy VM with every
-//! request it serves; so every call is made here against the raw ABI (the crate's types name
-//! the enums).
+//! Every host call the filter makes goes through this adapter, which declares the ABI's imports,
+//! turns the host's status into [`HostError`] and never panics: a panic kills the Envoy VM with
+//! every request it serves. (The proxy-wasm SDK's wrappers `panic!` on statuses they do not
+//! expect; the filter does not use the SDK at all, see `abi.rs`.)
 
 use std::ptr::{null, null_mut};
 use std::time::Duration;
 
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+use crate::types::{BufferType, LogLevel, MapType, MetricType, Status};
 
 /// A host call that did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -17,7 +16,7 @@ pub enum HostError {
     /// The host answered with this non-Ok status.
     #[error("host returned status {0:?}")]
     Status(Status),
-    /// The host answered with a status number the SDK does not know.
+    /// The host answered with a status number the ABI does not define.
     #[error("host returned unknown status {0}")]
     Unknown(u32),
 }
@@ -29,9 +28,11 @@ fn check(raw: u32) -> Result<(), HostError> {
         2 => Err(HostError::Status(Status::BadArgument)),
         3 => Err(HostError::Status(Status::SerializationFailure)),
         4 => Err(HostError::Status(Status::ParseFailure)),
+        6 => Err(HostError::Status(Status::InvalidMemoryAccess)),
         7 => Err(HostError::Status(Status::Empty)),
         8 => Err(HostError::Status(Status::CasMismatch)),
         10 => Err(HostError::Status(Status::InternalFailure)),
+        12 => Err(HostError::Status(Status::Unimplemented)),
         other => Err(HostError::Unknown(other)),
     }
 }
@@ -104,7 +105,8 @@ extern "C" {
 }
 
 /// Takes ownership of a buffer the host allocated in our memory through
-/// `proxy_on_memory_allocate` (the SDK's allocator, a `Vec<u8>` of exactly that capacity).
+/// `proxy_on_memory_allocate` ([`crate::abi::proxy_on_memory_allocate`]: a `Vec<u8>` of
+/// exactly that capacity).
 ///
 /// # Safety
 /// `data` must be null or a pointer the host returned together with `size` for this call.
@@ -309,6 +311,7 @@ mod tests {
     fn unknown_statuses_are_errors_not_panics() {
         assert_eq!(check(0), Ok(()));
         assert_eq!(check(8), Err(HostError::Status(Status::CasMismatch)));
-        assert_eq!(check(12), Err(HostError::Unknown(12)));
+        assert_eq!(check(12), Err(HostError::Status(Status::Unimplemented)));
+        assert_eq!(check(13), Err(HostError::Unknown(13)));
     }
 }

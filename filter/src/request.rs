@@ -2,13 +2,13 @@
 //! anything but `:path`: the `Location` authority comes only from the worker's state. A
 //! request keeps no state of its own, so it needs no context object and no clean-up callback.
 
-use proxy_wasm::types::{Action, LogLevel, MapType};
 use vault_redirect_core::{decide, Decision};
 
 use crate::config::NoActive;
 use crate::host;
 use crate::metrics::RequestCounts;
 use crate::root::Shared;
+use crate::types::{Action, LogLevel, MapType};
 
 /// Answers the request `context_id` (its request headers have arrived) from `shared`.
 pub fn on_request_headers(context_id: u32, shared: &Shared) -> Action {

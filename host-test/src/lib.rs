@@ -29,6 +29,7 @@ mod imports;
 mod memory;
 mod pairs;
 pub mod scenario;
+pub mod shipped;
 mod state;
 
 pub use abi::{Action, LogLevel, MetricType, Status};

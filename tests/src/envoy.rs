@@ -285,7 +285,7 @@ impl Envoy {
     pub async fn start(opts: EnvoyOptions) -> Result<Envoy> {
         let wasm = match &opts.wasm {
             Some(path) => path.clone(),
-            None => crate::filter_wasm()?,
+            None => host_test::shipped::filter_wasm()?,
         };
         let listen = crate::free_addr()?;
         let admin = crate::free_addr()?;

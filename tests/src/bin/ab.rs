@@ -36,7 +36,7 @@ async fn main() -> Result<()> {
     let concurrency = u32::try_from(env_or("BENCH_CONCURRENCY", 1)).context("BENCH_CONCURRENCY")?;
     let mut modules: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
     if modules.is_empty() {
-        modules.push(vault_redirect_e2e::filter_wasm()?);
+        modules.push(host_test::shipped::filter_wasm()?);
     }
     let root = workspace_root();
     std::env::set_var(
