@@ -16,7 +16,9 @@
 //! the two calls. Nothing here panics: a callback for an id it does not know is logged and
 //! answered with the ABI's neutral value.
 
-use std::cell::{Cell, RefCell};
+use std::alloc::Layout;
+use std::cell::RefCell;
+use std::ptr::NonNull;
 use std::rc::Rc;
 
 use crate::host;
@@ -61,8 +63,9 @@ impl Recent {
 thread_local! {
     /// This worker's root contexts (one per plugin configuration using this VM; usually one).
     static ROOTS: RefCell<Vec<Root>> = const { RefCell::new(Vec::new()) };
-    /// Recent request contexts and their roots.
-    static CREATED: Cell<Recent> = const { Cell::new(Recent::EMPTY) };
+    /// Recent request contexts and their roots, changed in place (a request pays for one slot,
+    /// not for copying the ring).
+    static CREATED: RefCell<Recent> = const { RefCell::new(Recent::EMPTY) };
 }
 
 /// Runs `f` on the root context `context_id`, or logs why it cannot.
@@ -113,18 +116,19 @@ pub extern "C" fn proxy_abi_version_0_2_1() {}
 
 /// `proxy_on_memory_allocate`: room for a buffer the host is about to hand the filter (a header
 /// value, the plugin configuration, a poll answer). The filter takes it back as a `Vec<u8>` of
-/// exactly `size` bytes (`host.rs`), so it is allocated as one. Null, the ABI's failure, when
-/// the memory cannot grow.
+/// exactly `size` bytes (`host.rs`), so it is allocated with that layout. Null, the ABI's
+/// failure, when the memory cannot grow.
 #[no_mangle]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
-    let mut buffer: Vec<u8> = Vec::new();
-    if buffer.try_reserve_exact(size).is_err() {
-        return std::ptr::null_mut();
+    if size == 0 {
+        // What an empty `Vec<u8>` holds: never read, never freed.
+        return NonNull::<u8>::dangling().as_ptr();
     }
-    let data = buffer.as_mut_ptr();
-    // Owned by the host's caller from here on (`host::take_host_buffer` frees it).
-    std::mem::forget(buffer);
-    data
+    match Layout::array::<u8>(size) {
+        // SAFETY: the layout has a non-zero size; a null return is passed on as the failure.
+        Ok(layout) => unsafe { std::alloc::alloc(layout) },
+        Err(_) => std::ptr::null_mut(),
+    }
 }
 
 /// `proxy_on_context_create`: a root context (root id 0) joins the registry; a request context
@@ -144,10 +148,10 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32)
         });
         return;
     }
-    CREATED.with(|created| {
-        let mut recent = created.get();
-        recent.record(context_id, root_context_id);
-        created.set(recent);
+    CREATED.with(|created| match created.try_borrow_mut() {
+        Ok(mut recent) => recent.record(context_id, root_context_id),
+        // Unreachable in a single-threaded VM; the request then falls back to the newest root.
+        Err(_) => host::log(LogLevel::Error, &format!("#{context_id} created re-entrantly")),
     });
 }
 
@@ -158,7 +162,8 @@ pub extern "C" fn proxy_on_request_headers(
     _num_headers: usize,
     _end_of_stream: bool,
 ) -> Action {
-    let root_context_id = CREATED.with(|created| created.get().root_of(context_id));
+    let root_context_id =
+        CREATED.with(|created| created.try_borrow().ok().and_then(|r| r.root_of(context_id)));
     let shared = shared_for(context_id, root_context_id);
     request::on_request_headers(context_id, &shared)
 }

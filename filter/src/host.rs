@@ -5,6 +5,7 @@
 //! every request it serves. (The proxy-wasm SDK's wrappers `panic!` on statuses they do not
 //! expect; the filter does not use the SDK at all, see `abi.rs`.)
 
+use std::cell::RefCell;
 use std::ptr::{null, null_mut};
 use std::time::Duration;
 
@@ -205,8 +206,16 @@ pub fn shared_set(key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
 /// Serialises a header map the way the ABI expects: count, (key len, value len) pairs, then
 /// each key and value followed by a NUL.
 fn serialize_headers(headers: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    serialize_headers_into(&mut out, headers);
+    out
+}
+
+/// [`serialize_headers`] into `out`, replacing what it held.
+fn serialize_headers_into(out: &mut Vec<u8>, headers: &[(&str, &[u8])]) {
     let size = 4 + headers.iter().map(|(k, v)| 10 + k.len() + v.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+    out.clear();
+    out.reserve(size);
     out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
     for (k, v) in headers {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -218,12 +227,27 @@ fn serialize_headers(headers: &[(&str, &[u8])]) -> Vec<u8> {
         out.extend_from_slice(v);
         out.push(0);
     }
-    out
+}
+
+thread_local! {
+    /// The serialised headers of local responses, kept between requests: a request costs no
+    /// allocation for them once the buffer has grown to the largest answer.
+    static RESPONSE_HEADERS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Answers the current request locally with `status`, `headers` and `body`.
 pub fn send_response(status: u32, headers: &[(&str, &[u8])], body: &[u8]) -> Result<(), HostError> {
-    let serialized = serialize_headers(headers);
+    RESPONSE_HEADERS.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut serialized) => {
+            serialize_headers_into(&mut serialized, headers);
+            send_serialized(status, &serialized, body)
+        }
+        // Not reached in a single-threaded VM without re-entry; a fresh buffer does as well.
+        Err(_) => send_serialized(status, &serialize_headers(headers), body),
+    })
+}
+
+fn send_serialized(status: u32, serialized: &[u8], body: &[u8]) -> Result<(), HostError> {
     let details = "vault_redirect";
     // SAFETY: every pointer and length describes a live buffer for the whole call.
     check(unsafe {
