@@ -129,7 +129,11 @@ pub async fn check_redirect(url: &str) -> Result<String> {
 /// which makes one host call, `proxy_send_local_response`, with the same headers and details
 /// the filter sends (`location`, here fixed, and `cache-control: no-store`); it reads nothing.
 /// What a filter costs above it is its own code and host calls, not Envoy's wasm machinery.
-pub fn raw_abi_redirect_module(location: &str) -> Result<Vec<u8>> {
+///
+/// With `read_path`, the module also reads `:path` first (`proxy_get_header_map_value`, for
+/// which Envoy enters the VM once more, to allocate the copy) and ignores it: the part of a
+/// filter's cost that any redirect keeping the request's path must pay.
+pub fn raw_abi_redirect_module(location: &str, read_path: bool) -> Result<Vec<u8>> {
     const DETAILS: &[u8] = b"vault_redirect";
     let headers: [(&str, &str); 2] = [("location", location), ("cache-control", "no-store")];
     // The ABI's map layout: count, (key length, value length) pairs, then each key and value
@@ -147,18 +151,37 @@ pub fn raw_abi_redirect_module(location: &str) -> Result<Vec<u8>> {
         map.push(0);
     }
     let escape = |bytes: &[u8]| bytes.iter().map(|b| format!("\\{b:02x}")).collect::<String>();
+    const PATH: &[u8] = b":path";
     let map_at = DETAILS.len().next_multiple_of(8);
-    let heap_at = (map_at + map.len()).next_multiple_of(16);
+    let path_at = (map_at + map.len()).next_multiple_of(8);
+    // Two i32 return slots (the value's address and length), then the heap.
+    let slots_at = (path_at + PATH.len()).next_multiple_of(8);
+    let heap_at = (slots_at + 8).next_multiple_of(16);
+    let read = if read_path {
+        format!(
+            r#"(global.set $free (i32.const {heap_at}))
+    (drop (call $get_header_map_value
+      (i32.const 0) (i32.const {path_at}) (i32.const {path_len})
+      (i32.const {slots_at}) (i32.const {len_slot})))"#,
+            path_len = PATH.len(),
+            len_slot = slots_at + 4,
+        )
+    } else {
+        String::new()
+    };
     let wat = format!(
         r#"(module
   (import "env" "proxy_send_local_response"
     (func $send_local_response (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value"
+    (func $get_header_map_value (param i32 i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (global $free (mut i32) (i32.const {heap_at}))
   (data (i32.const 0) "{details}")
   (data (i32.const {map_at}) "{map}")
+  (data (i32.const {path_at}) "{path}")
   (func (export "proxy_abi_version_0_2_1"))
-  ;; A bump allocator (Envoy requires one; this module never has the host allocate).
+  ;; A bump allocator, reset by each request (nothing is kept from one request to the next).
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
     (local $at i32)
     (local.set $at (global.get $free))
@@ -171,6 +194,7 @@ pub fn raw_abi_redirect_module(location: &str) -> Result<Vec<u8>> {
     (local.get $at))
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    {read}
     (drop (call $send_local_response
       (i32.const 307) (i32.const 0) (i32.const {details_len}) (i32.const 0) (i32.const 0)
       (i32.const {map_at}) (i32.const {map_len}) (i32.const -1)))
@@ -180,6 +204,34 @@ pub fn raw_abi_redirect_module(location: &str) -> Result<Vec<u8>> {
         details_len = DETAILS.len(),
         map = escape(&map),
         map_len = map.len(),
+        path = escape(PATH),
     );
     wat::parse_str(&wat).context("assembling the raw-ABI redirect module")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const LOCATION: &str = "http://127.0.0.2:8200/v1/x";
+
+    #[test]
+    fn the_raw_abi_module_answers_the_fixed_307_reading_path_only_when_asked() {
+        for read_path in [false, true] {
+            let wasm = raw_abi_redirect_module(LOCATION, read_path).unwrap();
+            let host = host_test::Host::from_bytes(&wasm).unwrap();
+            let mut vm = host.start_vm().unwrap();
+            for _ in 0..3 {
+                let outcome = vm.send_request(&[(":method", "GET"), (":path", "/v1/x")]).unwrap();
+                let answer = outcome.local_response.unwrap();
+                assert_eq!(answer.status, 307);
+                assert_eq!(answer.header("location"), Some(LOCATION));
+                assert_eq!(answer.header("cache-control"), Some("no-store"));
+            }
+            let reads = vm.hostcall_counts().get("proxy_get_header_map_value").copied();
+            assert_eq!(reads, read_path.then_some(3), "read_path {read_path}");
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! A/B rounds of the filter against two baselines (issue 8's optimisation loop, issue 15's
 //! choice of build): `ab [WASM...]` starts one Envoy per filter module given (the shipped
-//! filter when none is), one Envoy with the native route redirect, and one with the raw-ABI
+//! filter when none is), one Envoy with the native route redirect, one with the raw-ABI
 //! redirect module (`bench::raw_abi_redirect_module`, assembled here: the least a wasm module
-//! can do to answer a 307), all at once, then loads them in turn for several rounds. Each round
+//! can do to answer a 307) and one with the same module reading `:path` first, all at once, then loads them in turn for several rounds. Each round
 //! measures every contender back to back, so a round's ratios share the machine's state of the
 //! moment; the report gives each round's CPU-per-request ratios to native and to the raw-ABI
 //! module, and their medians over rounds. BENCH_SECONDS (default 5) and BENCH_ROUNDS (default
@@ -62,11 +62,18 @@ async fn main() -> Result<()> {
     })
     .await?;
     contenders.push(("native redirect".to_string(), native));
-    let raw_abi = target_dir().join("bench/raw_abi_redirect.wasm");
+    // The baselines: the raw-ABI module, and the same reading `:path` first.
     std::fs::create_dir_all(target_dir().join("bench"))?;
-    std::fs::write(&raw_abi, bench::raw_abi_redirect_module(LOCATION)?)
-        .with_context(|| format!("writing {}", raw_abi.display()))?;
-    modules.insert(0, raw_abi);
+    for (i, (name, read_path)) in
+        [("raw_abi_redirect.wasm", false), ("raw_abi_redirect_reading_path.wasm", true)]
+            .into_iter()
+            .enumerate()
+    {
+        let path = target_dir().join("bench").join(name);
+        std::fs::write(&path, bench::raw_abi_redirect_module(LOCATION, read_path)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        modules.insert(i, path);
+    }
     for module in &modules {
         let name = module
             .file_name()
