@@ -247,26 +247,13 @@ pub fn http_call(
     headers: &[(&str, &[u8])],
     timeout: Duration,
 ) -> Result<u32, HostError> {
-    let serialized = serialize_headers(headers);
-    let no_trailers = serialize_headers(&[]);
-    let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-    let mut token: u32 = 0;
-    // SAFETY: every pointer and length describes a live buffer or local for the whole call.
-    check(unsafe {
-        proxy_http_call(
-            cluster.as_ptr(),
-            cluster.len(),
-            serialized.as_ptr(),
-            serialized.len(),
-            null(),
-            0,
-            no_trailers.as_ptr(),
-            no_trailers.len(),
-            timeout_ms,
-            &mut token,
-        )
-    })
-    .map(|()| token)
+    // Variant (a): through the SDK, whose dispatcher must learn the token to route the answer.
+    let mut text = Vec::with_capacity(headers.len());
+    for (k, v) in headers {
+        text.push((*k, std::str::from_utf8(v).map_err(|_| HostError::Status(Status::BadArgument))?));
+    }
+    proxy_wasm::hostcalls::dispatch_http_call(cluster, text, None, Vec::new(), timeout)
+        .map_err(HostError::Status)
 }
 
 /// Defines (or finds, if a sibling VM defined it) a metric and returns its id.
