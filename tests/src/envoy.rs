@@ -289,7 +289,7 @@ impl Envoy {
     pub async fn start(opts: EnvoyOptions) -> Result<Envoy> {
         let wasm = match &opts.wasm {
             Some(path) => path.clone(),
-            None => crate::filter_wasm()?,
+            None => host_test::shipped::filter_wasm()?,
         };
         let listen =
             SocketAddr::new(opts.listen_ip, crate::free_port(&opts.listen_ip.to_string())?);
