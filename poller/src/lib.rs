@@ -25,6 +25,7 @@ pub mod probes;
 pub mod redirect;
 pub mod replicas;
 pub mod signals;
+pub mod source;
 pub mod state;
 pub mod status;
 pub mod tls;
