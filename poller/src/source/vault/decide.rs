@@ -163,16 +163,7 @@ pub fn judge(round: &[NodeRound], served: Option<&str>) -> Verdict {
     let unreachable: Vec<&NodeRound> = round.iter().filter(|n| !n.health.answered()).collect();
     let standby_leaders: Vec<&Leader> =
         round.iter().filter(|n| n.health.answered()).filter_map(NodeRound::leader_ok).collect();
-    let named: Vec<Endpoint> = standby_leaders
-        .iter()
-        .filter_map(|l| l.leader_address.as_deref())
-        .filter_map(|a| Endpoint::parse(a).ok())
-        .fold(Vec::new(), |mut acc, e| {
-            if !acc.iter().any(|x: &Endpoint| x.same_listener(&e)) {
-                acc.push(e);
-            }
-            acc
-        });
+    let named = named_leaders(round);
     let none_known = !standby_leaders.is_empty() && named.is_empty();
     let none = |reason: String, problems: Vec<String>| Verdict::Known {
         active: None,
@@ -248,6 +239,37 @@ pub fn judge(round: &[NodeRound], served: Option<&str>) -> Verdict {
         format!("no reachable Vault node is active ({summary})")
     };
     none(reason, problems)
+}
+
+/// Every leader address the nodes that answered report, parsed, each listener once.
+fn named_leaders(round: &[NodeRound]) -> Vec<Endpoint> {
+    let mut named: Vec<Endpoint> = Vec::new();
+    let addresses = round
+        .iter()
+        .filter(|n| n.health.answered())
+        .filter_map(NodeRound::leader_ok)
+        .filter_map(|l| l.leader_address.as_deref())
+        .filter_map(|a| Endpoint::parse(a).ok());
+    for e in addresses {
+        if !named.iter().any(|x| x.same_listener(&e)) {
+            named.push(e);
+        }
+    }
+    named
+}
+
+/// The nodes worth probing again at once: those an answering node names as the leader while
+/// their own `sys/health` did not answer 200 in this round (a standby learns the new leader
+/// from Raft at once; the new leader may have become active just after its probe).
+pub fn named_but_not_active(round: &[NodeRound]) -> Vec<usize> {
+    let named = named_leaders(round);
+    round
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.health != Health::Active)
+        .filter(|(_, n)| named.iter().any(|a| n.is_named_by(a)))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// `2 standby, 1 sealed, 1 unreachable`: the round in counts, in a fixed order.
@@ -525,5 +547,16 @@ mod tests {
         assert_eq!(round_index(0, &[a.clone(), b.clone()], Some("127.0.0.3:8200")), 28);
         // No Raft: the index stays.
         assert_eq!(round_index(12, &[node("http://127.0.0.2:8200", Health::Sealed)], None), 12);
+    }
+
+    #[test]
+    fn a_node_the_standbys_name_without_its_200_is_probed_again() {
+        let a = node("http://127.0.0.2:8200", Health::Standby);
+        let mut b = node("http://127.0.0.3:8200", Health::Standby);
+        b.leader = leader(false, Some("http://127.0.0.2:8200"), Some(3));
+        let c = node("http://127.0.0.4:8200", Health::Active);
+        assert_eq!(named_but_not_active(&[a.clone(), b.clone(), c]), vec![0]);
+        b.leader = leader(false, None, Some(3));
+        assert!(named_but_not_active(&[a, b]).is_empty());
     }
 }

@@ -6,6 +6,7 @@
 //! - `health`: one node's answers, classified (pure).
 //! - `decide`: the round's verdict and its index (pure).
 //! - `client`: the HTTP probes, TLS from Vault's own environment names.
+//! - `round`: one probe round over every node at once.
 //!
 //! It never redirects to a node whose `sys/health` did not answer 200 within the probe
 //! timeout, and it never talks to Vault but through `sys/health` and `sys/leader`
@@ -14,3 +15,4 @@
 pub mod client;
 pub mod decide;
 pub mod health;
+pub mod round;
