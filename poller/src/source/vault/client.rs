@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::decide::Endpoint;
 use super::health::{classify, read_leader, Health, Leader, MAX_BODY_BYTES};
+use super::settings::VaultConfigError;
 
 /// TLS towards Vault, as Vault's CLI reads it from its environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,40 +39,6 @@ pub struct VaultTls {
     pub server_name: Option<String>,
     /// Accept any certificate (`VAULT_SKIP_VERIFY`; tests only).
     pub skip_verify: bool,
-}
-
-/// Why the probe client cannot be built; each message names the file or value at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A file could not be read.
-    #[error("cannot read {what} {path:?}: {source}")]
-    File {
-        /// What the file was for.
-        what: &'static str,
-        /// Its path.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A file is not the PEM it should be.
-    #[error("cannot use {what} {path:?}: {why}")]
-    Pem {
-        /// What the file was for.
-        what: &'static str,
-        /// Its path.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
-    /// Only one of the client certificate and key was given.
-    #[error("VAULT_CLIENT_CERT and VAULT_CLIENT_KEY go together; only {0} was given")]
-    ClientPair(&'static str),
-    /// `VAULT_TLS_SERVER_NAME` is not a DNS name or IP address.
-    #[error("invalid VAULT_TLS_SERVER_NAME {0:?}: not a DNS name or IP address")]
-    ServerName(String),
-    /// The TLS library or the HTTP client refused the configuration.
-    #[error("cannot build the Vault TLS client: {0}")]
-    Build(String),
 }
 
 /// One node's probe: what it answered and how long it took.
@@ -92,12 +59,16 @@ pub struct ProbeClient {
     timeout: Duration,
 }
 
-fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::File { what, path: path.to_path_buf(), source })
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, VaultConfigError> {
+    std::fs::read(path).map_err(|source| VaultConfigError::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn pem_error(what: &'static str, path: &Path, why: impl ToString) -> TlsError {
-    TlsError::Pem { what, path: path.to_path_buf(), why: why.to_string() }
+fn pem_error(what: &'static str, path: &Path, why: impl ToString) -> VaultConfigError {
+    VaultConfigError::Pem { what, path: path.to_path_buf(), why: why.to_string() }
 }
 
 /// How the server's certificate is judged.
@@ -159,7 +130,7 @@ impl ServerCertVerifier for Verifier {
 }
 
 /// Builds rustls' client configuration from `tls`, reading and checking every file.
-pub fn tls_config(tls: &VaultTls) -> Result<rustls::ClientConfig, TlsError> {
+pub fn tls_config(tls: &VaultTls) -> Result<rustls::ClientConfig, VaultConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     match &tls.cacert {
@@ -184,11 +155,11 @@ pub fn tls_config(tls: &VaultTls) -> Result<rustls::ClientConfig, TlsError> {
     } else {
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
-            .map_err(|e| TlsError::Build(e.to_string()))?;
+            .map_err(|e| VaultConfigError::Build(e.to_string()))?;
         let name = match &tls.server_name {
             Some(name) => Some(
                 ServerName::try_from(name.clone())
-                    .map_err(|_| TlsError::ServerName(name.clone()))?,
+                    .map_err(|_| VaultConfigError::ServerName(name.clone()))?,
             ),
             None => None,
         };
@@ -197,7 +168,7 @@ pub fn tls_config(tls: &VaultTls) -> Result<rustls::ClientConfig, TlsError> {
     let verifier = Arc::new(Verifier { check, provider: provider.clone() });
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Build(e.to_string()))?
+        .map_err(|e| VaultConfigError::Build(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     match (&tls.client_cert, &tls.client_key) {
@@ -214,8 +185,8 @@ pub fn tls_config(tls: &VaultTls) -> Result<rustls::ClientConfig, TlsError> {
                 .map_err(|e| pem_error(KEY, key, e))?;
             builder.with_client_auth_cert(chain, key_der).map_err(|e| pem_error(KEY, key, e))
         }
-        (Some(_), None) => Err(TlsError::ClientPair("VAULT_CLIENT_CERT")),
-        (None, Some(_)) => Err(TlsError::ClientPair("VAULT_CLIENT_KEY")),
+        (Some(_), None) => Err(VaultConfigError::ClientPair("VAULT_CLIENT_CERT")),
+        (None, Some(_)) => Err(VaultConfigError::ClientPair("VAULT_CLIENT_KEY")),
         (None, None) => Ok(builder.with_no_client_auth()),
     }
 }
@@ -240,7 +211,7 @@ fn transport_error(e: &reqwest::Error, timeout: Duration) -> String {
 
 impl ProbeClient {
     /// A client whose every request (connect, TLS, answer, body) ends within `timeout`.
-    pub fn new(tls: &VaultTls, timeout: Duration) -> Result<ProbeClient, TlsError> {
+    pub fn new(tls: &VaultTls, timeout: Duration) -> Result<ProbeClient, VaultConfigError> {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls_config(tls)?)
             .http1_only()
@@ -251,7 +222,7 @@ impl ProbeClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("vault-redirect-poller/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| TlsError::Build(e.to_string()))?;
+            .map_err(|e| VaultConfigError::Build(e.to_string()))?;
         Ok(ProbeClient { http, timeout })
     }
 

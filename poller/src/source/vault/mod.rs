@@ -7,6 +7,7 @@
 //! - `decide`: the round's verdict and its index (pure).
 //! - `client`: the HTTP probes, TLS from Vault's own environment names.
 //! - `round`: one probe round over every node at once.
+//! - `settings`: the flags and their checks.
 //!
 //! It never redirects to a node whose `sys/health` did not answer 200 within the probe
 //! timeout, and it never talks to Vault but through `sys/health` and `sys/leader`
@@ -16,3 +17,4 @@ pub mod client;
 pub mod decide;
 pub mod health;
 pub mod round;
+pub mod settings;
