@@ -20,9 +20,19 @@ pub struct Outcome {
     pub outcome: &'static str,
 }
 
+/// The `source` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// The source of truth (`--source`).
+    pub source: &'static str,
+}
+
 /// The poller's metrics.
 pub struct Metrics {
     registry: Registry,
+    /// 1 for the source of truth this poller runs (`source` label), so dashboards and alerts
+    /// can tell sources apart.
+    pub source: Family<SourceLabel, Gauge>,
     /// Consul requests by outcome: `changed`, `unchanged`, `unreachable`, `timeout`, `acl`,
     /// `http_error`, `malformed`.
     pub consul_requests: Family<Outcome, Counter>,
@@ -55,6 +65,12 @@ impl Metrics {
     /// Registers every metric under the `vault_redirect` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("vault_redirect");
+        let source = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "source_info",
+            "The source of truth this poller learns the active node from (always 1)",
+            source.clone(),
+        );
         let consul_requests = Family::<Outcome, Counter>::default();
         registry.register(
             "consul_requests",
@@ -131,6 +147,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            source,
             consul_requests,
             consul_latency,
             active_changes,

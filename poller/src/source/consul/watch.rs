@@ -1,26 +1,23 @@
 //! The Consul watch loop: blocking queries on the Vault service's health, following Consul's
-//! documented client rules, and the only writer of the poller's state.
+//! documented client rules; each answer becomes a [`Reading`] for the [`Publisher`].
 //!
 //! Rules it keeps (consul: api-docs/features/blocking.mdx): the index of the last answer is
 //! sent back with `wait`; an index lower than the previous one resets to 0 (a fresh,
 //! non-blocking read); an index of 0 becomes 1; a token bucket keeps a churning Consul from
 //! turning the loop into a spin; errors back off exponentially (with jitter, capped); after an
-//! error the next read is non-blocking so recovery is seen at once. It keeps the last good
-//! state for `--max-stale` while Consul fails, then publishes "no active node".
+//! error the next read is non-blocking so recovery is seen at once. While Consul fails the
+//! publisher keeps the last good state for `--max-stale`, then publishes "no active node".
 //!
 //! It never answers HTTP requests and never sleeps without also watching for shutdown.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use vault_redirect_core::StateDoc;
 
-use crate::choose::{choose_active, node_statuses};
-use crate::consul::{ConsulClient, ConsulError, HealthAnswer};
-use crate::metrics::Metrics;
-use crate::state::{Snapshot, REASON_CONSUL_DOWN};
+use super::choose::{choose_active, node_statuses};
+use super::client::{ConsulClient, HealthAnswer};
+use crate::source::{Publisher, Reading};
 
 /// The first pause after an error; it doubles up to `--backoff-max`.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -39,8 +36,6 @@ pub struct WatchSettings {
     pub active_tag: String,
     /// Blocking wait sent to Consul.
     pub wait: Duration,
-    /// How long to keep the last good state while Consul fails.
-    pub max_stale: Duration,
     /// Longest pause between retries.
     pub backoff_max: Duration,
 }
@@ -102,30 +97,17 @@ impl TokenBucket {
     }
 }
 
-/// The loop and what it writes to.
+/// The loop and what it publishes through.
 pub struct Watcher {
     client: ConsulClient,
     settings: WatchSettings,
-    state: watch::Sender<Snapshot>,
-    metrics: Arc<Metrics>,
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
+    out: Publisher,
 }
 
 impl Watcher {
-    /// A watcher publishing into `state`.
-    pub fn new(
-        client: ConsulClient,
-        settings: WatchSettings,
-        state: watch::Sender<Snapshot>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Watcher { client, settings, state, metrics }
+    /// A watcher publishing through `out`.
+    pub fn new(client: ConsulClient, settings: WatchSettings, out: Publisher) -> Self {
+        Watcher { client, settings, out }
     }
 
     /// Runs until `stop` becomes true (or its sender is dropped).
@@ -147,34 +129,25 @@ impl Watcher {
             let delay = bucket.take(Instant::now());
             if !delay.is_zero() {
                 log::debug!("consul: rate limit, next request in {}ms", delay.as_millis());
-                if !self.pause(delay, &mut stop).await {
+                if !self.out.pause(delay, &mut stop).await {
                     return;
                 }
             }
             let started = Instant::now();
             if last_ok && index > 0 {
                 // Consul must answer by wait + wait/16: until then silence means "no change".
-                let until = started + wait + wait / 16;
-                self.state.send_if_modified(|s| {
-                    s.in_flight_until = Some(until);
-                    false
-                });
+                self.out.promise_until(started + wait + wait / 16);
             }
-            let fetch = self.client.fetch(index, wait);
-            tokio::pin!(fetch);
-            let result = loop {
-                let deadline = self.stale_deadline();
-                tokio::select! {
-                    r = &mut fetch => break r,
-                    _ = sleep_until_opt(deadline) => self.expire(Instant::now()),
-                    _ = stop.changed() => return,
-                }
+            let Some(result) =
+                self.out.expire_while(self.client.fetch(index, wait), &mut stop).await
+            else {
+                return;
             };
             let seconds = started.elapsed().as_secs_f64();
             match result {
                 Ok(answer) => {
                     let outcome = if answer.index == index { "unchanged" } else { "changed" };
-                    self.metrics.consul_request(outcome, seconds);
+                    self.out.metrics().consul_request(outcome, seconds);
                     if !ever_ok {
                         log::info!("consul: first answer (index {})", answer.index);
                     } else if !last_ok {
@@ -186,10 +159,11 @@ impl Watcher {
                     index = next_index(index, answer.index);
                     index_offset = next_offset(index_offset, last_answer_index, answer.index);
                     last_answer_index = Some(answer.index);
-                    self.apply_answer(answer, index_offset, Instant::now());
+                    self.out
+                        .reading(reading(&answer, &self.settings, index_offset), Instant::now());
                 }
                 Err(err) => {
-                    self.metrics.consul_request(err.outcome(), seconds);
+                    self.out.metrics().consul_request(err.outcome(), seconds);
                     if last_ok {
                         log::warn!("consul: {err}");
                     } else {
@@ -199,154 +173,35 @@ impl Watcher {
                     // After an error, read at once rather than block: a Consul that came
                     // back may have changed while we were away.
                     index = 0;
-                    self.apply_error(&err, Instant::now());
-                    if !self.pause(backoff.next_delay(), &mut stop).await {
+                    self.out.error(&err.to_string(), Instant::now());
+                    if !self.out.pause(backoff.next_delay(), &mut stop).await {
                         return;
                     }
                 }
             }
         }
     }
-
-    /// Sleeps for `d` while keeping the staleness deadline; false when told to stop.
-    async fn pause(&self, d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-        let end = Instant::now() + d;
-        loop {
-            let deadline = self.stale_deadline();
-            tokio::select! {
-                _ = tokio::time::sleep_until(end) => return true,
-                _ = sleep_until_opt(deadline) => self.expire(Instant::now()),
-                _ = stop.changed() => return false,
-            }
-        }
-    }
-
-    /// When the last good state stops being served, if it still is.
-    fn stale_deadline(&self) -> Option<Instant> {
-        let s = self.state.borrow();
-        if is_down(&s.doc) {
-            return None;
-        }
-        let confirmed = s.confirmed?;
-        let credited = s.in_flight_until.map_or(confirmed, |u| u.max(confirmed));
-        Some(credited + self.settings.max_stale)
-    }
-
-    fn apply_answer(&self, answer: HealthAnswer, index_offset: u64, now: Instant) {
-        let choice =
-            choose_active(&answer.entries, &self.settings.service, &self.settings.active_tag);
-        let nodes = node_statuses(&answer.entries, &choice);
-        if !choice.refused_targets.is_empty() {
-            self.metrics.refused_targets.inc_by(choice.refused_targets.len() as u64);
-        }
-        self.metrics.active_candidates.set(choice.candidates.len() as i64);
-        let metrics = &self.metrics;
-        self.state.send_if_modified(|s| {
-            let candidates = choice.candidates.len() as u32;
-            let changed = s.doc.active != choice.active
-                || s.doc.reason != choice.reason
-                || s.doc.active_candidates != candidates;
-            let previous = s.doc.active.clone();
-            if changed {
-                s.doc.version = StateDoc::next_version(
-                    s.doc.version,
-                    index_offset.saturating_add(answer.index),
-                );
-                s.changed_at = now;
-                if s.doc.active != choice.active {
-                    metrics.active_changes.inc();
-                    match &choice.active {
-                        Some(a) => log::info!(
-                            "active Vault node is now {} ({}:{}), state version {}",
-                            a.node,
-                            a.address,
-                            a.port,
-                            s.doc.version
-                        ),
-                        None => log::warn!(
-                            "no active Vault node: {}, state version {}",
-                            choice.reason.as_deref().unwrap_or("unknown"),
-                            s.doc.version
-                        ),
-                    }
-                }
-                if candidates > 1 {
-                    log::warn!(
-                        "{candidates} nodes qualify as active ({}); chose {} (newest registration)",
-                        choice.candidates.join(", "),
-                        choice.candidates.first().map(String::as_str).unwrap_or("")
-                    );
-                }
-                for refused in &choice.refused_targets {
-                    log::warn!("refused redirect target {refused}");
-                }
-            }
-            s.doc.active = choice.active.clone();
-            s.doc.reason = choice.reason.clone();
-            s.doc.active_candidates = candidates;
-            s.doc.consul_index = answer.index;
-            s.index_offset = index_offset;
-            s.confirmed = Some(now);
-            s.in_flight_until = None;
-            s.consul_error = None;
-            s.candidates = choice.candidates.clone();
-            s.refused_targets = choice.refused_targets.clone();
-            s.known_leader = answer.known_leader;
-            s.nodes = nodes;
-            s.record_active_change(previous, now);
-            metrics.active_node.set(i64::from(s.doc.active.is_some()));
-            changed
-        });
-    }
-
-    fn apply_error(&self, err: &ConsulError, now: Instant) {
-        self.state.send_if_modified(|s| {
-            // An open blocking query counted as confirmation until it failed; keep that much.
-            s.confirmed = s.confirmed_at(now);
-            s.in_flight_until = None;
-            s.consul_error = Some(err.to_string());
-            if s.confirmed.is_none() && !is_down(&s.doc) {
-                // Nothing good to keep: say why at once.
-                set_down(s, now);
-                return true;
-            }
-            false
-        });
-    }
-
-    fn expire(&self, now: Instant) {
-        let metrics = &self.metrics;
-        let max_stale = self.settings.max_stale;
-        self.state.send_if_modified(|s| {
-            if is_down(&s.doc) {
-                return false;
-            }
-            if s.doc.active.is_some() {
-                metrics.active_changes.inc();
-            }
-            set_down(s, now);
-            metrics.active_node.set(0);
-            log::warn!(
-                "no good Consul answer for {}: no longer serving the last known active node (state version {})",
-                crate::duration::display(max_stale),
-                s.doc.version
-            );
-            true
-        });
-    }
 }
 
-fn is_down(doc: &StateDoc) -> bool {
-    doc.active.is_none() && doc.reason.as_deref() == Some(REASON_CONSUL_DOWN)
-}
-
-fn set_down(s: &mut Snapshot, now: Instant) {
-    let previous = s.doc.active.take();
-    s.doc.version = StateDoc::next_version(s.doc.version, s.version_index());
-    s.doc.reason = Some(REASON_CONSUL_DOWN.to_string());
-    s.doc.active_candidates = 0;
-    s.changed_at = now;
-    s.record_active_change(previous, now);
+/// What one health answer says, judged: the choice of the active node and every instance.
+pub fn reading(answer: &HealthAnswer, settings: &WatchSettings, index_offset: u64) -> Reading {
+    let choice = choose_active(&answer.entries, &settings.service, &settings.active_tag);
+    let nodes = node_statuses(&answer.entries, &choice);
+    let problems = if answer.known_leader {
+        Vec::new()
+    } else {
+        vec!["Consul reports no known leader (stale read)".to_string()]
+    };
+    Reading {
+        index: answer.index,
+        index_offset,
+        active: choice.active,
+        reason: choice.reason,
+        candidates: choice.candidates,
+        refused_targets: choice.refused_targets,
+        nodes,
+        problems,
+    }
 }
 
 /// The offset versions add to Consul's index, after an answer carrying `returned` when the

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use vault_redirect_core::state::LOCAL_EVENT_BITS;
 
-use crate::probes::not_ready_because;
+use crate::doc::readiness::not_ready_because;
 use crate::state::Snapshot;
 
 const LOW_MASK: u64 = (1 << LOCAL_EVENT_BITS) - 1;
@@ -79,7 +79,7 @@ mod tests {
     const MAX_STALE: Duration = Duration::from_secs(60);
 
     fn serving(index: u64, version: u64, now: Instant) -> Snapshot {
-        let mut s = Snapshot::initial(now);
+        let mut s = Snapshot::initial(now, crate::source::SourceKind::Consul);
         s.doc = StateDoc::none("x");
         s.doc.reason = None;
         s.doc.active =
@@ -115,7 +115,7 @@ mod tests {
             catch_up_version(&s, (20 << 16) + 5, MAX_STALE, now + Duration::from_secs(61)),
             None
         );
-        let mut starting = Snapshot::initial(now);
+        let mut starting = Snapshot::initial(now, crate::source::SourceKind::Consul);
         starting.doc.consul_index = 20;
         assert_eq!(catch_up_version(&starting, (20 << 16) + 5, MAX_STALE, now), None);
     }
