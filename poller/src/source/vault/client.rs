@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::decide::Endpoint;
 use super::health::{classify, read_leader, Health, Leader, MAX_BODY_BYTES};
-use super::settings::VaultConfigError;
+use crate::config::ConfigError;
 
 /// TLS towards Vault, as Vault's CLI reads it from its environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,16 +59,16 @@ pub struct ProbeClient {
     timeout: Duration,
 }
 
-fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, VaultConfigError> {
-    std::fs::read(path).map_err(|source| VaultConfigError::File {
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::File {
         what,
         path: path.to_path_buf(),
         source,
     })
 }
 
-fn pem_error(what: &'static str, path: &Path, why: impl ToString) -> VaultConfigError {
-    VaultConfigError::Pem { what, path: path.to_path_buf(), why: why.to_string() }
+fn pem_error(what: &'static str, path: &Path, why: impl ToString) -> ConfigError {
+    ConfigError::Pem { what, path: path.to_path_buf(), why: why.to_string() }
 }
 
 /// How the server's certificate is judged.
@@ -130,7 +130,7 @@ impl ServerCertVerifier for Verifier {
 }
 
 /// Builds rustls' client configuration from `tls`, reading and checking every file.
-pub fn tls_config(tls: &VaultTls) -> Result<rustls::ClientConfig, VaultConfigError> {
+pub fn tls_config(tls: &VaultTls) -> Result<rustls::ClientConfig, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     match &tls.cacert {
@@ -155,11 +155,11 @@ pub fn tls_config(tls: &VaultTls) -> Result<rustls::ClientConfig, VaultConfigErr
     } else {
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
-            .map_err(|e| VaultConfigError::Build(e.to_string()))?;
+            .map_err(|e| ConfigError::VaultClient(e.to_string()))?;
         let name = match &tls.server_name {
             Some(name) => Some(
                 ServerName::try_from(name.clone())
-                    .map_err(|_| VaultConfigError::ServerName(name.clone()))?,
+                    .map_err(|_| ConfigError::VaultServerName(name.clone()))?,
             ),
             None => None,
         };
@@ -168,7 +168,7 @@ pub fn tls_config(tls: &VaultTls) -> Result<rustls::ClientConfig, VaultConfigErr
     let verifier = Arc::new(Verifier { check, provider: provider.clone() });
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| VaultConfigError::Build(e.to_string()))?
+        .map_err(|e| ConfigError::VaultClient(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     match (&tls.client_cert, &tls.client_key) {
@@ -185,8 +185,8 @@ pub fn tls_config(tls: &VaultTls) -> Result<rustls::ClientConfig, VaultConfigErr
                 .map_err(|e| pem_error(KEY, key, e))?;
             builder.with_client_auth_cert(chain, key_der).map_err(|e| pem_error(KEY, key, e))
         }
-        (Some(_), None) => Err(VaultConfigError::ClientPair("VAULT_CLIENT_CERT")),
-        (None, Some(_)) => Err(VaultConfigError::ClientPair("VAULT_CLIENT_KEY")),
+        (Some(_), None) => Err(ConfigError::VaultClientPair("VAULT_CLIENT_CERT")),
+        (None, Some(_)) => Err(ConfigError::VaultClientPair("VAULT_CLIENT_KEY")),
         (None, None) => Ok(builder.with_no_client_auth()),
     }
 }
@@ -211,7 +211,7 @@ fn transport_error(e: &reqwest::Error, timeout: Duration) -> String {
 
 impl ProbeClient {
     /// A client whose every request (connect, TLS, answer, body) ends within `timeout`.
-    pub fn new(tls: &VaultTls, timeout: Duration) -> Result<ProbeClient, VaultConfigError> {
+    pub fn new(tls: &VaultTls, timeout: Duration) -> Result<ProbeClient, ConfigError> {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls_config(tls)?)
             .http1_only()
@@ -222,7 +222,7 @@ impl ProbeClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("vault-redirect-poller/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| VaultConfigError::Build(e.to_string()))?;
+            .map_err(|e| ConfigError::VaultClient(e.to_string()))?;
         Ok(ProbeClient { http, timeout })
     }
 

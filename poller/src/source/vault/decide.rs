@@ -132,13 +132,13 @@ pub enum Verdict {
 /// - Nodes answering 200 whose own `sys/leader` does not say `is_self: false` are the
 ///   candidates; among several (a handover seen half-done), the highest Raft committed index
 ///   wins (a deposed leader cannot commit), then the smallest `host:port`.
+/// - No candidate and no node answering at all: blind.
 /// - No candidate, and the served node answered something else: it is not active any more;
 ///   nothing is served.
 /// - No candidate, the served node unreachable, and no standby names another node or says it
 ///   knows no leader: blind (the served node may be active behind a partition).
-/// - No candidate and nothing served: when every node answered, Vault says there is no
-///   active node; when none answered, blind; otherwise no active node among those that
-///   answered.
+/// - No candidate and nothing served: no active node (among those that answered, or, when
+///   every node answered, Vault's own word for it).
 pub fn judge(round: &[NodeRound], served: Option<&str>) -> Verdict {
     let mut problems = Vec::new();
     let mut candidates: Vec<&NodeRound> = round
@@ -181,6 +181,16 @@ pub fn judge(round: &[NodeRound], served: Option<&str>) -> Verdict {
     }
     let summary = summary(round);
 
+    if unreachable.len() == round.len() {
+        let whys: Vec<String> = unreachable
+            .iter()
+            .map(|n| match &n.health {
+                Health::Unreachable(why) => format!("{}: {why}", n.name()),
+                _ => n.name(),
+            })
+            .collect();
+        return Verdict::Blind(format!("no Vault node answers ({})", whys.join("; ")));
+    }
     if let Some(served) = served {
         let served_node = round.iter().find(|n| n.name() == served);
         match served_node {
@@ -217,16 +227,6 @@ pub fn judge(round: &[NodeRound], served: Option<&str>) -> Verdict {
             }
             None => {}
         }
-    }
-    if unreachable.len() == round.len() {
-        let whys: Vec<String> = unreachable
-            .iter()
-            .map(|n| match &n.health {
-                Health::Unreachable(why) => format!("{}: {why}", n.name()),
-                _ => n.name(),
-            })
-            .collect();
-        return Verdict::Blind(format!("no Vault node answers ({})", whys.join("; ")));
     }
     let all = |h: &Health| round.iter().all(|n| &n.health == h);
     let reason = if all(&Health::Sealed) {
