@@ -157,6 +157,29 @@ async fn status_health_and_metrics_show_each_nodes_last_code_latency_and_error()
     assert_eq!(h["nodes"][1]["checks"]["sys/health"], "503 sealed");
     assert!(h["nodes"][2]["error"].is_string(), "{h}");
 
+    // The `status` subcommand prints the same rows: one column for the sys/health check,
+    // the latency and the error.
+    let addr = p.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_vault-redirect-poller"))
+            .args(["status", "--addr", &addr])
+            .env_remove("VAULT_REDIRECT_LISTEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{table}");
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    let header = table.lines().find(|l| l.starts_with("NODE")).unwrap_or_default();
+    for column in ["SYS/HEALTH", "LATENCY", "ERROR"] {
+        assert!(header.contains(column), "{column} not in {header:?}\n{table}");
+    }
+    for cell in ["vault ", "200 active", "503 sealed", "no answer", "Connection refused"] {
+        assert!(table.contains(cell), "{cell:?} not in\n{table}");
+    }
+
     let metrics = client().get(p.url("/metrics")).send().await.unwrap().text().await.unwrap();
     let a = cluster.addr("vault-a").unwrap();
     for needle in [

@@ -477,6 +477,12 @@ async fn vault_stack(cluster: &OpenBaoCluster, extra: &[String]) -> Result<BaoSt
     BaoStack::around(cluster, None, poller).await
 }
 
+/// The poller's state document now.
+async fn active_doc(stack: &BaoStack) -> Result<Value> {
+    let url = format!("http://{}/v1/active", stack.poller.addr);
+    Ok(vault_redirect_e2e::client()?.get(&url).send().await?.json().await?)
+}
+
 /// A port on 127.0.0.1 that answers every request with a 200 that is not Vault's, until the
 /// returned task is aborted.
 async fn garbage_port() -> Result<(String, tokio::task::JoinHandle<()>)> {
@@ -523,12 +529,22 @@ async fn the_vault_source_redirects_to_the_active_node_and_follows_a_step_down()
     assert_eq!(status["source"], "vault");
     assert!(rows[3..].iter().all(|r| r["active"] == false), "{status:#}");
 
+    // Versions come from the Raft committed index (docs/architecture.md): the high bits are
+    // an index the cluster has reached, and an election moves them up.
+    let doc_before = active_doc(&stack).await?;
+    let (index, version) = (doc_before["consul_index"].as_u64(), doc_before["version"].as_u64());
+    let (Some(index), Some(version)) = (index, version) else { bail!("{doc_before}") };
+    assert!(index > 0 && version >> 16 > 0 && version >> 16 <= index, "{doc_before}");
+
     let (stack, old, new) =
         failover(&mut cluster, stack, "vault source, step-down", async |c, _| {
             Ok(c.step_down_until_moved(5).await?.1)
         })
         .await?;
     assert_ne!(old, new);
+    let doc_after = active_doc(&stack).await?;
+    let after = doc_after["version"].as_u64().context("no version")?;
+    assert!(after >> 16 > version >> 16, "{doc_before} then {doc_after}");
     garbage_task.abort();
     stack.assert_no_failures()
 }
