@@ -285,3 +285,49 @@ async fn the_nodes_come_from_vault_redirect_vault_nodes_comma_separated() {
     }
     drop(child);
 }
+
+#[tokio::test]
+async fn each_round_asks_every_node_once_and_only_the_active_node_for_its_leader() {
+    let cluster = VaultCluster::start_three().await.unwrap();
+    let p = start_vault(&urls(&cluster, &["vault-a", "vault-b", "vault-c"]), &[]).await;
+    active_until(&p, WITHIN, |d| names_node(d, &cluster, "vault-a")).await;
+    cluster.clear_received();
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    p.stop().await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let count =
+        |name: &str, path: &str| cluster.received(name).iter().filter(|r| r.path == path).count();
+    let health: Vec<usize> =
+        ["vault-a", "vault-b", "vault-c"].iter().map(|n| count(n, "/v1/sys/health")).collect();
+    let leader: Vec<usize> =
+        ["vault-a", "vault-b", "vault-c"].iter().map(|n| count(n, "/v1/sys/leader")).collect();
+    eprintln!(
+        "vault source load at 50ms: sys/health {:?}, sys/leader {:?} in {seconds:.2}s \
+         ({:.1} requests/s to the active node, {:.1} to each standby)",
+        health,
+        leader,
+        (health[0] + leader[0]) as f64 / seconds,
+        health[1] as f64 / seconds
+    );
+    // Every node is probed in every round (a round cut by the stop may miss one answer).
+    let (min, max) = (health.iter().min().unwrap(), health.iter().max().unwrap());
+    assert!(*min > 0 && max - min <= 1, "{health:?}");
+    // sys/leader goes to the active node once per round, never to a standby while one is
+    // active.
+    assert!(health[0].abs_diff(leader[0]) <= 1, "{health:?} {leader:?}");
+    assert_eq!(&leader[1..], &[0, 0]);
+    // One kept-alive connection per node, not one per probe.
+    for n in ["vault-a", "vault-b", "vault-c"] {
+        let peers: std::collections::HashSet<_> =
+            cluster.received(n).iter().map(|r| r.peer).collect();
+        assert_eq!(peers.len(), 1, "{n}: {peers:?}");
+    }
+    // No other request reaches Vault: no token, no other path.
+    for n in ["vault-a", "vault-b", "vault-c"] {
+        for r in cluster.received(n) {
+            assert!(r.path == "/v1/sys/health" || r.path == "/v1/sys/leader", "{r:?}");
+            assert!(r.query.is_none() && r.header("x-vault-token").is_none(), "{r:?}");
+        }
+    }
+}
