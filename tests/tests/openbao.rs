@@ -550,6 +550,26 @@ async fn the_vault_source_redirects_to_the_active_node_and_follows_a_step_down()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_source_keeps_a_frozen_active_node_until_another_answers_200() -> Result<()> {
+    let mut cluster = openbao::shared().await?;
+    let stack = vault_stack(&cluster, &[]).await?;
+    // SIGSTOP: the node keeps its sockets and answers nothing; the standbys name it until
+    // Raft elects another leader, so the poller keeps it (it may be active behind a partition)
+    // and moves as soon as another node answers 200. Resumed, the old node must not come
+    // back: the new leader's Raft committed index is higher.
+    let (stack, old, new) =
+        failover(&mut cluster, stack, "vault source, SIGSTOP", async |c, old| {
+            c.pause(old).await?;
+            let new = c.wait_for_active(Duration::from_secs(60)).await?;
+            c.resume(old)?;
+            Ok(new)
+        })
+        .await?;
+    assert_ne!(old, new);
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_node_sealed_the_vault_source_answers_503_with_retry_after_and_vaults_json(
 ) -> Result<()> {
     let mut cluster = openbao::shared().await?;
