@@ -146,6 +146,7 @@ async fn status_health_and_metrics_show_each_nodes_last_code_latency_and_error()
     assert_eq!(check(1), "503 sealed");
     assert_eq!(check(2), "no answer");
     assert_eq!(rows[0]["active"], true);
+    assert_eq!(rows[0]["labels"], serde_json::json!([format!("api_addr={}", nodes[0])]));
     assert!(rows.iter().all(|r| r["latency_ms"].is_u64()), "{s}");
     assert!(rows[2]["error"].as_str().unwrap().contains("cannot connect"), "{s}");
     assert!(rows[0]["error"].is_null());

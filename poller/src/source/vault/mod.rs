@@ -7,8 +7,7 @@
 //! - `decide`: the round's verdict and its index (pure).
 //! - `client`: the HTTP probes, TLS from Vault's own environment names.
 //! - `round`: one probe round over every node at once.
-//! - `settings`: the flags and their checks.
-//!
+//! - `settings`: its flags (`VaultArgs` in `config`) read into nodes and TLS.
 //! - this module: the loop, a round every `--vault-probe-interval`, judged and published as
 //!   a reading (Vault answered) or an error (the poller cannot see Vault); it remembers
 //!   between rounds each node's `api_addr`, the node served and the round index.
@@ -78,11 +77,12 @@ impl Source for VaultSource {
 fn row(
     node: &NodeRound,
     measured: &Measured,
+    api_addr: Option<&Endpoint>,
     candidates: &[String],
     served: Option<&str>,
 ) -> NodeStatus {
     let name = node.probe.authority();
-    let via = node.known_api_addr.as_ref().unwrap_or(&node.probe);
+    let via = api_addr.unwrap_or(&node.probe);
     let status = match (measured.probe.code, &node.health) {
         (Some(code), Health::Unreachable(_)) => format!("{code} (not Vault's answer)"),
         (Some(code), h) => format!("{code} {}", h.name().replace('_', " ")),
@@ -92,7 +92,7 @@ fn row(
         node: name.clone(),
         address: via.host.clone(),
         port: via.port,
-        labels: node.known_api_addr.iter().map(|a| format!("api_addr={}", a.url())).collect(),
+        labels: api_addr.iter().map(|a| format!("api_addr={}", a.url())).collect(),
         checks: vec![NodeCheck {
             name: "sys/health".into(),
             status,
@@ -106,6 +106,22 @@ fn row(
         candidate: candidates.contains(&name),
         active: served == Some(name.as_str()),
     }
+}
+
+/// The status page's rows after a round, with each node's `api_addr` as known now.
+fn rows(
+    round: &[NodeRound],
+    measured: &[Measured],
+    api_addrs: &[Option<Endpoint>],
+    candidates: &[String],
+    served: Option<&str>,
+) -> Vec<NodeStatus> {
+    round
+        .iter()
+        .zip(measured)
+        .zip(api_addrs)
+        .map(|((n, m), api)| row(n, m, api.as_ref(), candidates, served))
+        .collect()
 }
 
 impl VaultSource {
@@ -172,11 +188,7 @@ impl VaultSource {
                     index =
                         round_index(index, &round, active.as_ref().map(|c| c.node.node.as_str()));
                     served = active.as_ref().map(|c| c.node.node.clone());
-                    let nodes = round
-                        .iter()
-                        .zip(&measured)
-                        .map(|(n, m)| row(n, m, &candidates, served.as_deref()))
-                        .collect();
+                    let nodes = rows(&round, &measured, &api_addrs, &candidates, served.as_deref());
                     out.reading(
                         Reading {
                             index,
@@ -199,11 +211,7 @@ impl VaultSource {
                         log::warn!("vault: cannot see the cluster: {why}");
                         blind_logged = true;
                     }
-                    let nodes = round
-                        .iter()
-                        .zip(&measured)
-                        .map(|(n, m)| row(n, m, &[], served.as_deref()))
-                        .collect();
+                    let nodes = rows(&round, &measured, &api_addrs, &[], served.as_deref());
                     out.nodes(nodes);
                     out.error(&why, now);
                 }
