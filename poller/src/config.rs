@@ -349,7 +349,7 @@ pub enum ConfigError {
     #[error("cannot build the Vault client: {0}")]
     VaultClient(String),
     /// The source asked for is not built into this poller yet.
-    #[error("--source {0} is not available in this build; use --source consul")]
+    #[error("--source {0} is not available in this build; use --source consul or --source vault")]
     SourceNotAvailable(&'static str),
     /// The two listen addresses are the same.
     #[error("--listen and --redirect-listen are both {0}; use two addresses")]

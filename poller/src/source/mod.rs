@@ -75,7 +75,8 @@ mod tests {
         let err = config.and_then(|c| build(&c).map(|_| ()).map_err(|e| e.to_string()));
         assert_eq!(
             err,
-            Err("--source kubernetes is not available in this build; use --source consul".into())
+            Err("--source kubernetes is not available in this build; use --source consul or --source vault"
+                .into())
         );
         let vault = parse(&["--source", "vault", "--vault-node", "http://127.0.0.2:8200"]);
         let info = vault
