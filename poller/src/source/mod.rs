@@ -13,6 +13,7 @@
 
 pub mod consul;
 mod publisher;
+pub mod vault;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,8 +53,9 @@ pub trait Source: Send + 'static {
 pub fn build(config: &Config) -> Result<Box<dyn Source>, ConfigError> {
     match config.source {
         SourceKind::Consul => Ok(Box::new(consul::ConsulSource::new(config)?)),
-        other @ (SourceKind::Vault | SourceKind::Kubernetes) => {
-            Err(ConfigError::SourceNotAvailable(other.name()))
+        SourceKind::Vault => Ok(Box::new(vault::VaultSource::new(config)?)),
+        SourceKind::Kubernetes => {
+            Err(ConfigError::SourceNotAvailable(SourceKind::Kubernetes.name()))
         }
     }
 }
@@ -65,18 +67,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn consul_is_the_default_and_the_sources_to_come_are_refused_by_name() {
+    fn consul_is_the_default_vault_builds_and_kubernetes_is_refused_by_name() {
         let parse = |args: &[&str]| Config::try_parse_from([&["p"], args].concat());
         let config = parse(&[]).map_err(|e| e.to_string());
         assert_eq!(config.map(|c| c.source), Ok(SourceKind::Consul));
-        for name in ["vault", "kubernetes"] {
-            let config = parse(&["--source", name]).map_err(|e| e.to_string());
-            let err = config.and_then(|c| build(&c).map(|_| ()).map_err(|e| e.to_string()));
-            assert_eq!(
-                err,
-                Err(format!("--source {name} is not available in this build; use --source consul"))
-            );
-        }
+        let config = parse(&["--source", "kubernetes"]).map_err(|e| e.to_string());
+        let err = config.and_then(|c| build(&c).map(|_| ()).map_err(|e| e.to_string()));
+        assert_eq!(
+            err,
+            Err("--source kubernetes is not available in this build; use --source consul or --source vault"
+                .into())
+        );
+        let vault = parse(&["--source", "vault", "--vault-node", "http://127.0.0.2:8200"]);
+        let info = vault
+            .map_err(|e| e.to_string())
+            .and_then(|c| build(&c).map(|s| s.info()).map_err(|e| e.to_string()));
+        assert_eq!(
+            info.map(|i| (i.kind, i.endpoint)),
+            Ok((SourceKind::Vault, "http://127.0.0.2:8200".into()))
+        );
         assert!(parse(&["--source", "etcd"]).is_err());
     }
 }
