@@ -155,12 +155,13 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32)
     });
 }
 
-/// `proxy_on_request_headers`: the whole of a request's work.
+/// `proxy_on_request_headers`: the whole of a request's work. (`end_of_stream` is an i32 on the
+/// wire; taken as `u32`, since a host passing anything but 0 or 1 must not make a `bool` invalid.)
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(
     context_id: u32,
     _num_headers: usize,
-    _end_of_stream: bool,
+    _end_of_stream: u32,
 ) -> Action {
     let root_context_id =
         CREATED.with(|created| created.try_borrow().ok().and_then(|r| r.root_of(context_id)));

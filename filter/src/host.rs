@@ -231,7 +231,8 @@ fn serialize_headers_into(out: &mut Vec<u8>, headers: &[(&str, &[u8])]) {
 
 thread_local! {
     /// The serialised headers of local responses, kept between requests: a request costs no
-    /// allocation for them once the buffer has grown to the largest answer.
+    /// allocation for them once the buffer has grown to the largest answer (bounded: a
+    /// `Location` holds at most an 8 KiB path).
     static RESPONSE_HEADERS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -2,7 +2,7 @@
 //! they can be tracked per commit: `cargo bench -p host-test --bench fuel`.
 //! Wall-clock times are printed too, for information only: they are not deterministic.
 //!
-//! It builds the filter's release `.wasm` first (a no-op when it is up to date), so it runs
+//! It builds the shipped `.wasm` first (scripts/build.sh, a no-op when up to date), so it runs
 //! from a clean clone and always measures the sources it sits next to.
 
 use std::process::ExitCode;
