@@ -5,7 +5,9 @@
 //! unpacks to a root holding only a static binary, a CA bundle and the non-root user, and that
 //! binary reports this workspace's version and commit, lists every flag the poller has, and
 //! serves the active node from a Consul double; the Kubernetes manifests name both images by
-//! tag and by the digest in the layouts.
+//! tag and by the digest in the layouts; real Envoy fetches the released .wasm over HTTP with
+//! the SHA-256 from SHA256SUMS (docs/install.md, "Plain Envoy") and redirects with it, and
+//! refuses it under another hash.
 //!
 //! Like the end-to-end tests, this reads a built release and never builds one: when it is
 //! missing or stale, the error says to run scripts/release.sh.
@@ -13,13 +15,16 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
+use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::{binary, Poller};
-use vault_redirect_e2e::{free_addr, target_dir, wait_for, workspace_root};
+use vault_redirect_e2e::{client, free_addr, location, target_dir, wait_for, workspace_root};
 
 /// The workspace's version, the one in Cargo.toml (this crate inherits it).
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -379,5 +384,104 @@ fn the_kubernetes_manifests_name_both_images_by_tag_and_the_digest_built() -> Re
         assert!(name.ends_with(&tag), "{file} names {name}, not the tag {VERSION}");
         assert_eq!(at, digest.as_str(), "{file}: the digest is not the built image's");
     }
+    Ok(())
+}
+
+/// A web server on 127.0.0.1 serving one file at `/<name>`, counting the downloads; it stops
+/// with the test's runtime.
+async fn serve_file(name: &str, body: Vec<u8>) -> Result<(std::net::SocketAddr, Arc<AtomicUsize>)> {
+    let downloads = Arc::new(AtomicUsize::new(0));
+    let counter = downloads.clone();
+    let app = axum::Router::new().route(
+        &format!("/{name}"),
+        axum::routing::get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            async move { body }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((addr, downloads))
+}
+
+/// envoy/envoy.yaml.tmpl with the module fetched from `uri` (checked against `sha256`) instead
+/// of read from a file, and the cluster that reaches the web server: the snippet of
+/// docs/install.md, "Plain Envoy".
+fn remote_template(
+    dir: &Path,
+    uri: &str,
+    server: std::net::SocketAddr,
+    sha256: &str,
+) -> Result<String> {
+    let template = std::fs::read_to_string(workspace_root().join("envoy/envoy.yaml.tmpl"))?;
+    let local =
+        "                  code:\n                    local: { filename: \"{{WASM_PATH}}\" }\n";
+    ensure!(
+        template.contains(local),
+        "envoy/envoy.yaml.tmpl no longer loads the module from a file"
+    );
+    let remote = format!(
+        "                  code:\n                    remote:\n                      http_uri: {{ uri: \"{uri}\", cluster: wasm_downloads, timeout: 10s }}\n                      sha256: \"{sha256}\"\n                      retry_policy: {{ num_retries: 1 }}\n"
+    );
+    let cluster = format!(
+        "  clusters:\n  - name: wasm_downloads\n    type: STATIC\n    load_assignment:\n      cluster_name: wasm_downloads\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: \"{}\", port_value: {} }} }} }}\n",
+        server.ip(),
+        server.port()
+    );
+    ensure!(template.contains("\n  clusters:\n"), "envoy/envoy.yaml.tmpl has no clusters");
+    let rendered =
+        template.replace(local, &remote).replacen("\n  clusters:\n", &format!("\n{cluster}"), 1);
+    let path = dir.join(format!("remote-{sha256}.yaml.tmpl"));
+    std::fs::write(&path, rendered)?;
+    Ok(path_str(&path)?.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_fetches_the_released_wasm_by_its_checksum_and_refuses_another() -> Result<()> {
+    let dist = dist()?;
+    let sums = std::fs::read_to_string(dist.join("SHA256SUMS"))?;
+    let sha256 = sums
+        .lines()
+        .find_map(|l| l.strip_suffix("  vault_redirect_filter.wasm"))
+        .context("no vault_redirect_filter.wasm line in SHA256SUMS")?;
+    let wasm = std::fs::read(dist.join("vault_redirect_filter.wasm"))?;
+    let (server, downloads) = serve_file("vault_redirect_filter.wasm", wasm).await?;
+    let uri = format!("http://{server}/vault_redirect_filter.wasm");
+    let scratch = Scratch::new()?;
+
+    let consul =
+        ConsulDouble::start(vec![VaultNode::new("vault-a", "127.0.0.2", 8200, Role::Active)])
+            .await?;
+    let poller = Poller::start(&consul.url(), &[]).await?;
+    let mut opts = EnvoyOptions::new(poller.addr);
+    opts.template = remote_template(&scratch.0, &uri, server, sha256)?;
+    let envoy = Envoy::start(opts.clone()).await?;
+    let http = client()?;
+    let url = envoy.url("/v1/sys/health");
+    let answer = wait_for("a 307 from the fetched filter", Duration::from_secs(15), || async {
+        location(&http, &url).await.ok().filter(|(s, _)| *s == 307)
+    })
+    .await?;
+    assert_eq!(answer.1.as_deref(), Some("http://127.0.0.2:8200/v1/sys/health"));
+    assert!(downloads.load(Ordering::SeqCst) >= 1, "Envoy never fetched the module");
+    drop(envoy);
+
+    // Another hash: Envoy downloads the module, will not load it, and fails closed (a bare
+    // 503, not the filter's Vault-shaped one, which has a body and Retry-After).
+    let wrong = format!("{:0>64}", "0");
+    opts.template = remote_template(&scratch.0, &uri, server, &wrong)?;
+    let before = downloads.load(Ordering::SeqCst);
+    let envoy = Envoy::start(opts).await?;
+    wait_for("Envoy to give up on the module", Duration::from_secs(15), || async {
+        envoy.proc.log_tail(200).contains("Plugin vault_redirect failed to load").then_some(())
+    })
+    .await?;
+    let r = http.get(envoy.url("/v1/sys/health")).send().await?;
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().get("location").is_none() && r.headers().get("retry-after").is_none());
+    assert_eq!(r.text().await?, "", "the filter answered: it ran under another hash");
+    assert!(downloads.load(Ordering::SeqCst) > before, "Envoy did not fetch the module");
     Ok(())
 }
