@@ -55,6 +55,8 @@ command -v skopeo >/dev/null || operator_pkgs+=(skopeo)
 command -v musl-gcc >/dev/null || operator_pkgs+=(musl-tools)
 command -v aarch64-linux-gnu-gcc >/dev/null || operator_pkgs+=(gcc-aarch64-linux-gnu)
 [ -f /usr/aarch64-linux-gnu/include/stdint.h ] || operator_pkgs+=(libc6-dev-arm64-cross)
+# A registry the release test pushes the layouts to, on 127.0.0.1 (the test starts its own).
+command -v docker-registry >/dev/null || operator_pkgs+=(docker-registry)
 if [ ${#operator_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${operator_pkgs[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive
@@ -62,6 +64,11 @@ if [ ${#operator_pkgs[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || apt_get=(sudo "${apt_get[@]}")
   "${apt_get[@]}" update -qq
   "${apt_get[@]}" install -y -qq --no-install-recommends "${operator_pkgs[@]}" >/dev/null
+  # Debian's package enables a registry service on :5000; the tests need none of it running.
+  if [[ " ${operator_pkgs[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
+    as_root=(); [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    "${as_root[@]}" systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 # Real Vault clients in the end-to-end tests (issue 7): Python's hvac (requests underneath)

@@ -7,7 +7,9 @@
 //! serves the active node from a Consul double; the Kubernetes manifests name both images by
 //! tag and by the digest in the layouts; real Envoy fetches the released .wasm over HTTP with
 //! the SHA-256 from SHA256SUMS (docs/install.md, "Plain Envoy") and redirects with it, and
-//! refuses it under another hash.
+//! refuses it under another hash; the layouts pushed to a real registry (Debian's
+//! docker-registry) with the commands of docs/install.md keep the digests the manifests name,
+//! and the filter pulled by that digest, the way Istio does, is the released .wasm.
 //!
 //! Like the end-to-end tests, this reads a built release and never builds one: when it is
 //! missing or stale, the error says to run scripts/release.sh.
@@ -24,6 +26,7 @@ use serde_json::Value;
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::{binary, Poller};
+use vault_redirect_e2e::proc::Proc;
 use vault_redirect_e2e::{client, free_addr, location, target_dir, wait_for, workspace_root};
 
 /// The workspace's version, the one in Cargo.toml (this crate inherits it).
@@ -71,12 +74,13 @@ fn path_str(p: &Path) -> Result<&str> {
     p.to_str().with_context(|| format!("{} is not UTF-8", p.display()))
 }
 
-/// A scratch directory under target/, removed when the test ends, however it ends.
+/// A scratch directory under target/, one per test (they run in parallel), removed when the
+/// test ends, however it ends.
 struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> Result<Scratch> {
-        let dir = target_dir().join(format!("release-test-{}", std::process::id()));
+    fn new(test: &str) -> Result<Scratch> {
+        let dir = target_dir().join(format!("release-test-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         Ok(Scratch(dir))
@@ -208,7 +212,7 @@ fn the_filter_image_is_the_wasm_compat_variant_istio_pulls_holding_the_released_
     let config = json(&run("skopeo", &["inspect", "--config", &image], None)?)?;
     assert_eq!(config["config"]["Labels"]["org.opencontainers.image.version"], VERSION);
 
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new("filter")?;
     // The layers only: umoci's runtime bundle has no meaning for a wasip1/wasm image.
     let rootfs = scratch.0.join("filter");
     let image = format!("{}:{VERSION}", path_str(&layout)?);
@@ -270,7 +274,7 @@ async fn the_poller_image_runs_its_static_binary_as_a_non_root_user_from_scratch
     assert!(env.contains(&"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"), "{env:?}");
 
     // From scratch: the root holds the binary, the CA bundle and the user, nothing else.
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new("poller")?;
     let bundle = scratch.0.join("poller");
     let runtime = unpack_bundle(&layout, &format!("{VERSION}-amd64"), &bundle)?;
     eprintln!("{runtime:#}");
@@ -449,7 +453,7 @@ async fn envoy_fetches_the_released_wasm_by_its_checksum_and_refuses_another() -
     let wasm = std::fs::read(dist.join("vault_redirect_filter.wasm"))?;
     let (server, downloads) = serve_file("vault_redirect_filter.wasm", wasm).await?;
     let uri = format!("http://{server}/vault_redirect_filter.wasm");
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new("envoy")?;
 
     let consul =
         ConsulDouble::start(vec![VaultNode::new("vault-a", "127.0.0.2", 8200, Role::Active)])
@@ -483,5 +487,103 @@ async fn envoy_fetches_the_released_wasm_by_its_checksum_and_refuses_another() -
     assert!(r.headers().get("location").is_none() && r.headers().get("retry-after").is_none());
     assert_eq!(r.text().await?, "", "the filter answered: it ran under another hash");
     assert!(downloads.load(Ordering::SeqCst) > before, "Envoy did not fetch the module");
+    Ok(())
+}
+
+/// A local registry (Debian's docker-registry, the CNCF distribution registry) on 127.0.0.1,
+/// storing into `dir`; it stops when the handle drops.
+async fn registry(dir: &Path) -> Result<(Proc, String)> {
+    let addr = free_addr()?;
+    let config = dir.join("registry.yml");
+    let storage = dir.join("registry");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog: {{ level: warn }}\nstorage:\n  filesystem: {{ rootdirectory: \"{}\" }}\nhttp:\n  addr: {addr}\n",
+            path_str(&storage)?
+        ),
+    )?;
+    let proc = Proc::spawn(
+        "registry",
+        Path::new("docker-registry"),
+        &["serve".to_string(), path_str(&config)?.to_string()],
+        &[],
+    )
+    .context("starting docker-registry (scripts/setup.sh installs it)")?;
+    let http = client()?;
+    let base = format!("http://{addr}/v2/");
+    wait_for("the registry's /v2/", Duration::from_secs(15), || async {
+        http.get(&base).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    })
+    .await?;
+    Ok((proc, addr.to_string()))
+}
+
+/// The SHA-256 digest of what the registry answers for `reference`.
+fn registry_digest(reference: &str) -> Result<String> {
+    let out = run(
+        "sh",
+        &["-c", "skopeo inspect --tls-verify=false --raw \"$0\" | sha256sum", reference],
+        None,
+    )?;
+    Ok(format!("sha256:{}", out.split_whitespace().next().context("sha256sum output")?))
+}
+
+/// The digest after `@` in the `key:` line of a released manifest.
+fn released_digest(dist: &Path, file: &str, key: &str) -> Result<String> {
+    let text = std::fs::read_to_string(dist.join("k8s").join(file))?;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(key))
+        .with_context(|| format!("no {key} line in k8s/{file}"))?;
+    Ok(line.rsplit_once('@').context("no digest")?.1.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layouts_pushed_to_a_registry_keep_the_digests_the_manifests_name() -> Result<()> {
+    let dist = dist()?;
+    let scratch = Scratch::new("registry")?;
+    let (_registry, addr) = registry(&scratch.0).await?;
+    let repo = format!("{addr}/vault-redirect");
+
+    // docs/install.md's commands, with TLS off for this local registry.
+    for (image, all) in [("poller", true), ("filter", false)] {
+        let from = format!("oci:{}:{VERSION}", path_str(&dist.join("oci").join(image))?);
+        let to = format!("docker://{repo}/{image}:{VERSION}");
+        let mut args = vec!["copy", "--preserve-digests", "--dest-tls-verify=false"];
+        if all {
+            args.push("--all");
+        }
+        args.extend([from.as_str(), to.as_str()]);
+        run("skopeo", &args, None)?;
+    }
+    let poller = released_digest(&dist, "poller.yaml", "image:")?;
+    let filter = released_digest(&dist, "wasmplugin.yaml", "url:")?;
+    assert_eq!(registry_digest(&format!("docker://{repo}/poller:{VERSION}"))?, poller);
+    assert_eq!(registry_digest(&format!("docker://{repo}/filter:{VERSION}"))?, filter);
+
+    // Pulled by the WasmPlugin's digest, as Istio does: the last layer, gunzipped, untarred,
+    // holds plugin.wasm, the released module.
+    let pulled = scratch.0.join("pulled");
+    let from = format!("docker://{repo}/filter@{filter}");
+    let to = format!("dir:{}", path_str(&pulled)?);
+    run("skopeo", &["copy", "--src-tls-verify=false", &from, &to], None)?;
+    let manifest = json(&std::fs::read_to_string(pulled.join("manifest.json"))?)?;
+    let layer = manifest["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l["digest"].as_str())
+        .context("no layer in the pulled manifest")?;
+    let blob = pulled.join(layer.trim_start_matches("sha256:"));
+    let out = Command::new("tar").arg("-xzOf").arg(&blob).arg("plugin.wasm").output()?;
+    ensure!(
+        out.status.success(),
+        "no plugin.wasm in the layer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == std::fs::read(dist.join("vault_redirect_filter.wasm"))?,
+        "the pulled plugin.wasm is not the released vault_redirect_filter.wasm"
+    );
     Ok(())
 }
