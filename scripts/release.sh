@@ -10,8 +10,8 @@
 #   k8s/         deploy/k8s with both images named by tag and digest
 #   SHA256SUMS   every file above
 # No container daemon: layers are tar archives written here, umoci assembles the layouts.
-# Reproducible: every timestamp is SOURCE_DATE_EPOCH (default: the commit's time), so the same
-# commit and the same binaries give the same digests.
+# Reproducible: every timestamp is SOURCE_DATE_EPOCH (default: the commit's time) and source
+# paths in the binaries are remapped, so one commit gives the same digests on every run.
 #
 # Environment: VAULT_REDIRECT_ARCHES (default "x86_64 aarch64"), VAULT_REDIRECT_DIST (default
 # target/dist), VAULT_REDIRECT_REGISTRY (where the k8s manifests say the images live; default
@@ -64,6 +64,11 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
 export CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
 
+# Rust writes source paths into the binary (panic locations); mapped to fixed names, the
+# checkout's and Cargo's home directories do not change the bytes from machine to machine.
+rustflags="${RUSTFLAGS:-} --remap-path-prefix=$PWD=/vault-redirect"
+rustflags+=" --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+
 installed_targets=$(rustup target list --installed)
 for arch in $arches; do
   target=${rust_target[$arch]:-}
@@ -71,7 +76,7 @@ for arch in $arches; do
   grep -qx "$target" <<<"$installed_targets" || rustup target add "$target"
   # Only this build gets the commit from here: the dev builds (scripts/build.sh) take it
   # from git, so they do not rebuild each time the two disagree on -dirty.
-  VAULT_REDIRECT_GIT_COMMIT=$commit \
+  VAULT_REDIRECT_GIT_COMMIT=$commit RUSTFLAGS=$rustflags \
     cargo build --quiet --profile release-stripped -p vault-redirect-poller --target "$target"
   cp "target/$target/release-stripped/vault-redirect-poller" \
     "$dist/vault-redirect-poller-$version-$arch-linux-musl"
