@@ -46,6 +46,11 @@ export SOURCE_DATE_EPOCH
 created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 echo "release: vault-redirect $version (commit $commit) into $dist"
 
+# Only ever remove an earlier release (or an empty directory), whatever VAULT_REDIRECT_DIST says.
+if [ -e "$dist" ] && [ -n "$(ls -A "$dist")" ] && [ ! -d "$dist/oci" ]; then
+  echo "release: $dist holds something other than a release; not removing it" >&2
+  exit 1
+fi
 rm -rf "$dist"
 mkdir -p "$dist/oci" "$dist/k8s"
 work=$(mktemp -d)
@@ -82,8 +87,8 @@ for arch in $arches; do
     "$dist/vault-redirect-poller-$version-$arch-linux-musl"
 done
 
-# One layer from a directory: a tar with fixed order, owners and times (gzip -n: no name or
-# time in the header), so its digest depends on the content only.
+# One layer from a directory: a tar with fixed order, owners and times, so its digest (and
+# that of umoci's compression of it) depends on the content only.
 layer() { # DIR OUT.tar
   (cd "$1" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | LC_ALL=C sort) >"$work/top"
   tar --create --file "$2" --directory "$1" --sort=name --format=gnu \
