@@ -20,6 +20,7 @@ pub mod config;
 pub mod consul;
 pub mod duration;
 pub mod front;
+pub mod kubernetes;
 pub mod metrics;
 pub mod probes;
 pub mod redirect;
