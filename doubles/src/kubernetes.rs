@@ -160,7 +160,8 @@ struct Inner {
     namespace: String,
     pods: BTreeMap<String, Stored>,
     rv: u64,
-    /// Changes after `floor`, oldest first; a watch from below `floor` is too old.
+    /// Every change, oldest first (open watches read on from it); a watch asked for from
+    /// below `floor` is too old.
     history: VecDeque<Change>,
     floor: u64,
     tokens: HashSet<String>,
@@ -354,12 +355,10 @@ impl KubeApiDouble {
         })
     }
 
-    /// Compacts the history: a watch from any version before now is too old (410).
+    /// Compacts the history: a watch asking for any version before now is too old (410).
+    /// Open watches go on (the API server feeds them from its watch cache).
     pub fn compact(&self) {
-        self.mutate(|inner| {
-            inner.floor = inner.rv;
-            inner.history.clear();
-        });
+        self.mutate(|inner| inner.floor = inner.rv);
     }
 
     /// Sends every open watch an `ERROR` event with a 410 `Expired` Status and ends it, as the
@@ -368,7 +367,6 @@ impl KubeApiDouble {
         self.mutate(|inner| {
             inner.expiries += 1;
             inner.floor = inner.rv;
-            inner.history.clear();
         });
     }
 
@@ -1002,11 +1000,6 @@ impl WatchStream {
             return;
         }
         if inner.expiries != self.expiries {
-            self.queue.push_back(Next::Line(too_old_event(self.cursor, inner.rv)));
-            self.queue.push_back(Next::End);
-            return;
-        }
-        if self.cursor < inner.floor {
             self.queue.push_back(Next::Line(too_old_event(self.cursor, inner.rv)));
             self.queue.push_back(Next::End);
             return;

@@ -2,7 +2,8 @@
 //! patches on them (`vault-active`, `vault-sealed`, ...; `openbao-` for OpenBao), watched
 //! through the API server, as the source of truth for the active node.
 //!
-//! It owns the source's flags (`flags`), the pure choice of the active pod (`pods`) and the
+//! It owns the source's flags (`flags`), the connection to the API server (`cluster`), the
+//! list-and-watch loop (`source`), the pure choice of the active pod (`pods`) and the
 //! versions of the states it learns (below). It must never compare resource versions for
 //! order: they are opaque strings, good only for equality and for resuming a watch.
 //!
@@ -26,5 +27,7 @@
 //! - So a replica must not step its version up to a filter's (the Consul source's Lamport
 //!   step): a higher time on another replica does not mean this replica has seen that data.
 
+pub mod cluster;
 pub mod flags;
 pub mod pods;
+pub mod source;
