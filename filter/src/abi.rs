@@ -27,7 +27,7 @@ use proxy_wasm::types::{Action, LogLevel};
 
 use crate::host;
 use crate::request;
-use crate::root::{Root, Shared};
+use crate::root::{Root, WorkerState};
 
 /// Request contexts remembered between their creation and their request headers. Envoy makes
 /// the two calls back to back for a stream; any size above one only adds slack for a host that
@@ -96,19 +96,19 @@ fn with_root<T>(context_id: u32, callback: &str, neutral: T, f: impl FnOnce(&mut
 
 /// What a request of `root_context_id` reads: that root's state, else the newest configured
 /// root's (a request context the ring lost), else a placeholder that answers 503.
-fn shared_for(context_id: u32, root_context_id: Option<u32>) -> Rc<Shared> {
+fn state_for(context_id: u32, root_context_id: Option<u32>) -> Rc<WorkerState> {
     let found = ROOTS.with(|roots| {
         let roots = roots.try_borrow().ok()?;
         let by_id = root_context_id
-            .and_then(|id| roots.iter().find(|r| r.context_id() == id)?.shared().cloned());
-        by_id.or_else(|| roots.iter().rev().find_map(|r| r.shared().cloned()))
+            .and_then(|id| roots.iter().find(|r| r.context_id() == id)?.worker_state().cloned());
+        by_id.or_else(|| roots.iter().rev().find_map(|r| r.worker_state().cloned()))
     });
     found.unwrap_or_else(|| {
         host::log(
             LogLevel::Warn,
             &format!("#{context_id} request before any configuration: answering 503"),
         );
-        Rc::new(Shared::unconfigured())
+        Rc::new(WorkerState::unconfigured())
     })
 }
 
@@ -144,8 +144,8 @@ pub extern "C" fn vault_redirect_on_request_headers(
     _end_of_stream: bool,
 ) -> Action {
     let root_context_id = CREATED.with(|created| created.get().root_of(context_id));
-    let shared = shared_for(context_id, root_context_id);
-    request::on_request_headers(context_id, &shared)
+    let state = state_for(context_id, root_context_id);
+    request::on_request_headers(context_id, &state)
 }
 
 /// `proxy_on_vm_start`: nothing to do (the VM configuration is unused).

@@ -28,8 +28,11 @@ const CLUSTER_GRACE_MS: u64 = 5_000;
 /// An answer without a new version faster than this did not wait: the next poll is delayed.
 const QUICK_ANSWER_MS: u64 = 1_000;
 
-/// What the root context shares with this worker's requests.
-pub struct Shared {
+/// This worker's memory for one plugin configuration: what its root context keeps and its
+/// requests read (the configuration, the view, metric ids, request counts). It lives in the
+/// worker's own VM and is never shared with other workers; what is shared across workers is
+/// Envoy's shared data, which the root context reads and writes (see `sync`).
+pub struct WorkerState {
     pub(crate) config: FilterConfig,
     pub(crate) view: RefCell<View>,
     pub(crate) metrics: Metrics,
@@ -37,11 +40,11 @@ pub struct Shared {
     pub(crate) counts: RequestCounts,
 }
 
-impl Shared {
+impl WorkerState {
     /// What requests see before any configuration: no state, so every request gets a 503.
     /// Envoy never sends requests to an unconfigured plugin; a host that did gets answers.
     pub fn unconfigured() -> Self {
-        Shared {
+        WorkerState {
             config: FilterConfig::unconfigured(),
             view: RefCell::new(View::unknown()),
             metrics: Metrics::default(),
@@ -61,7 +64,7 @@ struct InFlight {
 /// The root context of one worker.
 pub struct Root {
     context_id: u32,
-    shared: Option<Rc<Shared>>,
+    worker: Option<Rc<WorkerState>>,
     known: Option<Known>,
     in_flight: Option<InFlight>,
     failures: u32,
@@ -84,7 +87,7 @@ impl Root {
     pub fn new(context_id: u32) -> Self {
         Root {
             context_id,
-            shared: None,
+            worker: None,
             known: None,
             in_flight: None,
             failures: 0,
@@ -102,8 +105,8 @@ impl Root {
     }
 
     /// What this root's requests read, once configured.
-    pub fn shared(&self) -> Option<&Rc<Shared>> {
-        self.shared.as_ref()
+    pub fn worker_state(&self) -> Option<&Rc<WorkerState>> {
+        self.worker.as_ref()
     }
 
     fn log(&self, level: LogLevel, message: &str) {
@@ -111,44 +114,44 @@ impl Root {
     }
 
     /// Rebuilds the requests' view from `known` at `now_ms`.
-    fn refresh_view(&self, shared: &Shared, now_ms: u64) {
+    fn refresh_view(&self, worker: &WorkerState, now_ms: u64) {
         let Some(known) = &self.known else { return };
-        let policy = shared.config.policy_for(&known.doc);
-        let (view, refused) = View::of(known, &policy, shared.config.max_stale, now_ms);
+        let policy = worker.config.policy_for(&known.doc);
+        let (view, refused) = View::of(known, &policy, worker.config.max_stale, now_ms);
         if let Some(e) = refused {
-            metrics::bump(shared.metrics.refused_targets);
+            metrics::bump(worker.metrics.refused_targets);
             self.log(
                 LogLevel::Error,
                 &format!("refusing state version {}: {e}", known.doc.version),
             );
         }
-        metrics::set(shared.metrics.state_version, view.version);
-        *shared.view.borrow_mut() = view;
+        metrics::set(worker.metrics.state_version, view.version);
+        *worker.view.borrow_mut() = view;
     }
 
     /// Folds a state into what this worker knows; rebuilds the view when it matters.
-    fn learn(&mut self, shared: &Shared, incoming: Known, now_ms: u64) -> Merge {
+    fn learn(&mut self, worker: &WorkerState, incoming: Known, now_ms: u64) -> Merge {
         let version = incoming.doc.version;
-        let merged = sync::merge(&mut self.known, incoming, shared.config.reset_after());
+        let merged = sync::merge(&mut self.known, incoming, worker.config.reset_after());
         match merged {
             Merge::Newer => {
-                metrics::bump(shared.metrics.state_updates);
+                metrics::bump(worker.metrics.state_updates);
                 self.log(LogLevel::Info, &format!("state version {version} applied"));
-                self.refresh_view(shared, now_ms);
+                self.refresh_view(worker, now_ms);
             }
-            Merge::Refreshed => self.refresh_view(shared, now_ms),
+            Merge::Refreshed => self.refresh_view(worker, now_ms),
             Merge::Ignored => {}
         }
         merged
     }
 
     /// Reads the sibling-published state when its CAS moved since we last looked.
-    fn pick_up_shared(&mut self, shared: &Shared, now_ms: u64) {
+    fn pick_up_shared(&mut self, worker: &WorkerState, now_ms: u64) {
         match host::shared_get(SHARED_KEY) {
             Ok(Some((bytes, cas))) if cas != self.seen_shared_cas => {
                 self.seen_shared_cas = cas;
                 if let Some(known) = sync::decode(&bytes) {
-                    self.learn(shared, known, now_ms);
+                    self.learn(worker, known, now_ms);
                 }
             }
             Ok(_) => {}
@@ -193,11 +196,11 @@ impl Root {
     }
 
     /// Starts the next long-poll if none is in flight and the backoff has passed.
-    fn poll(&mut self, shared: &Shared, now_ms: u64) {
+    fn poll(&mut self, worker: &WorkerState, now_ms: u64) {
         if self.in_flight.is_some() || now_ms < self.next_poll_ms {
             return;
         }
-        let config = &shared.config;
+        let config = &worker.config;
         let index = match (&self.known, self.confirmed) {
             (Some(k), true) => k.doc.version,
             _ => 0,
@@ -225,19 +228,19 @@ impl Root {
                 );
             }
             Err(e) => self.poll_failed(
-                shared,
+                worker,
                 now_ms,
                 &format!("cannot call cluster {:?}: {e}", config.poller_cluster),
             ),
         }
     }
 
-    fn poll_failed(&mut self, shared: &Shared, now_ms: u64, why: &str) {
+    fn poll_failed(&mut self, worker: &WorkerState, now_ms: u64, why: &str) {
         self.confirmed = false;
         self.failures = self.failures.saturating_add(1);
-        metrics::bump(shared.metrics.poll_failures);
+        metrics::bump(worker.metrics.poll_failures);
         let delay =
-            sync::backoff(self.failures, shared.config.retry_initial, shared.config.retry_max);
+            sync::backoff(self.failures, worker.config.retry_initial, worker.config.retry_max);
         self.next_poll_ms =
             now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
         // The first failure of a run is worth a warning; the rest would flood the log.
@@ -273,7 +276,7 @@ impl Root {
 impl Root {
     /// An answer (or failure: no headers) to the long-poll `token_id`.
     pub fn on_http_call_response(&mut self, token_id: u32, num_headers: usize) {
-        let Some(shared) = self.shared.clone() else { return };
+        let Some(worker) = self.worker.clone() else { return };
         if self.in_flight.as_ref().map(|f| f.token) != Some(token_id) {
             // An answer to a call we already gave up on: its state may be old news.
             return;
@@ -292,14 +295,14 @@ impl Root {
                 self.confirmed = true;
                 if !self.synced {
                     self.synced = true;
-                    if let Err(e) = host::set_tick_period(shared.config.tick) {
+                    if let Err(e) = host::set_tick_period(worker.config.tick) {
                         self.log(
                             LogLevel::Warn,
                             &format!("cannot slow the timer down after the first state: {e}"),
                         );
                     }
                 }
-                let merged = self.learn(&shared, Known { doc, heard_ms: now }, now);
+                let merged = self.learn(&worker, Known { doc, heard_ms: now }, now);
                 if merged != Merge::Ignored {
                     self.publish();
                 }
@@ -309,14 +312,14 @@ impl Root {
                 let quick = long && now.saturating_sub(since_ms) < QUICK_ANSWER_MS;
                 self.next_poll_ms = if merged != Merge::Newer && quick {
                     now.saturating_add(
-                        u64::try_from(shared.config.retry_initial.as_millis()).unwrap_or(u64::MAX),
+                        u64::try_from(worker.config.retry_initial.as_millis()).unwrap_or(u64::MAX),
                     )
                 } else {
                     0
                 };
-                self.poll(&shared, now);
+                self.poll(&worker, now);
             }
-            Err(why) => self.poll_failed(&shared, now, &why),
+            Err(why) => self.poll_failed(&worker, now, &why),
         }
     }
 
@@ -342,10 +345,10 @@ impl Root {
             return false;
         }
         // Counts of the previous configuration not flushed yet go to the host first.
-        if let Some(old) = &self.shared {
+        if let Some(old) = &self.worker {
             old.counts.flush(&old.metrics);
         }
-        let shared = Rc::new(Shared {
+        let worker = Rc::new(WorkerState {
             config,
             view: RefCell::new(View::unknown()),
             metrics: Metrics::define(),
@@ -354,40 +357,40 @@ impl Root {
         let now = host::now_ms();
         self.configured_ms = now;
         // A new configuration may change how a state maps to a Location: rebuild the view.
-        self.refresh_view(&shared, now);
-        self.pick_up_shared(&shared, now);
+        self.refresh_view(&worker, now);
+        self.pick_up_shared(&worker, now);
         self.in_flight = None;
-        self.poll(&shared, now);
-        self.shared = Some(shared);
+        self.poll(&worker, now);
+        self.worker = Some(worker);
         true
     }
 
     /// The timer: request counts to the host, stale-state checks, sibling pick-up, next poll.
     pub fn on_tick(&mut self) {
-        let Some(shared) = self.shared.clone() else { return };
-        shared.counts.flush(&shared.metrics);
+        let Some(worker) = self.worker.clone() else { return };
+        worker.counts.flush(&worker.metrics);
         let now = host::now_ms();
         if let Some(f) = &self.in_flight {
             // Envoy always answers a call by its timeout; this guards against a host that does not.
             let limit =
-                u64::try_from((shared.config.call_timeout() + Duration::from_secs(5)).as_millis())
+                u64::try_from((worker.config.call_timeout() + Duration::from_secs(5)).as_millis())
                     .unwrap_or(u64::MAX);
             if now.saturating_sub(f.since_ms) > limit {
                 self.in_flight = None;
-                self.poll_failed(&shared, now, "no answer from the host past the call timeout");
+                self.poll_failed(&worker, now, "no answer from the host past the call timeout");
             }
         }
         // Every tick, even while this worker's own poll looks healthy: a long-poll held by a
         // hung poller replica looks healthy until its timeout, while a sibling connected to a
         // live replica already knows better. One shared-data read per tick is cheap.
-        self.pick_up_shared(&shared, now);
-        if shared.view.borrow().expired(now) {
+        self.pick_up_shared(&worker, now);
+        if worker.view.borrow().expired(now) {
             self.log(LogLevel::Warn, "state went stale: nothing heard from the poller");
-            self.refresh_view(&shared, now);
+            self.refresh_view(&worker, now);
         }
         if let Some(k) = &self.known {
-            metrics::set(shared.metrics.state_age_ms, now.saturating_sub(k.heard_ms));
+            metrics::set(worker.metrics.state_age_ms, now.saturating_sub(k.heard_ms));
         }
-        self.poll(&shared, now);
+        self.poll(&worker, now);
     }
 }

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use vault_redirect_core::answer;
 use vault_redirect_core::json::Json;
 use vault_redirect_core::{RedirectPolicy, StateDoc, TargetError};
 
@@ -117,10 +118,7 @@ impl View {
         }
         view.valid_until_ms = Some(stale_at);
         let Some(active) = &known.doc.active else {
-            view.reason = match &known.doc.reason {
-                Some(r) => format!("no active Vault node: {}", truncate(r, 200)),
-                None => "no active Vault node".into(),
-            };
+            view.reason = answer::no_active_message(known.doc.reason.as_deref());
             return (view, None);
         };
         match policy.location_prefix(active) {
@@ -129,7 +127,7 @@ impl View {
                 (view, None)
             }
             Err(e) => {
-                view.reason = "the active Vault node's address cannot be redirected to".into();
+                view.reason = answer::UNREDIRECTABLE.into();
                 (view, Some(e))
             }
         }
@@ -138,13 +136,6 @@ impl View {
     /// Whether this view has gone stale by `now_ms` and must be rebuilt.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.valid_until_ms.is_some_and(|t| now_ms >= t)
-    }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 

@@ -16,6 +16,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use reqwest::Url;
 
 use crate::duration;
+use crate::source_kind::SourceKind;
 
 /// Consul refuses longer blocking waits (blocking.mdx): it would clamp them silently.
 pub const MAX_CONSUL_WAIT: Duration = Duration::from_secs(10 * 60);
@@ -93,6 +94,20 @@ pub struct Config {
     /// Without a subcommand, the poller runs as a daemon.
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// Where the poller learns which Vault node is active: `consul` (Vault's service
+    /// registration in Consul) or `kubernetes` (the Vault pods' labels, --k8s-* flags);
+    /// `vault` (each node's sys/health) is named for the source to come and refused at start-up.
+    #[arg(long, env = "VAULT_REDIRECT_SOURCE", value_enum, default_value = "consul")]
+    pub source: SourceKind,
+
+    /// The Kubernetes source's flags (--k8s-*).
+    #[command(flatten)]
+    pub kubernetes: crate::kubernetes_flags::KubernetesArgs,
+
+    /// The Kubernetes source's in-cluster settings (from the kubelet's environment).
+    #[command(flatten)]
+    pub k8s_in_cluster: crate::kubernetes_flags::InClusterArgs,
 
     /// Consul HTTP API address: http://host:port, https://host:port, or a bare host:port
     /// (then https when CONSUL_HTTP_SSL is true).
@@ -272,6 +287,15 @@ pub enum ConfigError {
         /// The TLS library's complaint.
         why: String,
     },
+    /// The Kubernetes source's flags are not usable.
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes_flags::FlagError),
+    /// The Kubernetes source cannot be set up (service-account files, kubeconfig).
+    #[error("{0}")]
+    KubernetesSetup(String),
+    /// The source asked for is not built into this poller yet.
+    #[error("--source {0} is not available in this build; use --source consul")]
+    SourceNotAvailable(&'static str),
     /// The two listen addresses are the same.
     #[error("--listen and --redirect-listen are both {0}; use two addresses")]
     SameListen(SocketAddr),

@@ -1,35 +1,38 @@
-//! vault-redirect-poller: watches Consul's health view of Vault, chooses the active node and
-//! serves it to every filter (and, in standalone mode, to clients as 307 redirects).
+//! vault-redirect-poller: learns which Vault node is active from a source of truth (Consul's
+//! health view of Vault today) and serves it to every filter (and, in standalone mode, to
+//! clients as 307 redirects).
 //!
 //! The library owns the whole daemon so tests run it in-process on 127.0.0.1:0:
 //! [`Poller::bind`] validates the configuration and binds the listeners, [`Poller::run`] runs
 //! until the shutdown future resolves. It never installs signal handlers or a logger: that is
 //! the binary's edge.
 //!
-//! Modules: `config` (flags), `consul` (the HTTP client), `choose` (the pure choice of the
-//! active node), `watcher` (the blocking-query loop, the only state writer), `state` (the
-//! shared snapshot), `api` (state API, health, metrics), `status` (the status page, its
-//! document and the `status` subcommand), `redirect` (standalone mode), `metrics` (every
-//! metric name), `signals` (log toggles and termination), `probes` (`/livez`, `/readyz`),
-//! `replicas` (keeping versions comparable across replicas), `tls` (TLS on the redirect
-//! listener), `duration`.
+//! Modules, leaves last (no module imports one that imports it back):
+//! - `config` (flags), `duration`, `signals` (log toggles and termination), `metrics` (every
+//!   metric name), `state` (the shared snapshot), `context` (what handlers share: `AppState`,
+//!   `Info`);
+//! - `source_kind` (`--source`'s values); `source`: the sources of truth and their seam
+//!   (`Source`, `Publisher`, `Reading`), one module per source: `source::consul` (the HTTP
+//!   `client`, the pure `choose`, the blocking-query `watch` loop), the only state writer;
+//! - `doc`: the documents as pure code (`health`, `status`, `readiness`, `catch_up`, which
+//!   keeps versions comparable across replicas); `longpoll` (the wait on `/v1/active`);
+//! - `http`: the handlers (`api`), the lean long-poll front (`front`), `/livez` and `/readyz`
+//!   (`probes`), standalone redirects (`redirect`) and their TLS listener (`tls`);
+//! - `cli`: the `status` subcommand (`client`, `table`).
 
-pub mod api;
-pub mod choose;
+pub mod cli;
 pub mod config;
-pub mod consul;
+pub mod context;
+pub mod doc;
 pub mod duration;
-pub mod front;
-pub mod kubernetes;
+pub mod http;
+pub mod kubernetes_flags;
+pub mod longpoll;
 pub mod metrics;
-pub mod probes;
-pub mod redirect;
-pub mod replicas;
 pub mod signals;
+pub mod source;
+pub mod source_kind;
 pub mod state;
-pub mod status;
-pub mod tls;
-pub mod watcher;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,12 +46,11 @@ use vault_redirect_core::{HostChoice, RedirectPolicy, Scheme};
 
 pub use config::Config;
 
-use crate::api::{AppState, Info};
 use crate::config::{ConfigError, HostArg, SchemeArg};
-use crate::consul::ConsulClient;
-use crate::metrics::Metrics;
+use crate::context::{AppState, Info};
+use crate::metrics::{Metrics, SourceLabel};
+use crate::source::{Publisher, Source};
 use crate::state::Snapshot;
-use crate::watcher::{WatchSettings, Watcher};
 
 /// How long shutdown waits for open requests once long-polls have been answered.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -80,7 +82,7 @@ pub enum RunError {
 /// A poller whose configuration is valid and whose listeners are bound.
 pub struct Poller {
     config: Config,
-    client: ConsulClient,
+    source: Box<dyn Source>,
     api_listener: TcpListener,
     redirect_listener: Option<TcpListener>,
     redirect_tls: Option<tokio_rustls::TlsAcceptor>,
@@ -110,14 +112,14 @@ pub fn policy(config: &Config) -> RedirectPolicy {
 }
 
 impl Poller {
-    /// Validates `config`, builds the Consul client (reading token and TLS files) and binds
-    /// the listeners, logging `listening on <addr>` for each.
+    /// Validates `config`, builds the source (reading token and TLS files) and binds the
+    /// listeners, logging `listening on <addr>` for each.
     pub async fn bind(config: Config) -> Result<Poller, RunError> {
         config.validate()?;
-        let client = ConsulClient::new(&config)?;
+        let source = source::build(&config)?;
         // Loaded and checked before anything is bound, so a bad file fails start-up cleanly.
         let redirect_tls = match (&config.redirect_tls_cert, &config.redirect_tls_key) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (Some(cert), Some(key)) => Some(http::tls::acceptor(cert, key)?),
             _ => None,
         };
         let api_listener = bind(config.listen).await?;
@@ -135,7 +137,7 @@ impl Poller {
             }
             None => None,
         };
-        Ok(Poller { config, client, api_listener, redirect_listener, redirect_tls })
+        Ok(Poller { config, source, api_listener, redirect_listener, redirect_tls })
     }
 
     /// The state API's bound address.
@@ -154,29 +156,23 @@ impl Poller {
     /// Runs until `shutdown` resolves, then answers every long-poll with the current state,
     /// lets open requests finish (up to [`SHUTDOWN_GRACE`]) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-        let Poller { config, client, api_listener, redirect_listener, redirect_tls } = self;
+        let Poller { config, source, api_listener, redirect_listener, redirect_tls } = self;
         let metrics = Arc::new(Metrics::new());
         metrics.max_stale.set(config.max_stale.as_secs_f64());
+        let described = source.info();
+        metrics.source.get_or_create(&SourceLabel { source: described.kind.name() }).set(1);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (state_tx, state_rx) = watch::channel(Snapshot::initial(Instant::now()));
-        let settings = WatchSettings {
-            service: config.service.clone(),
-            active_tag: config.active_tag.clone(),
-            wait: config.consul_wait,
-            max_stale: config.max_stale,
-            backoff_max: config.backoff_max,
-        };
+        let (state_tx, state_rx) =
+            watch::channel(Snapshot::initial(Instant::now(), described.kind));
         let info = Arc::new(Info {
-            consul_host_port: client.host_port(),
+            source: described,
             policy: policy(&config),
             max_stale: config.max_stale,
-            service: config.service.clone(),
-            active_tag: config.active_tag.clone(),
             max_waiters: config.max_waiters,
         });
         let versions = state_tx.clone();
-        let watcher = Watcher::new(client, settings, state_tx, metrics.clone());
-        let watcher_task = tokio::spawn(watcher.run(stop_rx.clone()));
+        let publisher = Publisher::new(state_tx, metrics.clone(), config.max_stale);
+        let watcher_task = tokio::spawn(source.run(publisher, stop_rx.clone()));
         let app = AppState {
             state: state_rx,
             metrics,
@@ -189,15 +185,18 @@ impl Poller {
             let _ = rx.wait_for(|s| *s).await;
         };
         // Long-polls are answered by the front; every other request by axum (see `front`).
-        let (api_listener, front_open) = front::FrontListener::start(api_listener, app.clone())
-            .map_err(|source| RunError::Serve { what: "state API", source })?;
-        let api_server = axum::serve(api_listener, api::router(app.clone()))
+        let (api_listener, front_open) =
+            http::front::FrontListener::start(api_listener, app.clone())
+                .map_err(|source| RunError::Serve { what: "state API", source })?;
+        let api_server = axum::serve(api_listener, http::api::router(app.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let mut api_task = tokio::spawn(async move { api_server.await });
         let mut redirect_task = redirect_listener.map(|l| {
-            let router = redirect::router(app.clone(), info.policy.clone());
+            let router = http::redirect::router(app.clone(), info.policy.clone());
             match redirect_tls {
-                Some(acceptor) => tokio::spawn(tls::serve(l, acceptor, router, stop_rx.clone())),
+                Some(acceptor) => {
+                    tokio::spawn(http::tls::serve(l, acceptor, router, stop_rx.clone()))
+                }
                 None => {
                     let server =
                         axum::serve(l, router).with_graceful_shutdown(stopped(stop_rx.clone()));

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use log::LevelFilter;
+use vault_redirect_poller::cli::table::Verdict;
+use vault_redirect_poller::cli::{client, table};
 use vault_redirect_poller::config::{Command, StatusArgs};
-use vault_redirect_poller::status::{self, Verdict};
 use vault_redirect_poller::{run, signals, Config};
 
 #[tokio::main]
@@ -42,12 +43,12 @@ async fn main() -> anyhow::Result<ExitCode> {
 
 /// `vault-redirect-poller status`: the table (or JSON) on stdout, the verdict as exit code.
 async fn status_command(args: &StatusArgs) -> ExitCode {
-    match status::fetch(&args.addr, args.timeout).await {
+    match client::fetch(&args.addr, args.timeout).await {
         Ok(doc) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             } else {
-                print!("{}", status::render_table(&doc, &args.addr));
+                print!("{}", table::render_table(&doc, &args.addr));
             }
             ExitCode::from(Verdict::of(&doc) as u8)
         }

@@ -20,12 +20,25 @@ pub struct Outcome {
     pub outcome: &'static str,
 }
 
+/// The `source` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// The source of truth (`--source`).
+    pub source: &'static str,
+}
+
 /// The poller's metrics.
 pub struct Metrics {
     registry: Registry,
+    /// 1 for the source of truth this poller runs (`source` label), so dashboards and alerts
+    /// can tell sources apart.
+    pub source: Family<SourceLabel, Gauge>,
     /// Consul requests by outcome: `changed`, `unchanged`, `unreachable`, `timeout`, `acl`,
     /// `http_error`, `malformed`.
     pub consul_requests: Family<Outcome, Counter>,
+    /// The Kubernetes source's list and watch outcomes: `listed`, `event`, and the failures
+    /// `unauthorized`, `forbidden`, `gone`, `hung`, `unreachable`.
+    pub kubernetes_watch: Family<Outcome, Counter>,
     /// Seconds per Consul request (blocking requests include the time Consul held them).
     pub consul_latency: Histogram,
     /// Times the chosen active node changed (including to and from none).
@@ -55,11 +68,23 @@ impl Metrics {
     /// Registers every metric under the `vault_redirect` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("vault_redirect");
+        let source = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "source_info",
+            "The source of truth this poller learns the active node from (always 1)",
+            source.clone(),
+        );
         let consul_requests = Family::<Outcome, Counter>::default();
         registry.register(
             "consul_requests",
             "Consul health requests by outcome",
             consul_requests.clone(),
+        );
+        let kubernetes_watch = Family::<Outcome, Counter>::default();
+        registry.register(
+            "kubernetes_watch",
+            "Kubernetes list and watch outcomes: listed, event, unauthorized, forbidden, gone, hung, unreachable",
+            kubernetes_watch.clone(),
         );
         // From 1 ms (a change answered at once) to 11 min (a full 10 m wait plus jitter).
         let buckets = [0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 120.0, 330.0, 660.0];
@@ -131,7 +156,9 @@ impl Metrics {
         );
         Metrics {
             registry,
+            source,
             consul_requests,
+            kubernetes_watch,
             consul_latency,
             active_changes,
             state_age,

@@ -1,14 +1,16 @@
 //! The poller's current state: the published document plus what the poller knows about how
-//! fresh it is, shared between the watcher (the only writer) and the HTTP handlers (readers)
-//! through a `tokio::sync::watch` channel.
+//! fresh it is, shared between the source (the only writer, through `source::Publisher`) and
+//! the HTTP handlers (readers) through a `tokio::sync::watch` channel.
 //!
 //! Receivers are woken only when the document's version changes, so a thousand long-polls
-//! cost nothing while Consul answers "no change". Ages are computed when asked, from tokio's
+//! cost nothing while the source answers "no change". Ages are computed when asked, from tokio's
 //! clock, so tests can pause time.
 //!
 //! Besides the document it keeps what operators look at (the status page, `status`): the
-//! nodes of the last good Consul answer and a bounded history of active-node changes. Neither
-//! ever reaches `/v1/active`, whose shape belongs to `vault_redirect_core`.
+//! nodes of the source's last good answer and a bounded history of active-node changes.
+//! Neither ever reaches `/v1/active`, whose shape belongs to `vault_redirect_core`. Nothing
+//! here is specific to one source: a node is a name, an address, labels and checks in the
+//! source's own words, and the source is named by [`SourceKind`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,33 +19,47 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use vault_redirect_core::{ActiveNode, StateDoc};
 
-/// Reason while no Consul answer has arrived yet.
-pub const REASON_STARTING: &str = "waiting for the first answer from Consul";
-/// Reason once Consul has failed for longer than `--max-stale` (or before any good answer).
-pub const REASON_CONSUL_DOWN: &str = "no good answer from Consul within --max-stale";
+use crate::source_kind::SourceKind;
+
 /// How many active-node changes the state remembers (the status page's timeline).
 pub const HISTORY_LEN: usize = 50;
 
-/// One Vault node as Consul's last good answer described it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One Vault node as the source's last good answer described it. Every source fills the
+/// same row: Consul (tags; the sealed and agent checks), Vault (the last `sys/health` code as
+/// a check, its latency, the error reaching it), Kubernetes (pod labels; readiness and sealed
+/// as checks).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
-    /// Consul node name.
+    /// The node's name in the source (Consul node, Vault node URL, pod name).
     pub node: String,
-    /// The address redirects would use (service address, else node address).
+    /// The address redirects would use.
     pub address: String,
-    /// The registered Vault API port.
+    /// The Vault API port.
     pub port: u16,
-    /// The service's tags, in Consul's order.
-    pub tags: Vec<String>,
-    /// Status of the node's `Vault Sealed Status` check (`passing` means unsealed); `None`
-    /// when the node has no such check.
-    pub sealed_check: Option<String>,
-    /// Status of the node's `serfHealth` check (Consul's view of its agent); `None` if absent.
-    pub agent_check: Option<String>,
+    /// Labels the source attaches, in its order (Consul's service tags; `key=value` pod
+    /// labels).
+    pub labels: Vec<String>,
+    /// What the source checked about the node, in display order.
+    pub checks: Vec<NodeCheck>,
+    /// How long the source's last request to this node took, for sources that ask nodes.
+    pub latency_ms: Option<u64>,
+    /// Why the source's last request to this node failed, for sources that ask nodes.
+    pub error: Option<String>,
     /// Whether the node qualified as active.
     pub candidate: bool,
     /// Whether it is the node served as active.
     pub active: bool,
+}
+
+/// One check of a node, as its source names and reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCheck {
+    /// What was checked, short and lower-case (`sealed check`, `agent`, `sys/health`).
+    pub name: String,
+    /// The result in the source's words (`passing`, `critical`, `missing`, `200 active`).
+    pub status: String,
+    /// Whether the result allows the node to be active; a status page marks the others.
+    pub ok: bool,
 }
 
 /// One change of the served active node (to or from none included).
@@ -72,45 +88,50 @@ pub struct Snapshot {
     pub doc: StateDoc,
     /// When the document's meaning (and so its version) last changed.
     pub changed_at: Instant,
-    /// The last moment the poller knew its view matched Consul; `None` before the first
+    /// The last moment the poller knew its view matched the source; `None` before the first
     /// good answer.
     pub confirmed: Option<Instant>,
-    /// While a blocking query that followed a good answer is open, Consul has promised to
-    /// answer by this moment: until then the view counts as confirmed.
+    /// While a request that followed a good answer is open, the source has promised to answer
+    /// by this moment (a Consul blocking query): until then the view counts as confirmed.
     pub in_flight_until: Option<Instant>,
-    /// The last Consul error, while Consul is failing.
-    pub consul_error: Option<String>,
+    /// Which source writes this state.
+    pub source: SourceKind,
+    /// The source's last error, while it is failing.
+    pub source_error: Option<String>,
     /// Every node that qualified as active in the last good answer, the chosen one first.
     pub candidates: Vec<String>,
     /// Active-tagged nodes refused as redirect targets in the last good answer.
     pub refused_targets: Vec<String>,
-    /// `X-Consul-KnownLeader` of the last good answer.
-    pub known_leader: bool,
-    /// Every instance of the service in the last good answer, sorted by node name.
+    /// Problems the source reported with its last good answer, in words (Consul without a
+    /// known leader...).
+    pub source_problems: Vec<String>,
+    /// Every node of the source's last good answer, in its display order.
     pub nodes: Vec<NodeStatus>,
     /// The last [`HISTORY_LEN`] active-node changes, oldest first.
     pub changes: VecDeque<ActiveChange>,
-    /// Since when Consul's answers have shown no active node; `None` while one is served, and
+    /// Since when the source's answers have shown no active node; `None` while one is served, and
     /// before any good answer (the poller starting is not the cluster lacking a node).
     pub no_active_since: Option<Instant>,
-    /// Added to Consul's index to build versions: grows by the last index seen + 1 each time
-    /// Consul's index goes backwards, so versions keep following Consul's order after a reset,
-    /// the same on every replica that saw the same index before it (see `replicas`).
+    /// Added to the source's index to build versions: grows by the last index seen + 1 each
+    /// time that index goes backwards, so versions keep following the source's order after a
+    /// reset, the same on every replica that saw the same index before it (see
+    /// `doc::catch_up`).
     pub index_offset: u64,
 }
 
 impl Snapshot {
-    /// The state before anything is known.
-    pub fn initial(now: Instant) -> Self {
+    /// The state before `source` has said anything.
+    pub fn initial(now: Instant, source: SourceKind) -> Self {
         Snapshot {
-            doc: StateDoc::none(REASON_STARTING),
+            doc: StateDoc::none(source.starting_reason()),
             changed_at: now,
             confirmed: None,
             in_flight_until: None,
-            consul_error: None,
+            source,
+            source_error: None,
             candidates: Vec::new(),
             refused_targets: Vec::new(),
-            known_leader: true,
+            source_problems: Vec::new(),
             nodes: Vec::new(),
             changes: VecDeque::new(),
             no_active_since: None,
@@ -126,7 +147,7 @@ impl Snapshot {
                 && self.no_active_since.is_none()
                 && self.confirmed.is_some()
             {
-                // Consul's first good answer already shows no active node.
+                // The source's first good answer already shows no active node.
                 self.no_active_since = Some(now);
             }
             return;
@@ -179,8 +200,14 @@ impl Snapshot {
         doc
     }
 
-    /// Consul's index of the last good answer in version space: [`Snapshot::index_offset`]
-    /// plus `consul_index`. Versions are this `<< 16`, plus local events.
+    /// Whether the poller gave up on its source: no good answer within `--max-stale` (or
+    /// none at all), so "no active node" is served for that reason.
+    pub fn gave_up(&self) -> bool {
+        self.doc.active.is_none() && self.doc.reason.as_deref() == Some(self.source.down_reason())
+    }
+
+    /// The source's index of the last good answer in version space: [`Snapshot::index_offset`]
+    /// plus the document's `consul_index`. Versions are this `<< 16`, plus local events.
     pub fn version_index(&self) -> u64 {
         self.index_offset.saturating_add(self.doc.consul_index)
     }
@@ -230,7 +257,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_open_blocking_query_keeps_the_view_confirmed_until_its_deadline() {
         let t0 = Instant::now();
-        let mut s = Snapshot::initial(t0);
+        let mut s = Snapshot::initial(t0, SourceKind::Consul);
         assert_eq!(s.age(t0), None);
         s.confirmed = Some(t0);
         s.in_flight_until = Some(t0 + Duration::from_secs(64));
@@ -255,7 +282,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_change_after_a_time_without_an_active_node_records_how_long_that_was() {
         let t0 = Instant::now();
-        let mut s = Snapshot::initial(t0);
+        let mut s = Snapshot::initial(t0, SourceKind::Consul);
         switch(&mut s, Some("vault-a"), t0 + Duration::from_millis(300));
         switch(&mut s, None, t0 + Duration::from_secs(10));
         switch(&mut s, Some("vault-b"), t0 + Duration::from_millis(12_500));
@@ -272,7 +299,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_first_answer_without_an_active_node_starts_the_gap() {
         let t0 = Instant::now();
-        let mut s = Snapshot::initial(t0);
+        let mut s = Snapshot::initial(t0, SourceKind::Consul);
         s.confirmed = Some(t0 + Duration::from_secs(1));
         s.doc.reason = Some("election".into());
         s.record_active_change(None, t0 + Duration::from_secs(1));
@@ -284,7 +311,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_history_keeps_only_the_last_changes_and_ignores_non_changes() {
         let t0 = Instant::now();
-        let mut s = Snapshot::initial(t0);
+        let mut s = Snapshot::initial(t0, SourceKind::Consul);
         for i in 0..(HISTORY_LEN + 7) {
             let name = if i % 2 == 0 { "vault-a" } else { "vault-b" };
             switch(&mut s, Some(name), t0 + Duration::from_secs(i as u64));

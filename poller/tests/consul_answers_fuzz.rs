@@ -6,7 +6,7 @@
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use vault_redirect_poller::choose::{choose_active, ServiceEntry};
+use vault_redirect_poller::source::consul::choose::{choose_active, ServiceEntry};
 
 fn scalar() -> impl Strategy<Value = Value> {
     prop_oneof![

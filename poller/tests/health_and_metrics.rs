@@ -24,6 +24,8 @@ async fn health_carries_vault_redirectors_fields_and_is_200_with_an_active_node(
         assert!(h["source"].is_string());
         assert!(h["version"].is_string());
         assert_eq!(h["consul_host_port"], consul.addr().to_string());
+        assert_eq!(h["source_of_truth"], "consul");
+        assert_eq!(h["source_endpoint"], consul.addr().to_string());
         assert_eq!(h["active_vault"], "127.0.0.2:8200");
         let poll = h["last_consul_poll"].as_str().unwrap();
         assert!(poll.len() == 20 && poll.ends_with('Z') && poll.as_bytes()[10] == b'T', "{poll}");
@@ -84,6 +86,7 @@ async fn metrics_count_requests_changes_and_long_poll_waiters() {
         "vault_redirect_state_age_seconds",
         "vault_redirect_consul_last_ok_age_seconds",
         "vault_redirect_active_candidates 1",
+        "vault_redirect_source_info{source=\"consul\"} 1",
     ] {
         assert!(text.contains(needle), "missing {needle}:\n{text}");
     }

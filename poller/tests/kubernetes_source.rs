@@ -7,16 +7,20 @@
 // Helpers in this file are test code: a failed step must fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// The shared helpers re-export more than this file uses.
+#[allow(unused_imports)]
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use tokio::sync::{mpsc, watch};
 use vault_redirect_doubles::{three_pods, Flavor, KubeApiDouble, Pki, PkiSpec, VaultPod};
-use vault_redirect_poller::kubernetes::cluster::{connect, InClusterArgs};
-use vault_redirect_poller::kubernetes::flags::KubernetesArgs;
-use vault_redirect_poller::kubernetes::source::{
-    Failure, Observation, PodWatch, Update, HANG_MARGIN,
+use vault_redirect_poller::kubernetes_flags::{InClusterArgs, KubernetesArgs};
+use vault_redirect_poller::source::kubernetes::cluster::connect;
+use vault_redirect_poller::source::kubernetes::source::{
+    Failure, Observation, PodWatch, Sink, Update, HANG_MARGIN,
 };
 
 const NS: &str = "vault";
@@ -43,6 +47,26 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         let _ = std::fs::remove_dir_all(&self.sa_dir);
+    }
+}
+
+/// The loop's updates into a channel; waits end when told to stop.
+struct ChannelSink(mpsc::UnboundedSender<Update>);
+
+impl Sink for ChannelSink {
+    fn send(&mut self, update: Update) {
+        let _ = self.0.send(update);
+    }
+
+    async fn wait<F: std::future::Future + Send>(
+        &self,
+        work: F,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<F::Output> {
+        tokio::select! {
+            r = work => Some(r),
+            _ = stop.wait_for(|s| *s) => None,
+        }
     }
 }
 
@@ -84,7 +108,7 @@ async fn run_watch(api: KubeApiDouble, pki: Pki, sa_dir: PathBuf, extra: &[&str]
     let (stop, stop_rx) = watch::channel(false);
     let source = PodWatch::new(connection, settings, Duration::from_millis(400));
     assert_eq!(source.namespace(), NS);
-    tokio::spawn(source.run(move |u| drop(tx.send(u)), stop_rx));
+    tokio::spawn(source.run(ChannelSink(tx), stop_rx));
     Fixture { api, sa_dir, updates, stop, _pki: pki }
 }
 
@@ -336,4 +360,53 @@ async fn openbao_pods_under_a_selector_and_dns_targets_are_served() {
         f.api.watch_log()[0].label_selector.as_deref(),
         Some("openbao-active,app.kubernetes.io/instance=openbao")
     );
+}
+
+#[tokio::test]
+async fn the_poller_serves_the_active_pod_with_source_kubernetes_and_counts_its_watch() {
+    let (api, pki, sa_dir) = start_api(three_pods(Flavor::Vault)).await;
+    let port = api.addr().port().to_string();
+    let sa = sa_dir.to_string_lossy().into_owned();
+    let p = common::start(
+        "http://127.0.0.1:1",
+        &[
+            "--source",
+            "kubernetes",
+            "--k8s-api-host",
+            "127.0.0.1",
+            "--k8s-api-port",
+            &port,
+            "--k8s-service-account-dir",
+            &sa,
+        ],
+    )
+    .await;
+    let doc = common::active_until(&p, Duration::from_secs(10), |d| {
+        common::active_node(d) == Some("vault-0")
+    })
+    .await;
+    assert_eq!(doc["active"]["address"], "127.0.0.2");
+    assert_eq!(doc["active"]["port"], 8200);
+    let first = doc["version"].as_u64().unwrap();
+    api.patch_labels("vault-0", &[("vault-active", Some("false"))]);
+    api.patch_labels("vault-1", &[("vault-active", Some("true"))]);
+    let doc = common::active_until(&p, Duration::from_secs(10), |d| {
+        common::active_node(d) == Some("vault-1")
+    })
+    .await;
+    assert!(doc["version"].as_u64().unwrap() > first);
+    let (_, status) = common::get_json(&p.url("/v1/status")).await;
+    assert_eq!(status["source"], "kubernetes");
+    let metrics =
+        common::client().get(p.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("vault_redirect_kubernetes_watch_total{outcome=\"listed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vault_redirect_kubernetes_watch_total{outcome=\"event\"}"),
+        "{metrics}"
+    );
+    drop(pki);
+    let _ = std::fs::remove_dir_all(&sa_dir);
 }

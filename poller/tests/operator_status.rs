@@ -39,20 +39,25 @@ async fn status_lists_every_node_consul_reports_with_its_tags_and_sealed_check()
     let p = start(&consul.url(), &["--service", "vault", "--max-stale", "45s"]).await;
     let s = status_until(&p, "vault-a active", |s| s["active"]["node"] == "vault-a").await;
     assert_eq!(s["healthy"], true);
-    assert_eq!(s["consul"], consul.addr().to_string());
+    assert_eq!(s["source"], "consul");
+    assert_eq!(s["source_endpoint"], consul.addr().to_string());
+    assert_eq!(s["source_watching"], "service \"vault\", tag \"active\"");
     assert_eq!(s["max_stale_ms"], 45_000);
-    assert_eq!(s["consul_last_ok_age_ms"], 0, "an open blocking query keeps the view fresh: {s:#}");
+    assert_eq!(s["last_ok_age_ms"], 0, "an open blocking query keeps the view fresh: {s:#}");
     let nodes = s["nodes"].as_array().unwrap();
     let names: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
     assert_eq!(names, ["vault-a", "vault-b", "vault-c"]);
     assert_eq!(nodes[0]["active"], true);
-    assert_eq!(nodes[0]["tags"], serde_json::json!(["active", "initialized"]));
+    assert_eq!(nodes[0]["labels"], serde_json::json!(["active", "initialized"]));
     assert_eq!(nodes[1]["active"], false);
     assert_eq!(nodes[1]["address"], "127.0.0.3");
     assert_eq!(nodes[1]["port"], 8200);
-    assert_eq!(nodes[1]["sealed_check"], "passing");
-    assert_eq!(nodes[2]["sealed_check"], "critical");
-    assert_eq!(nodes[2]["agent_check"], "passing");
+    let check =
+        |n: &Value, i: usize| (n["checks"][i]["name"].clone(), n["checks"][i]["status"].clone());
+    assert_eq!(check(&nodes[1], 0), ("sealed check".into(), "passing".into()));
+    assert_eq!(check(&nodes[2], 0), ("sealed check".into(), "critical".into()));
+    assert_eq!(nodes[2]["checks"][0]["ok"], false);
+    assert_eq!(check(&nodes[2], 1), ("agent".into(), "passing".into()));
     // The poller's own first answer is not a time the cluster lacked an active node.
     let changes = s["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 1, "{s:#}");

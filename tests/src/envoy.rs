@@ -38,6 +38,9 @@ pub struct EnvoyOptions {
     /// A second listener on this address whose filter has this plugin configuration, with the
     /// same `vm_config`: Envoy runs both plugins in one VM per worker, as two root contexts.
     pub second_listener: Option<(SocketAddr, String)>,
+    /// The loopback address the listener binds (127.0.0.1 by default). Tests that read a
+    /// Vault node's audit log put Envoy elsewhere, so the client's own address stands out.
+    pub listen_ip: std::net::IpAddr,
 }
 
 /// PEM files for a TLS listener.
@@ -62,6 +65,7 @@ impl EnvoyOptions {
             lds: false,
             wasm: None,
             second_listener: None,
+            listen_ip: std::net::IpAddr::from([127, 0, 0, 1]),
         }
     }
 
@@ -287,7 +291,8 @@ impl Envoy {
             Some(path) => path.clone(),
             None => crate::filter_wasm()?,
         };
-        let listen = crate::free_addr()?;
+        let listen =
+            SocketAddr::new(opts.listen_ip, crate::free_port(&opts.listen_ip.to_string())?);
         let admin = crate::free_addr()?;
         let yaml = render(&opts, listen, admin, &wasm)?;
         let dir = crate::target_dir().join("e2e-logs");

@@ -7,8 +7,11 @@
 pub mod bench;
 pub mod envoy;
 pub mod fanout;
+pub mod openbao;
+pub mod pki;
 pub mod poller;
 pub mod proc;
+pub mod registrar;
 pub mod scripted_poller;
 
 use std::net::{SocketAddr, TcpListener};

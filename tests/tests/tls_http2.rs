@@ -8,20 +8,10 @@ mod common;
 use anyhow::{bail, Context, Result};
 use common::vault::{quick_plugin, PROBE_PATH, TOKEN};
 use serde_json::{json, Value};
-use vault_redirect_doubles::{ConsulDouble, Pki, PkiSpec, VaultCluster};
-use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions, TlsFiles};
+use vault_redirect_doubles::{ConsulDouble, VaultCluster};
+use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
+use vault_redirect_e2e::pki::{self, Pki};
 use vault_redirect_e2e::poller::Poller;
-
-/// A test CA and one leaf for every loopback address the tests use, under target/e2e-logs.
-fn pki() -> Result<Pki> {
-    let names = ["localhost", "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"];
-    let dir = vault_redirect_e2e::target_dir().join("e2e-logs");
-    Ok(Pki::new("e2e", Some(&dir), &PkiSpec::leaf_for(&names))?)
-}
-
-fn files(pki: &Pki) -> TlsFiles {
-    TlsFiles { cert: pki.path("chain.pem"), key: pki.path("key.pem") }
-}
 
 /// Vault doubles serving TLS, Consul, the poller, and Envoy with a TLS listener and
 /// `"scheme": "https"`.
@@ -41,7 +31,7 @@ async fn tls_stack(pki: &Pki) -> Result<(VaultCluster, ConsulDouble, Poller, Env
     let poller = Poller::start(&consul.url(), &[]).await?;
     let opts = EnvoyOptions {
         plugin_config: quick_plugin(r#","scheme":"https""#),
-        ..EnvoyOptions::tls(poller.addr, files(pki))
+        ..EnvoyOptions::tls(poller.addr, pki::files(pki))
     };
     let envoy = Envoy::start(opts).await?;
     assert!(envoy.url("/").starts_with("https://"));
@@ -56,7 +46,7 @@ fn trusting(pki: &Pki) -> Result<reqwest::ClientBuilder> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_over_tls_gets_a_307_to_the_active_node_over_https() -> Result<()> {
-    let pki = pki()?;
+    let pki = pki::loopback()?;
     let (vault, consul, _poller, envoy) = tls_stack(&pki).await?;
     // reqwest offers h2 and http/1.1 by ALPN; Envoy picks h2.
     let h2 = trusting(&pki)?.redirect(reqwest::redirect::Policy::none()).build()?;
@@ -104,7 +94,7 @@ async fn http2_over_tls_gets_a_307_to_the_active_node_over_https() -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_follow_the_https_redirect_and_write_on_the_active_node() -> Result<()> {
-    let pki = pki()?;
+    let pki = pki::loopback()?;
     let (vault, _consul, _poller, envoy) = tls_stack(&pki).await?;
     let follow = trusting(&pki)?.build()?;
     let url = envoy.url("/v1/secret/data/tls/app");

@@ -8,6 +8,7 @@ mod common;
 
 use anyhow::{bail, Context, Result};
 use common::vault::{quick_plugin, VaultStack, TOKEN};
+use common::{curl, curl_post_json};
 use serde_json::{json, Value};
 use vault_redirect_doubles::Received;
 
@@ -35,23 +36,6 @@ fn assert_standbys_untouched(stack: &VaultStack) {
     }
 }
 
-async fn curl(args: &[&str]) -> Result<(String, String)> {
-    let out = tokio::process::Command::new("curl")
-        // No proxy from the environment may capture loopback traffic; bounded in time.
-        .args(["--silent", "--show-error", "--noproxy", "*", "--max-time", "20"])
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running curl (is it installed? scripts/setup.sh lists what the tests need)")?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
-        bail!("curl {args:?} failed ({}): {stderr}", out.status);
-    }
-    Ok((stdout, stderr))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_follows_the_307_with_a_json_post_and_a_get_token_and_body_intact() -> Result<()> {
     let stack = VaultStack::plain(&[], &quick_plugin("")).await?;
@@ -59,25 +43,8 @@ async fn curl_follows_the_307_with_a_json_post_and_a_get_token_and_body_intact()
     let url = stack.envoy.url("/v1/secret/data/app/db");
     let token = format!("X-Vault-Token: {TOKEN}");
     let body = r#"{"options":{"cas":0},"data":{"username":"app","password":"p@ss w0rd/é"}}"#;
-    // --data makes curl POST by itself (no -X): on a 301/302 it would switch to GET and drop
-    // the body, on a 307 it must keep both; -w shows where it ended.
-    let (out, _) = curl(&[
-        "--location",
-        "--header",
-        &token,
-        "--header",
-        "Content-Type: application/json",
-        "--data",
-        body,
-        "--write-out",
-        "\n%{num_redirects} %{url_effective} %{http_code}",
-        &url,
-    ])
-    .await?;
-    let (json_text, trailer) =
-        out.rsplit_once('\n').context("curl output without --write-out line")?;
+    let (written, trailer) = curl_post_json(&[], &url, &token, body).await?;
     assert_eq!(trailer, format!("1 {} 200", stack.location("vault-a", "/v1/secret/data/app/db")));
-    let written: Value = serde_json::from_str(json_text)?;
     assert_eq!(written["data"]["version"], 1);
     let post = only_request(&stack, "POST", "/v1/secret/data/app/db")?;
     assert_eq!(post.body, body.as_bytes(), "the body arrived byte for byte");

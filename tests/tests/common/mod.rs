@@ -2,12 +2,14 @@
 
 #![allow(dead_code)]
 
+/// A real OpenBao cluster with the registrar, poller and Envoy in front (issue 16).
+pub mod openbao;
 /// Vault doubles, the whole stack around them, and the answer probe (issue 7).
 pub mod vault;
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use vault_redirect_doubles::ConsulDouble;
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
@@ -67,4 +69,54 @@ impl Stack {
     pub async fn get_fresh(&self, path: &str) -> Result<reqwest::Response> {
         Ok(client()?.get(self.envoy.url(path)).send().await?)
     }
+}
+
+/// Runs curl with `args` (no proxy from the environment, at most 20 s); returns stdout and
+/// stderr, or an error with stderr when curl fails.
+pub async fn curl(args: &[&str]) -> Result<(String, String)> {
+    let out = tokio::process::Command::new("curl")
+        // No proxy from the environment may capture loopback traffic; bounded in time.
+        .args(["--silent", "--show-error", "--noproxy", "*", "--max-time", "20"])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running curl (is it installed? scripts/setup.sh lists what the tests need)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        bail!("curl {args:?} failed ({}): {stderr}", out.status);
+    }
+    Ok((stdout, stderr))
+}
+
+/// curl POSTs the JSON `body` to `url` with the header `token` (`X-Vault-Token: ...`),
+/// following redirects (`--data` makes curl POST by itself, without -X: on a 301/302 it would
+/// switch to GET and drop the body, on a 307 it must keep both), with `extra` arguments first.
+/// Returns the answer's JSON and curl's `<redirects> <final URL> <status>`.
+pub async fn curl_post_json(
+    extra: &[&str],
+    url: &str,
+    token: &str,
+    body: &str,
+) -> Result<(serde_json::Value, String)> {
+    let mut args = extra.to_vec();
+    args.extend([
+        "--location",
+        "--header",
+        token,
+        "--header",
+        "Content-Type: application/json",
+        "--data",
+        body,
+        "--write-out",
+        "\n%{num_redirects} %{url_effective} %{http_code}",
+        url,
+    ]);
+    let (out, _) = curl(&args).await?;
+    let (json_text, trailer) =
+        out.rsplit_once('\n').context("curl output without --write-out line")?;
+    let answer = serde_json::from_str(json_text)
+        .with_context(|| format!("curl's answer is not JSON: {json_text}"))?;
+    Ok((answer, trailer.to_string()))
 }

@@ -273,6 +273,9 @@ impl Probe {
             .build()?;
         let samples = Arc::new(Mutex::new(Vec::new()));
         let out = samples.clone();
+        // The initial truth holds from before the first sample: on a loaded machine the task
+        // can take a sample before this thread runs again.
+        let started = Instant::now();
         let task = tokio::spawn(async move {
             // Bounded: at most 10 minutes of sampling even if a test forgets to drop the probe.
             let end = Instant::now() + Duration::from_secs(600);
@@ -286,7 +289,7 @@ impl Probe {
                 tokio::time::sleep(every).await;
             }
         });
-        Ok(Probe { samples, truth: Mutex::new(vec![(Instant::now(), initial)]), task })
+        Ok(Probe { samples, truth: Mutex::new(vec![(started, initial)]), task })
     }
 
     /// Records that from now on `seen` is the right answer.

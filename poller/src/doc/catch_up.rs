@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use vault_redirect_core::state::LOCAL_EVENT_BITS;
 
-use crate::probes::not_ready_because;
+use crate::doc::readiness::not_ready_because;
 use crate::state::Snapshot;
 
 const LOW_MASK: u64 = (1 << LOCAL_EVENT_BITS) - 1;
@@ -38,7 +38,10 @@ pub fn catch_up_version(
     now: Instant,
 ) -> Option<u64> {
     let ours = s.doc.version;
-    if asked <= ours || not_ready_because(s, max_stale, now).is_some() {
+    if !s.source.versions_agree_across_replicas()
+        || asked <= ours
+        || not_ready_because(s, max_stale, now).is_some()
+    {
         return None;
     }
     let asked_index = asked >> LOCAL_EVENT_BITS;
@@ -79,7 +82,7 @@ mod tests {
     const MAX_STALE: Duration = Duration::from_secs(60);
 
     fn serving(index: u64, version: u64, now: Instant) -> Snapshot {
-        let mut s = Snapshot::initial(now);
+        let mut s = Snapshot::initial(now, crate::source::SourceKind::Consul);
         s.doc = StateDoc::none("x");
         s.doc.reason = None;
         s.doc.active =
@@ -115,9 +118,14 @@ mod tests {
             catch_up_version(&s, (20 << 16) + 5, MAX_STALE, now + Duration::from_secs(61)),
             None
         );
-        let mut starting = Snapshot::initial(now);
+        let mut starting = Snapshot::initial(now, crate::source::SourceKind::Consul);
         starting.doc.consul_index = 20;
         assert_eq!(catch_up_version(&starting, (20 << 16) + 5, MAX_STALE, now), None);
+        // Kubernetes versions are each replica's observation time: a later time elsewhere
+        // does not mean this replica has seen that data.
+        let mut k8s = serving(20, 20 << 16, now);
+        k8s.source = crate::source::SourceKind::Kubernetes;
+        assert_eq!(catch_up_version(&k8s, (20 << 16) + 1, MAX_STALE, now), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,14 +1,15 @@
 //! A lean front for the state API's listener: `GET /v1/active` (the filters' long-polls) is
 //! answered here, on the bare TCP stream, and every other connection goes to axum unchanged.
 //!
-//! Why: a connection served by hyper and axum costs about 30 KB while its request is parked
-//! (an 8 KB write buffer allocated up front, a read buffer that is allocated again while the
-//! parked request still holds the first, axum's per-connection router), so 10,000 parked
-//! long-polls cost some 300 MB. Here a parked long-poll holds its socket, a watch receiver
-//! and a timer, and no buffer: about 2 KB.
+//! Why: a connection served by hyper and axum costs about 22 KB of RSS while its request is
+//! parked (an 8 KB response buffer allocated with the connection, a read buffer that is
+//! allocated again while the parked request still holds the first, axum's per-connection
+//! router), so 10,000 parked long-polls cost some 225 MB. Here a parked long-poll holds its
+//! socket, a watch receiver and a timer, and no buffer: about 2.5 KB (31 MB for 10,000).
+//! Measured by scripts/fanout-bench.sh: docs/BENCHMARKS.md, "Fan-out".
 //!
-//! What it answers is what the axum handler answers (`api::longpoll_params`,
-//! `api::longpoll_doc`, the same headers). Anything it does not fully understand (another
+//! What it answers is what the axum handler answers (`longpoll::longpoll_params`,
+//! `longpoll::longpoll_doc`, the same headers). Anything it does not fully understand (another
 //! path or method, HTTP/1.0, a body, an upgrade, a bad query, a head over 8 KiB, pipelined
 //! requests) is handed to axum with the bytes read so far, and the connection stays with
 //! axum from then on. It never answers an error itself and never reads a request body.
@@ -25,7 +26,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
-use crate::api::{self, ActiveQuery, AppState};
+use crate::context::AppState;
+use crate::longpoll::{self, ActiveQuery};
 
 /// The largest request head read here; larger ones go to hyper (which answers 431).
 const MAX_HEAD: usize = 8 * 1024;
@@ -186,7 +188,7 @@ fn parse_head(head: &[u8]) -> Parsed {
     }
     // The same query parsing as axum's `Query` extractor; its rejections stay axum's.
     let Ok(q) = serde_urlencoded::from_str::<ActiveQuery>(query) else { return Parsed::Axum };
-    match api::longpoll_params(q.index.as_deref(), q.wait.as_deref()) {
+    match longpoll::longpoll_params(q.index.as_deref(), q.wait.as_deref()) {
         Ok((index, wait)) => Parsed::Mine(LongPoll { index, wait, close }),
         Err(_) => Parsed::Axum,
     }
@@ -277,7 +279,7 @@ async fn connection(
         let mut more = false;
         let doc = {
             let gone = client_gone(&stream, &mut more);
-            api::longpoll_doc(&app, poll.index, poll.wait, gone).await
+            longpoll::longpoll_doc(&app, poll.index, poll.wait, gone).await
         };
         let Some(doc) = doc else { return };
         let close = poll.close || more || *app.stop.borrow();
@@ -365,7 +367,7 @@ mod tests {
         );
         assert_eq!(
             p("GET /v1/active HTTP/1.1\r\nHost: x\r\n\r\n"),
-            mine(None, api::DEFAULT_LONGPOLL_WAIT, false)
+            mine(None, longpoll::DEFAULT_LONGPOLL_WAIT, false)
         );
         assert_eq!(
             p("GET /v1/active?index=1&wait=1s HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n"),

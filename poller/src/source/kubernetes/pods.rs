@@ -10,11 +10,10 @@ use std::collections::BTreeMap;
 
 use vault_redirect_core::{ActiveNode, Target};
 
-use crate::choose::Choice;
-
 /// Which labels mark the pods' state: Vault's `vault-` or OpenBao's `openbao-`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Labels {
+    prefix: String,
     active: String,
     sealed: String,
 }
@@ -22,7 +21,16 @@ pub struct Labels {
 impl Labels {
     /// The labels under `prefix` (`vault` or `openbao`).
     pub fn new(prefix: &str) -> Labels {
-        Labels { active: format!("{prefix}-active"), sealed: format!("{prefix}-sealed") }
+        Labels {
+            prefix: format!("{prefix}-"),
+            active: format!("{prefix}-active"),
+            sealed: format!("{prefix}-sealed"),
+        }
+    }
+
+    /// The prefix with its dash (`vault-`): the registration's labels start with it.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The label that marks the active pod (what the chart's `-active` Service selects on).
@@ -90,6 +98,19 @@ impl PodView {
     }
 }
 
+/// The outcome of looking at the pod set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodChoice {
+    /// The pod to redirect to, if any.
+    pub active: Option<ActiveNode>,
+    /// Every pod that qualified, the chosen one first.
+    pub candidates: Vec<String>,
+    /// Why there is no active pod.
+    pub reason: Option<String>,
+    /// Pods labelled active that cannot be redirected to, with why.
+    pub refused_targets: Vec<String>,
+}
+
 /// Why a pod labelled active is not a candidate, if it is not.
 fn refusal(pod: &PodView, labels: &Labels) -> Option<&'static str> {
     if pod.deleting {
@@ -114,7 +135,7 @@ pub fn choose_active_pod(
     labels: &Labels,
     rule: &TargetRule,
     port: u16,
-) -> Choice {
+) -> PodChoice {
     let marked: Vec<&PodView> =
         pods.iter().filter(|p| p.label(labels.active()) == Some("true")).collect();
     let mut refused_targets = Vec::new();
@@ -151,7 +172,7 @@ pub fn choose_active_pod(
             refused_pods.join("; ")
         )),
     };
-    Choice { active, candidates, reason, refused_targets }
+    PodChoice { active, candidates, reason, refused_targets }
 }
 
 #[cfg(test)]
@@ -173,7 +194,7 @@ mod tests {
         }
     }
 
-    fn choose(pods: &[PodView]) -> Choice {
+    fn choose(pods: &[PodView]) -> PodChoice {
         choose_active_pod(pods, &Labels::new("vault"), &TargetRule::PodIp, 8200)
     }
 

@@ -1,4 +1,6 @@
-//! The flags of the Kubernetes source, and their validation into settings the source trusts.
+//! The flags of the Kubernetes source (`--source kubernetes`), and their validation into
+//! settings the source trusts. Beside `config` rather than in `source/kubernetes/` so the
+//! configuration can flatten them without importing a source.
 //!
 //! Defaults follow the official Vault Helm chart: pods in the release's namespace carry
 //! `vault-*` labels, `api_addr` is `http://$(POD_IP):8200` (the chart's `global.tlsDisable`
@@ -7,9 +9,9 @@
 
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use std::path::PathBuf;
 
-use crate::kubernetes::pods::{Labels, TargetRule};
+use clap::{Args, ValueEnum};
 
 /// Which label prefix Vault's service registration writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -52,7 +54,7 @@ pub enum PodScheme {
 #[derive(Clone, Debug, Args)]
 pub struct KubernetesArgs {
     /// Namespace of the Vault pods (default: the poller's own, from the service account).
-    #[arg(long = "k8s-namespace", env = "VAULT_REDIRECT_K8S_NAMESPACE")]
+    #[arg(id = "k8s_namespace", long = "k8s-namespace", env = "VAULT_REDIRECT_K8S_NAMESPACE")]
     pub namespace: Option<String>,
 
     /// Label prefix Vault's Kubernetes service registration writes: vault or openbao.
@@ -66,7 +68,7 @@ pub struct KubernetesArgs {
 
     /// Extra label selector narrowing the pods to one installation, e.g.
     /// `app.kubernetes.io/instance=vault,component=server`.
-    #[arg(long = "k8s-selector", env = "VAULT_REDIRECT_K8S_SELECTOR")]
+    #[arg(id = "k8s_selector", long = "k8s-selector", env = "VAULT_REDIRECT_K8S_SELECTOR")]
     pub selector: Option<String>,
 
     /// The redirect's host: the pod's IP, or its DNS name under --k8s-service.
@@ -79,11 +81,16 @@ pub struct KubernetesArgs {
     pub target: TargetKind,
 
     /// Headless Service of the pods, for --k8s-target dns (the chart's `<release>-internal`).
-    #[arg(long = "k8s-service", env = "VAULT_REDIRECT_K8S_SERVICE")]
+    #[arg(id = "k8s_service", long = "k8s-service", env = "VAULT_REDIRECT_K8S_SERVICE")]
     pub service: Option<String>,
 
     /// Vault's API port on the pods.
-    #[arg(long = "k8s-port", env = "VAULT_REDIRECT_K8S_PORT", default_value_t = 8200)]
+    #[arg(
+        id = "k8s_port",
+        long = "k8s-port",
+        env = "VAULT_REDIRECT_K8S_PORT",
+        default_value_t = 8200
+    )]
     pub port: u16,
 
     /// Vault's API scheme on the pods (the chart serves http unless global.tlsDisable=false).
@@ -98,16 +105,46 @@ pub struct KubernetesArgs {
     /// Server-side length of each watch (`timeoutSeconds`); the API server ends it then and
     /// the source watches again from the last version. A watch silent for this long plus
     /// --k8s-timeout is taken for hung and dropped.
-    #[arg(long = "k8s-watch-timeout", env = "VAULT_REDIRECT_K8S_WATCH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(id = "k8s_watch_timeout", long = "k8s-watch-timeout", env = "VAULT_REDIRECT_K8S_WATCH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub watch_timeout: Duration,
 
     /// Timeout to connect to the API server and for each list.
-    #[arg(long = "k8s-timeout", env = "VAULT_REDIRECT_K8S_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(id = "k8s_timeout", long = "k8s-timeout", env = "VAULT_REDIRECT_K8S_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 
     /// Kubeconfig to use outside a cluster (in a pod, the service account is used).
-    #[arg(long = "k8s-kubeconfig", env = "KUBECONFIG")]
+    #[arg(id = "k8s_kubeconfig", long = "k8s-kubeconfig", env = "KUBECONFIG")]
     pub kubeconfig: Option<std::path::PathBuf>,
+}
+
+/// Where the service account's files are mounted in every pod.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The in-cluster settings; clap reads them from the variables the kubelet sets, so tests can
+/// give them as flags.
+#[derive(Clone, Debug, Args)]
+pub struct InClusterArgs {
+    /// The API server's host in a pod (set by the kubelet).
+    #[arg(
+        id = "k8s_api_host",
+        long = "k8s-api-host",
+        env = "KUBERNETES_SERVICE_HOST",
+        hide = true
+    )]
+    pub api_host: Option<String>,
+
+    /// The API server's port in a pod (set by the kubelet).
+    #[arg(
+        long = "k8s-api-port",
+        env = "KUBERNETES_SERVICE_PORT",
+        hide = true,
+        default_value_t = 443
+    )]
+    pub api_port: u16,
+
+    /// Directory of the service account's `token`, `ca.crt` and `namespace`.
+    #[arg(id = "k8s_service_account_dir", long = "k8s-service-account-dir", env = "VAULT_REDIRECT_K8S_SERVICE_ACCOUNT_DIR", hide = true, default_value = SERVICE_ACCOUNT_DIR)]
+    pub service_account_dir: PathBuf,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -151,8 +188,8 @@ pub enum FlagError {
 pub struct KubernetesSettings {
     /// The namespace, when given; otherwise the service account's.
     pub namespace: Option<String>,
-    /// The state labels.
-    pub labels: Labels,
+    /// The label prefix.
+    pub label_prefix: LabelPrefix,
     /// The extra label selector, if any.
     pub selector: Option<String>,
     /// How a pod becomes a target (the namespace of a DNS rule is filled in at start).
@@ -170,22 +207,17 @@ pub struct KubernetesSettings {
 }
 
 impl KubernetesSettings {
+    /// The label that marks the active pod.
+    pub fn active_label(&self) -> String {
+        format!("{}-active", self.label_prefix.as_str())
+    }
+
     /// The label selector sent to the API server: pods that carry the registration's active
     /// label (so the chart's injector and other pods stay out), narrowed by the extra selector.
     pub fn api_selector(&self) -> String {
         match &self.selector {
-            Some(extra) => format!("{},{extra}", self.labels.active()),
-            None => self.labels.active().to_string(),
-        }
-    }
-
-    /// The target rule once the namespace is known.
-    pub fn target_rule(&self, namespace: &str) -> TargetRule {
-        match (&self.target, &self.service) {
-            (TargetKind::Dns, Some(service)) => {
-                TargetRule::Dns { service: service.clone(), namespace: namespace.to_string() }
-            }
-            _ => TargetRule::PodIp,
+            Some(extra) => format!("{},{extra}", self.active_label()),
+            None => self.active_label(),
         }
     }
 }
@@ -247,7 +279,7 @@ impl KubernetesArgs {
         }
         Ok(KubernetesSettings {
             namespace: self.namespace.clone(),
-            labels: Labels::new(self.label_prefix.as_str()),
+            label_prefix: self.label_prefix,
             selector: selector.map(str::to_string),
             target: self.target,
             service: self.service.clone(),
@@ -280,11 +312,9 @@ mod tests {
     #[test]
     fn defaults_follow_the_official_helm_chart() {
         let s = parse(&[]).validate().unwrap();
-        assert_eq!(s.labels, Labels::new("vault"));
-        assert_eq!(s.labels.active(), "vault-active");
+        assert_eq!(s.active_label(), "vault-active");
         assert_eq!(s.target, TargetKind::PodIp);
         assert_eq!((s.port, s.scheme), (8200, PodScheme::Http));
-        assert_eq!(s.target_rule("vault"), TargetRule::PodIp);
         assert_eq!(s.selector, None);
         assert_eq!(s.api_selector(), "vault-active");
         assert_eq!(s.watch_timeout, Duration::from_secs(60));
@@ -306,11 +336,8 @@ mod tests {
         ])
         .validate()
         .unwrap();
-        assert_eq!(s.labels.sealed(), "openbao-sealed");
-        assert_eq!(
-            s.target_rule("secrets"),
-            TargetRule::Dns { service: "openbao-internal".into(), namespace: "secrets".into() }
-        );
+        assert_eq!(s.label_prefix, LabelPrefix::Openbao);
+        assert_eq!((s.target, s.service.as_deref()), (TargetKind::Dns, Some("openbao-internal")));
         assert_eq!(
             s.selector.as_deref(),
             Some("app.kubernetes.io/instance=openbao,component=server")

@@ -2,14 +2,14 @@
 //! datacenter and consistency options, a bounded body and a timeout on every request.
 //!
 //! It owns the wire (URL, headers, body limits, error classification). It never decides what
-//! to do with an answer or an error: that is the watcher's job.
+//! to do with an answer or an error: that is the watch loop's job (`watch`).
 
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Certificate, Identity, StatusCode, Url};
 
-use crate::choose::ServiceEntry;
+use super::choose::ServiceEntry;
 use crate::config::{Config, ConfigError};
 
 /// The largest health answer we read. A Vault cluster is a handful of entries of ~2 KiB each;

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Deserializer};
 use vault_redirect_core::{ActiveNode, Target};
 
-use crate::state::NodeStatus;
+use crate::state::{NodeCheck, NodeStatus};
 
 /// The suffix of the check ID Vault registers for its sealed status
 /// (`<serviceID>:vault-sealed-check`, vault: consul_service_registration.go).
@@ -191,15 +191,33 @@ pub fn choose_active(entries: &[ServiceEntry], service: &str, tag: &str) -> Choi
 pub fn node_statuses(entries: &[ServiceEntry], choice: &Choice) -> Vec<NodeStatus> {
     let mut nodes: Vec<NodeStatus> = entries
         .iter()
-        .map(|e| NodeStatus {
-            node: e.node.node.clone(),
-            address: e.address().to_string(),
-            port: e.service.port,
-            tags: e.service.tags.clone(),
-            sealed_check: e.sealed_check().map(|c| c.status.clone()),
-            agent_check: e.agent_check().map(|c| c.status.clone()),
-            candidate: choice.candidates.contains(&e.node.node),
-            active: choice.active.as_ref().is_some_and(|a| a.node == e.node.node),
+        .map(|e| {
+            let sealed = e.sealed_check().map_or("missing", |c| c.status.as_str());
+            let agent = e.agent_check().map_or("missing", |c| c.status.as_str());
+            NodeStatus {
+                node: e.node.node.clone(),
+                address: e.address().to_string(),
+                port: e.service.port,
+                labels: e.service.tags.clone(),
+                checks: vec![
+                    // Vault's `Vault Sealed Status`: only `passing` (unsealed) may be active.
+                    NodeCheck {
+                        name: "sealed check".into(),
+                        status: sealed.into(),
+                        ok: sealed == "passing",
+                    },
+                    // Consul's `serfHealth` of the node's agent: only `critical` disqualifies.
+                    NodeCheck {
+                        name: "agent".into(),
+                        status: agent.into(),
+                        ok: agent != "critical",
+                    },
+                ],
+                latency_ms: None,
+                error: None,
+                candidate: choice.candidates.contains(&e.node.node),
+                active: choice.active.as_ref().is_some_and(|a| a.node == e.node.node),
+            }
         })
         .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node).then_with(|| a.port.cmp(&b.port)));
@@ -341,10 +359,11 @@ mod tests {
         assert_eq!(names, ["vault-a", "vault-b", "vault-c"]);
         assert!(nodes[1].active && nodes[1].candidate);
         assert!(!nodes[0].active && nodes[0].candidate);
-        assert_eq!(nodes[0].tags, ["active", "initialized"]);
-        assert_eq!(nodes[2].sealed_check.as_deref(), Some("critical"));
-        assert_eq!(nodes[2].agent_check, None);
-        assert_eq!(nodes[0].agent_check.as_deref(), Some("passing"));
+        assert_eq!(nodes[0].labels, ["active", "initialized"]);
+        let check = |n: &NodeStatus, i: usize| (n.checks[i].status.clone(), n.checks[i].ok);
+        assert_eq!(check(&nodes[2], 0), ("critical".to_string(), false));
+        assert_eq!(check(&nodes[2], 1), ("missing".to_string(), true));
+        assert_eq!(check(&nodes[0], 1), ("passing".to_string(), true));
         assert!(!nodes[2].candidate && !nodes[2].active);
     }
 

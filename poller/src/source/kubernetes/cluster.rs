@@ -11,33 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use clap::Args;
 use http::HeaderValue;
 
-/// Where the service account's files are mounted in every pod.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-/// The in-cluster settings; clap reads them from the variables the kubelet sets, so tests can
-/// give them as flags.
-#[derive(Clone, Debug, Args)]
-pub struct InClusterArgs {
-    /// The API server's host in a pod (set by the kubelet).
-    #[arg(long = "k8s-api-host", env = "KUBERNETES_SERVICE_HOST", hide = true)]
-    pub api_host: Option<String>,
-
-    /// The API server's port in a pod (set by the kubelet).
-    #[arg(
-        long = "k8s-api-port",
-        env = "KUBERNETES_SERVICE_PORT",
-        hide = true,
-        default_value_t = 443
-    )]
-    pub api_port: u16,
-
-    /// Directory of the service account's `token`, `ca.crt` and `namespace`.
-    #[arg(long = "k8s-service-account-dir", env = "VAULT_REDIRECT_K8S_SERVICE_ACCOUNT_DIR", hide = true, default_value = SERVICE_ACCOUNT_DIR)]
-    pub service_account_dir: PathBuf,
-}
+use crate::kubernetes_flags::InClusterArgs;
 
 /// Why no client could be built.
 #[derive(Debug, thiserror::Error)]

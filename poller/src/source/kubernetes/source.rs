@@ -16,6 +16,7 @@
 //! the [`Update`]s it sends) and never sleeps without also watching for shutdown.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -23,11 +24,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-use crate::choose::Choice;
-use crate::kubernetes::cluster::Connection;
-use crate::kubernetes::flags::KubernetesSettings;
-use crate::kubernetes::pods::{choose_active_pod, PodView, TargetRule};
-use crate::watcher::{Backoff, BACKOFF_BASE};
+use crate::kubernetes_flags::{KubernetesSettings, TargetKind};
+use crate::source::backoff::{Backoff, BACKOFF_BASE};
+use crate::source::kubernetes::cluster::Connection;
+use crate::source::kubernetes::pods::{choose_active_pod, Labels, PodChoice, PodView, TargetRule};
 
 /// How much longer than `timeoutSeconds` a read may stay silent before the watch counts as
 /// hung. Below kube-rs's own idle margin (5 s), so a hang surfaces as an error we count.
@@ -65,9 +65,11 @@ impl Failure {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
     /// The choice.
-    pub choice: Choice,
+    pub choice: PodChoice,
     /// Every selected pod, by name.
     pub pods: Vec<PodView>,
+    /// From a complete list (else from one watch event).
+    pub listed: bool,
 }
 
 /// What the loop reports.
@@ -82,6 +84,20 @@ pub enum Update {
         /// The error, for logs and the status page (never a token).
         message: String,
     },
+}
+
+/// Where the loop's updates go, and how it waits: a publisher keeps its `--max-stale` deadline
+/// while the loop waits for the API server.
+pub trait Sink: Send {
+    /// Takes one update.
+    fn send(&mut self, update: Update);
+
+    /// Waits for `work`; `None` when `stop` turned true (or its sender went) first.
+    fn wait<F: Future + Send>(
+        &self,
+        work: F,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Option<F::Output>> + Send;
 }
 
 /// Reads the fields the choice needs from a pod.
@@ -139,6 +155,7 @@ pub struct PodWatch {
     connection: Connection,
     settings: KubernetesSettings,
     namespace: String,
+    labels: Labels,
     rule: TargetRule,
     backoff_max: Duration,
 }
@@ -152,8 +169,14 @@ impl PodWatch {
     ) -> PodWatch {
         let namespace =
             settings.namespace.clone().unwrap_or_else(|| connection.default_namespace.clone());
-        let rule = settings.target_rule(&namespace);
-        PodWatch { connection, settings, namespace, rule, backoff_max }
+        let rule = match (&settings.target, &settings.service) {
+            (TargetKind::Dns, Some(service)) => {
+                TargetRule::Dns { service: service.clone(), namespace: namespace.clone() }
+            }
+            _ => TargetRule::PodIp,
+        };
+        let labels = Labels::new(settings.label_prefix.as_str());
+        PodWatch { connection, settings, namespace, labels, rule, backoff_max }
     }
 
     /// The namespace watched.
@@ -161,11 +184,10 @@ impl PodWatch {
         &self.namespace
     }
 
-    fn observe(&self, pods: &BTreeMap<String, PodView>) -> Observation {
+    fn observe(&self, pods: &BTreeMap<String, PodView>, listed: bool) -> Observation {
         let pods: Vec<PodView> = pods.values().cloned().collect();
-        let choice =
-            choose_active_pod(&pods, &self.settings.labels, &self.rule, self.settings.port);
-        Observation { choice, pods }
+        let choice = choose_active_pod(&pods, &self.labels, &self.rule, self.settings.port);
+        Observation { choice, pods, listed }
     }
 
     fn stream(
@@ -183,19 +205,21 @@ impl PodWatch {
         watcher(api, config).boxed()
     }
 
+    /// The state labels.
+    pub fn labels(&self) -> &Labels {
+        &self.labels
+    }
+
     /// Runs until `stop` becomes true (or its sender is dropped), sending each change to
-    /// `send`.
-    pub async fn run(self, mut send: impl FnMut(Update), mut stop: watch::Receiver<bool>) {
+    /// `sink`.
+    pub async fn run(self, mut sink: impl Sink, mut stop: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(BACKOFF_BASE, self.backoff_max);
         let mut pods: BTreeMap<String, PodView> = BTreeMap::new();
         // Pods of a list in progress: the set is replaced when the list is complete.
         let mut listing: Option<BTreeMap<String, PodView>> = None;
         let mut stream = self.stream();
         loop {
-            let item = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                item = stream.next() => item,
-            };
+            let Some(item) = sink.wait(stream.next(), &mut stop).await else { return };
             match item {
                 Some(Ok(watcher::Event::Init)) => listing = Some(BTreeMap::new()),
                 Some(Ok(watcher::Event::InitApply(pod))) => {
@@ -205,20 +229,20 @@ impl PodWatch {
                 Some(Ok(watcher::Event::InitDone)) => {
                     pods = listing.take().unwrap_or_default();
                     backoff.reset();
-                    send(Update::Observed(self.observe(&pods)));
+                    sink.send(Update::Observed(self.observe(&pods, true)));
                 }
                 Some(Ok(watcher::Event::Apply(pod))) => {
                     let view = pod_view(&pod);
                     if pods.get(&view.name) != Some(&view) {
                         pods.insert(view.name.clone(), view);
-                        send(Update::Observed(self.observe(&pods)));
+                        sink.send(Update::Observed(self.observe(&pods, false)));
                     }
                     backoff.reset();
                 }
                 Some(Ok(watcher::Event::Delete(pod))) => {
                     let name = pod.metadata.name.clone().unwrap_or_default();
                     if pods.remove(&name).is_some() {
-                        send(Update::Observed(self.observe(&pods)));
+                        sink.send(Update::Observed(self.observe(&pods, false)));
                     }
                     backoff.reset();
                 }
@@ -229,11 +253,10 @@ impl PodWatch {
                             token.forget();
                         }
                     }
-                    send(Update::Failed { failure, message: error.to_string() });
+                    sink.send(Update::Failed { failure, message: error.to_string() });
                     let pause = backoff.next_delay();
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return,
-                        _ = tokio::time::sleep(pause) => {}
+                    if sink.wait(tokio::time::sleep(pause), &mut stop).await.is_none() {
+                        return;
                     }
                     listing = None;
                     stream = self.stream();

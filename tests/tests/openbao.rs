@@ -1,0 +1,455 @@
+//! A real OpenBao HA cluster (three `bao server` nodes on Raft, tests/src/openbao.rs) behind
+//! the project: the registrar mirrors its elections into the Consul double the way Vault's
+//! Consul registration does, the real poller follows them through its Consul source, and
+//! real clients go through real Envoy's 307 to the real active node. Every assertion about
+//! where a request landed is read from the nodes' own audit logs.
+//!
+//! The tests share one cluster (forming one takes seconds) and take turns on it; each turn
+//! starts by healing what the previous test broke.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use common::openbao::{assert_wrote_and_read_on, BaoStack, FailoverProbe, CLIENT_IP};
+use common::{curl, curl_post_json};
+use serde_json::{json, Value};
+use vault_redirect_e2e::openbao::{self, ClusterOptions, OpenBaoCluster};
+use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
+use vault_redirect_e2e::wait_for;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_has_one_active_node_two_standby_voters_kv_v2_and_audit_logs() -> Result<()> {
+    let cluster = openbao::shared().await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let codes = cluster.codes().await?;
+    assert_eq!(codes.iter().filter(|(_, c)| *c == Some(200)).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|(_, c)| *c == Some(429)).count(), 2, "{codes:?}");
+    let servers = cluster.raft_servers().await?;
+    assert_eq!(servers.len(), 3, "{servers:?}");
+    assert!(servers.iter().all(|(_, voter)| *voter), "{servers:?}");
+    // Every standby names the active node's api_addr as the leader, as Vault's redirects do.
+    for node in cluster.nodes().iter().filter(|n| n.name != active) {
+        let leader = cluster.call(&node.name, "GET", "sys/leader", None).await?;
+        assert_eq!(leader["is_self"], json!(false), "{leader}");
+        assert_eq!(leader["leader_address"], json!(cluster.api_addr(&active)?), "{leader}");
+    }
+    // A write on the active node is audited there, with the token HMAC-ed as the audit
+    // device hashes it.
+    let path = format!("secret/data/harness/sanity-{}", std::process::id());
+    cluster.call(&active, "POST", &path, Some(json!({"data": {"k": "v"}}))).await?;
+    let token_hash = cluster.audit_hash(cluster.root_token()).await?;
+    let entries = cluster.audit_for(&active, &path)?;
+    assert!(
+        entries.iter().any(|e| e.kind == "request"
+            && e.operation == "create"
+            && e.client_token.as_deref() == Some(token_hash.as_str())),
+        "{entries:#?}"
+    );
+    Ok(())
+}
+
+/// The Consul double's view of the service: `(node, tags, sealed check status)` per entry.
+async fn consul_view(registrar: &Registrar) -> Result<Vec<(String, Vec<String>, String)>> {
+    let url = format!("{}/v1/health/service/vault", registrar.url());
+    let entries: Value = vault_redirect_e2e::client()?.get(&url).send().await?.json().await?;
+    let entries = entries.as_array().context("the Consul double answered no array")?;
+    Ok(entries
+        .iter()
+        .map(|e| {
+            let tags = e["Service"]["Tags"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let sealed = e["Checks"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["Name"] == "Vault Sealed Status"))
+                .and_then(|c| c["Status"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            (e["Node"]["Node"].as_str().unwrap_or_default().to_string(), tags, sealed)
+        })
+        .collect())
+}
+
+/// Waits until the Consul double shows node `name` with `tag` and its sealed check `status`.
+async fn wait_for_registration(
+    registrar: &Registrar,
+    name: &str,
+    tag: &str,
+    status: &str,
+) -> Result<()> {
+    wait_for(
+        &format!("{name} registered {tag}, check {status}"),
+        Duration::from_secs(10),
+        || async {
+            let view = consul_view(registrar).await.ok()?;
+            view.iter()
+                .any(|(n, tags, s)| n == name && tags.iter().any(|t| t == tag) && s == status)
+                .then_some(())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registrar_mirrors_roles_and_seal_status_into_consul_as_vault_would() -> Result<()> {
+    let cluster = openbao::shared().await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let registrar = Registrar::start(&cluster, RegistrarOptions::default()).await?;
+    for node in cluster.nodes() {
+        let tag = if node.name == active { "active" } else { "standby" };
+        wait_for_registration(&registrar, &node.name, tag, "passing").await?;
+    }
+    let view = consul_view(&registrar).await?;
+    let entry = |name: &str| view.iter().find(|(n, _, _)| n == name).cloned();
+    assert_eq!(
+        entry(&active).map(|(_, tags, _)| tags),
+        Some(vec!["active".to_string(), "initialized".to_string()])
+    );
+    // Address and port are the node's api_addr, as Vault registers them.
+    let url = format!("{}/v1/health/service/vault", registrar.url());
+    let raw: Value = vault_redirect_e2e::client()?.get(&url).send().await?.json().await?;
+    for e in raw.as_array().context("no array")? {
+        let name = e["Node"]["Node"].as_str().unwrap_or_default();
+        let node = cluster.node(name)?;
+        assert_eq!(e["Service"]["Address"], json!(node.ip.to_string()));
+        assert_eq!(e["Service"]["Port"], json!(node.api_port));
+        assert_eq!(e["Service"]["ID"], json!(format!("vault:{}:{}", node.ip, node.api_port)));
+    }
+
+    // Sealing a standby turns its check critical; unsealing it brings it back.
+    let standby = cluster.nodes().iter().find(|n| n.name != active).context("no standby")?;
+    let standby = standby.name.clone();
+    cluster.seal(&standby).await?;
+    wait_for_registration(&registrar, &standby, "standby", "critical").await?;
+    cluster.unseal(&standby).await?;
+    cluster.wait_for_code(&standby, &[429], Duration::from_secs(30)).await?;
+    wait_for_registration(&registrar, &standby, "standby", "passing").await?;
+
+    // A step-down re-tags: the new active node is tagged active, the old one standby.
+    let (old, new) = cluster.step_down_until_moved(5).await?;
+    wait_for_registration(&registrar, &new, "active", "passing").await?;
+    wait_for_registration(&registrar, &old, "standby", "passing").await?;
+    assert!(registrar.changes() >= 4, "{} registration changes", registrar.changes());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_writes_and_reads_a_secret_on_the_active_node_through_envoys_307() -> Result<()> {
+    let cluster = openbao::shared().await?;
+    let stack = BaoStack::consul(&cluster).await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let url = stack.envoy.url("/v1/secret/data/clients/curl");
+    let token = format!("X-Vault-Token: {}", cluster.root_token());
+    let client_ip = CLIENT_IP.to_string();
+    let body = r#"{"data":{"user":"app","password":"p@ss w0rd/é"}}"#;
+    let (written, trailer) =
+        curl_post_json(&["--interface", &client_ip], &url, &token, body).await?;
+    let target = cluster.node(&active)?.url("/v1/secret/data/clients/curl");
+    assert_eq!(trailer, format!("1 {target} 200"), "{written}");
+    assert_eq!(written["data"]["version"], 1, "{written}");
+
+    let (out, _) = curl(&[
+        "--interface",
+        &client_ip,
+        "--location",
+        "--header",
+        &token,
+        &format!("{url}?version=1"),
+    ])
+    .await?;
+    let read: Value = serde_json::from_str(&out)?;
+    assert_eq!(read["data"]["data"], json!({"user": "app", "password": "p@ss w0rd/é"}));
+
+    let secret = [("user", "app"), ("password", "p@ss w0rd/é")];
+    assert_wrote_and_read_on(&cluster, &active, "secret/data/clients/curl", &client_ip, &secret)
+        .await?;
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_hvac_bound_to_its_own_address_writes_and_reads_on_the_active_node() -> Result<()> {
+    let python = vault_redirect_e2e::workspace_root().join(".venv/bin/python");
+    let cluster = openbao::shared().await?;
+    let stack = BaoStack::consul(&cluster).await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    // requests follows the 307 keeping method, body and X-Vault-Token; the adapter gives
+    // every connection the client's own source address; trust_env=False keeps proxy
+    // variables away from loopback traffic.
+    let script = r#"
+import json, os, sys
+import hvac, requests
+from requests.adapters import HTTPAdapter
+
+class FromAddress(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (os.environ["E2E_SOURCE_IP"], 0)
+        return super().init_poolmanager(*args, **kwargs)
+
+session = requests.Session()
+session.trust_env = False
+session.mount("http://", FromAddress())
+session.mount("https://", FromAddress())
+client = hvac.Client(url=os.environ["E2E_VAULT_ADDR"], token=os.environ["E2E_VAULT_TOKEN"], session=session, timeout=20)
+written = client.secrets.kv.v2.create_or_update_secret(path="clients/hvac", secret={"key": "v1", "n": 7})
+read = client.secrets.kv.v2.read_secret_version(path="clients/hvac", raise_on_deleted_version=True)
+leader = client.sys.read_leader_status()
+json.dump({"written": written, "read": read, "leader": leader}, sys.stdout)
+"#;
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", script])
+        .env("E2E_VAULT_ADDR", stack.envoy.url(""))
+        .env("E2E_VAULT_TOKEN", cluster.root_token())
+        .env("E2E_SOURCE_IP", CLIENT_IP.to_string())
+        .kill_on_drop(true)
+        .output();
+    let out =
+        tokio::time::timeout(Duration::from_secs(60), out).await.context("hvac timed out")??;
+    if !out.status.success() {
+        bail!(
+            "hvac script failed (scripts/setup.sh installs hvac): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let result: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(result["written"]["data"]["version"], 1, "{result}");
+    assert_eq!(result["read"]["data"]["data"], json!({"key": "v1", "n": 7}));
+    // sys/leader went through the 307 too, and the active node answered it itself.
+    assert_eq!(result["leader"]["is_self"], json!(true), "{result}");
+    assert_eq!(result["leader"]["leader_address"], json!(cluster.api_addr(&active)?));
+
+    assert_wrote_and_read_on(
+        &cluster,
+        &active,
+        "secret/data/clients/hvac",
+        &CLIENT_IP.to_string(),
+        &[("key", "v1")],
+    )
+    .await?;
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_vaultrs_bound_to_its_own_address_writes_and_reads_on_the_active_node() -> Result<()> {
+    // vaultrs is built without a rustls crypto provider (tests/Cargo.toml): install ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = openbao::shared().await?;
+    let stack = BaoStack::consul(&cluster).await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let settings = vaultrs::client::VaultClientSettingsBuilder::default()
+        .address(stack.envoy.url(""))
+        .token(cluster.root_token())
+        .timeout(Some(Duration::from_secs(20)))
+        .build()?;
+    let mut client = vaultrs::client::VaultClient::new(settings)?;
+    // vaultrs builds its reqwest client itself and offers no source address: give it the
+    // same client with one (reqwest's default redirect policy, as vaultrs has). No roots:
+    // the cluster serves plain http (vaultrs does the same for http addresses).
+    client.http.http = reqwest013::Client::builder()
+        .local_address(IpAddr::V4(CLIENT_IP))
+        .timeout(Duration::from_secs(20))
+        .tls_certs_only(Vec::new())
+        .build()?;
+    let meta = vaultrs::kv2::set(
+        &client,
+        "secret",
+        "clients/vaultrs",
+        &json!({"url": "postgres://db", "pool": 5}),
+    )
+    .await?;
+    assert_eq!(meta.version, 1);
+    let read: Value = vaultrs::kv2::read(&client, "secret", "clients/vaultrs").await?;
+    assert_eq!(read, json!({"url": "postgres://db", "pool": 5}));
+
+    assert_wrote_and_read_on(
+        &cluster,
+        &active,
+        "secret/data/clients/vaultrs",
+        &CLIENT_IP.to_string(),
+        &[("url", "postgres://db")],
+    )
+    .await?;
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bao_cli_writes_and_reads_a_secret_on_the_active_node_through_envoys_307() -> Result<()>
+{
+    let cluster = openbao::shared().await?;
+    let stack = BaoStack::consul(&cluster).await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let home = cluster.dir().join("cli-home");
+    std::fs::create_dir_all(&home)?;
+    // The CLI is Vault's Go client: it follows one 307 itself, keeping token and body. Go's
+    // client has no source-address option, so it connects from the kernel's choice for a
+    // loopback peer, 127.0.0.1: still not Envoy's address (127.0.0.5).
+    let bao = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(openbao::binary()?);
+        cmd.args(args)
+            .env_clear()
+            .env("HOME", &home)
+            .env("BAO_ADDR", stack.envoy.url(""))
+            .env("BAO_TOKEN", cluster.root_token())
+            .kill_on_drop(true);
+        anyhow::Ok(cmd)
+    };
+    let put = bao(&[
+        "kv",
+        "put",
+        "-mount=secret",
+        "-format=json",
+        "clients/bao",
+        "user=cli",
+        "pin=0042",
+    ])?
+    .output()
+    .await?;
+    if !put.status.success() {
+        bail!("bao kv put failed: {}", String::from_utf8_lossy(&put.stderr));
+    }
+    let written: Value = serde_json::from_slice(&put.stdout)?;
+    assert_eq!(written["data"]["version"], 1, "{written}");
+    let get = bao(&["kv", "get", "-mount=secret", "-format=json", "clients/bao"])?.output().await?;
+    if !get.status.success() {
+        bail!("bao kv get failed: {}", String::from_utf8_lossy(&get.stderr));
+    }
+    let read: Value = serde_json::from_slice(&get.stdout)?;
+    assert_eq!(read["data"]["data"], json!({"user": "cli", "pin": "0042"}), "{read}");
+
+    assert_wrote_and_read_on(
+        &cluster,
+        &active,
+        "secret/data/clients/bao",
+        "127.0.0.1",
+        &[("user", "cli"), ("pin", "0042")],
+    )
+    .await?;
+    stack.assert_no_failures()
+}
+
+/// Puts the whole stack in front of the shared cluster, runs `fault` on the active node
+/// (it returns the node that is active afterwards), waits until Envoy's `Location` names that
+/// node, checks every answer Envoy gave meanwhile ([`FailoverProbe`]) and prints the figures.
+/// Returns the stack, the old and the new active node.
+async fn failover(
+    cluster: &mut OpenBaoCluster,
+    fault: &str,
+    run: impl AsyncFnOnce(&mut OpenBaoCluster, &str) -> Result<String>,
+) -> Result<(BaoStack, String, String)> {
+    let stack = BaoStack::consul(cluster).await?;
+    let old = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let probe = FailoverProbe::start(&stack, cluster, &old)?;
+    probe.observe(5).await?;
+    let began = Instant::now();
+    let new = run(cluster, &old).await?;
+    stack.wait_for_location(cluster, &new, Duration::from_secs(30)).await?;
+    let moved_after = began.elapsed();
+    probe.observe(20).await?;
+    let (samples, no_active) = probe.check(cluster, &new)?;
+    eprintln!(
+        "openbao: {fault}: {old} -> {new}; Envoy's Location named {new} {moved_after:?} after \
+         the fault began; {samples} samples, {no_active} of them 503"
+    );
+    stack.assert_no_failures()?;
+    Ok((stack, old, new))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_step_down_the_location_follows_the_new_active_node() -> Result<()> {
+    let mut cluster = openbao::shared().await?;
+    // Raft may hand the lock straight back to the node that stepped down: step down again.
+    failover(&mut cluster, "step-down", async |c, _| Ok(c.step_down_until_moved(5).await?.1))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_active_node_is_sealed_the_location_follows_the_new_active_node() -> Result<()> {
+    let mut cluster = openbao::shared().await?;
+    failover(&mut cluster, "seal", async |c, old| {
+        c.seal(old).await?;
+        c.wait_for_active(Duration::from_secs(30)).await
+    })
+    .await
+    .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_active_node_is_killed_the_location_follows_the_new_active_node() -> Result<()> {
+    let mut cluster = openbao::shared().await?;
+    let (stack, old, _) = failover(&mut cluster, "SIGKILL", async |c, old| {
+        c.kill(old)?;
+        c.wait_for_active(Duration::from_secs(30)).await
+    })
+    .await?;
+    // (How long this takes varies: Raft elects within about 3 s here, but a node that
+    // stepped down within the last 10 s does not compete for the lock until those 10 s have
+    // passed, even as Raft leader: Vault's runStandby sleeps manualStepDownSleepPeriod. Until the new node registers, Consul still says the dead
+    // node is active, and once its check's TTL has passed, that there is none.)
+    // Nobody re-tags a dead node: it stays tagged active until its sealed check's TTL
+    // passes without a heartbeat, as with Vault's own registration.
+    wait_for_registration(stack.registrar()?, &old, "active", "critical").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_answers_nothing_until_resumed_and_a_restarted_node_rejoins_unsealed(
+) -> Result<()> {
+    let mut cluster = openbao::shared().await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let standby = cluster.nodes().iter().find(|n| n.name != active).context("no standby")?;
+    let standby = standby.name.clone();
+    cluster.pause(&standby).await?;
+    let paused = cluster.health(&standby).await;
+    assert!(paused.is_err(), "a stopped node answered: {paused:?}");
+    cluster.resume(&standby)?;
+    cluster.wait_for_code(&standby, &[429], Duration::from_secs(30)).await?;
+
+    let began = Instant::now();
+    cluster.restart(&standby).await?;
+    eprintln!("openbao: restart and unseal of a standby took {:?}", began.elapsed());
+    assert_eq!(cluster.health(&standby).await?.code, 429);
+    // It still holds the data written before the restart, and serves it.
+    let read = cluster.call(&standby, "GET", "secret/data/harness/ready", None).await?;
+    assert_eq!(read["data"]["data"], json!({"ok": true}), "{read}");
+    cluster.wait_for_voters(Duration::from_secs(30)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_serves_https_with_the_generated_ca_and_names_https_leaders() -> Result<()> {
+    let cluster =
+        OpenBaoCluster::start(ClusterOptions { tls: true, ..ClusterOptions::default() }).await?;
+    eprintln!("openbao: TLS cluster formed in {:?}", cluster.formed_in());
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let api_addr = cluster.api_addr(&active)?;
+    assert!(api_addr.starts_with("https://127.0.0."), "{api_addr}");
+    let standby = cluster.nodes().iter().find(|n| n.name != active).context("no standby")?;
+    let leader = cluster.call(&standby.name, "GET", "sys/leader", None).await?;
+    assert_eq!(leader["leader_address"], json!(api_addr), "{leader}");
+    // A client that trusts the generated CA (and nothing else) talks to it.
+    let ca = cluster.ca_file().context("a TLS cluster without a CA file")?;
+    let (out, _) =
+        curl(&["--cacert", &ca.display().to_string(), &format!("{api_addr}/v1/sys/health")])
+            .await?;
+    let health: Value = serde_json::from_str(&out)?;
+    assert_eq!(health["standby"], json!(false), "{health}");
+    // One that does not, fails.
+    let untrusted = curl(&[&format!("{api_addr}/v1/sys/health")]).await;
+    assert!(untrusted.is_err(), "curl trusted the test CA without --cacert: {untrusted:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_was_never_initialised_answers_501_and_dies_with_its_handle() -> Result<()> {
+    let node = openbao::BaoNode::start_uninitialised(std::net::Ipv4Addr::new(127, 0, 0, 6)).await?;
+    let url = node.url("/v1/sys/health");
+    let health = openbao::probe_health(&vault_redirect_e2e::client()?, &url).await?;
+    assert_eq!(health.code, 501, "{:?}", health.body);
+    assert_eq!(health.body["initialized"], json!(false));
+    drop(node);
+    let gone = openbao::probe_health(&vault_redirect_e2e::client()?, &url).await;
+    assert!(gone.is_err(), "the node still answers after its handle dropped: {gone:?}");
+    Ok(())
+}
