@@ -123,6 +123,20 @@ pub fn three_pods(flavor: Flavor) -> Vec<VaultPod> {
     ]
 }
 
+/// Writes a pod's service-account directory under `dir` as the kubelet mounts it (`token`,
+/// `ca.crt`, `namespace`), for a client of this double running "in the cluster".
+pub fn write_service_account(
+    dir: &std::path::Path,
+    token: &str,
+    ca_pem: &str,
+    namespace: &str,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("token"), token)?;
+    std::fs::write(dir.join("ca.crt"), ca_pem)?;
+    std::fs::write(dir.join("namespace"), namespace)
+}
+
 /// A pod as stored: the pod, its identity and bookkeeping.
 #[derive(Clone, Debug)]
 struct Stored {

@@ -24,6 +24,6 @@ mod tls;
 pub mod vault;
 
 pub use consul::{three_nodes, ConsulDouble, Fault, Role, VaultNode};
-pub use kubernetes::{three_pods, Flavor, KubeApiDouble, VaultPod};
+pub use kubernetes::{three_pods, write_service_account, Flavor, KubeApiDouble, VaultPod};
 pub use pki::{Pki, PkiSpec};
 pub use vault::{Received, VaultCluster};

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::sync::{mpsc, watch};
-use vault_redirect_doubles::{three_pods, Flavor, KubeApiDouble, Pki, PkiSpec, VaultPod};
+use vault_redirect_doubles::{
+    three_pods, write_service_account, Flavor, KubeApiDouble, Pki, PkiSpec, VaultPod,
+};
 use vault_redirect_poller::kubernetes_flags::{InClusterArgs, KubernetesArgs};
 use vault_redirect_poller::source::kubernetes::cluster::connect;
 use vault_redirect_poller::source::kubernetes::source::{
@@ -70,35 +72,29 @@ impl Sink for ChannelSink {
     }
 }
 
+/// The flags that point the poller at the double as if it ran in a pod.
+fn in_cluster(api: &KubeApiDouble, sa_dir: &std::path::Path) -> Vec<String> {
+    let port = api.addr().port().to_string();
+    let sa = sa_dir.to_string_lossy().into_owned();
+    ["--k8s-api-host", "127.0.0.1", "--k8s-api-port", &port, "--k8s-service-account-dir", &sa]
+        .map(String::from)
+        .to_vec()
+}
+
 async fn start_api(pods: Vec<VaultPod>) -> (KubeApiDouble, Pki, PathBuf) {
     let pki = Pki::new("k8s-source", None, &PkiSpec::leaf_for(&["127.0.0.1"])).unwrap();
     let api = KubeApiDouble::start(NS, pods, &pki.chain, &pki.key, "token-1").await.unwrap();
     let sa_dir = pki.path("sa");
-    std::fs::create_dir_all(&sa_dir).unwrap();
-    std::fs::write(sa_dir.join("token"), "token-1\n").unwrap();
-    std::fs::write(sa_dir.join("ca.crt"), &pki.ca).unwrap();
-    std::fs::write(sa_dir.join("namespace"), NS).unwrap();
+    write_service_account(&sa_dir, "token-1\n", &pki.ca, NS).unwrap();
     (api, pki, sa_dir)
 }
 
 async fn run_watch(api: KubeApiDouble, pki: Pki, sa_dir: PathBuf, extra: &[&str]) -> Fixture {
-    let port = api.addr().port().to_string();
-    let sa = sa_dir.to_string_lossy().into_owned();
     let watch_timeout = format!("{}s", WATCH_TIMEOUT.as_secs());
-    let mut args = vec![
-        "p",
-        "--k8s-api-host",
-        "127.0.0.1",
-        "--k8s-api-port",
-        &port,
-        "--k8s-service-account-dir",
-        &sa,
-        "--k8s-watch-timeout",
-        &watch_timeout,
-        "--k8s-timeout",
-        "1s",
-    ];
-    args.extend_from_slice(extra);
+    let mut args = vec!["p".to_string()];
+    args.extend(in_cluster(&api, &sa_dir));
+    args.extend(["--k8s-watch-timeout", &watch_timeout, "--k8s-timeout", "1s"].map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
     let cli = Cli::try_parse_from(args).unwrap();
     let settings = cli.k8s.validate().unwrap();
     let connection = connect(&cli.in_cluster, None, settings.timeout, WATCH_TIMEOUT + HANG_MARGIN)
@@ -365,22 +361,10 @@ async fn openbao_pods_under_a_selector_and_dns_targets_are_served() {
 #[tokio::test]
 async fn the_poller_serves_the_active_pod_with_source_kubernetes_and_counts_its_watch() {
     let (api, pki, sa_dir) = start_api(three_pods(Flavor::Vault)).await;
-    let port = api.addr().port().to_string();
-    let sa = sa_dir.to_string_lossy().into_owned();
-    let p = common::start(
-        "http://127.0.0.1:1",
-        &[
-            "--source",
-            "kubernetes",
-            "--k8s-api-host",
-            "127.0.0.1",
-            "--k8s-api-port",
-            &port,
-            "--k8s-service-account-dir",
-            &sa,
-        ],
-    )
-    .await;
+    let mut args = vec!["--source".to_string(), "kubernetes".to_string()];
+    args.extend(in_cluster(&api, &sa_dir));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = common::start("http://127.0.0.1:1", &args).await;
     let doc = common::active_until(&p, Duration::from_secs(10), |d| {
         common::active_node(d) == Some("vault-0")
     })

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use vault_redirect_doubles::{three_pods, Flavor, KubeApiDouble, Pki, PkiSpec};
+use vault_redirect_doubles::{
+    three_pods, write_service_account, Flavor, KubeApiDouble, Pki, PkiSpec,
+};
 
 use crate::envoy::{Envoy, EnvoyOptions};
 use crate::poller::Poller;
@@ -44,10 +46,8 @@ impl KubeStack {
             KubeApiDouble::start(NAMESPACE, three_pods(Flavor::Vault), &pki.chain, &pki.key, TOKEN)
                 .await?;
         let service_account = pki.path("serviceaccount");
-        std::fs::create_dir_all(&service_account).context("service-account directory")?;
-        std::fs::write(service_account.join("token"), TOKEN)?;
-        std::fs::write(service_account.join("ca.crt"), &pki.ca)?;
-        std::fs::write(service_account.join("namespace"), NAMESPACE)?;
+        write_service_account(&service_account, TOKEN, &pki.ca, NAMESPACE)
+            .context("service-account directory")?;
         let port = api.addr().port().to_string();
         let dir = service_account.to_string_lossy().into_owned();
         let mut args = vec![

@@ -35,6 +35,15 @@ fn s<'a>(v: &'a Value, what: &str) -> Result<&'a str> {
     v.as_str().with_context(|| format!("{what} is not a string: {v:?}"))
 }
 
+/// The cluster-local name of a Service document.
+fn service_fqdn(service: &Value) -> Result<String> {
+    Ok(format!(
+        "{}.{}.svc.cluster.local",
+        s(&service["metadata"]["name"], "Service name")?,
+        s(&service["metadata"]["namespace"], "Service namespace")?
+    ))
+}
+
 /// Kubernetes quantities as bytes (`128Mi`, `1Gi`, `64M`).
 fn bytes(q: &str) -> Result<u64> {
     let units = [
@@ -143,11 +152,7 @@ async fn the_kubernetes_deployment_agrees_with_the_poller_binary() -> Result<()>
         "Istio needs the port named http*"
     );
     let svc_port_number = svc_port["port"].as_u64().context("Service port")?;
-    let fqdn = format!(
-        "{}.{}.svc.cluster.local",
-        s(&service["metadata"]["name"], "Service name")?,
-        s(&service["metadata"]["namespace"], "Service namespace")?
-    );
+    let fqdn = service_fqdn(service)?;
 
     let plugin = documents("deploy/k8s/wasmplugin.yaml")?;
     let plugin = plugin.get("WasmPlugin").context("no WasmPlugin")?;
@@ -268,11 +273,7 @@ async fn the_kubernetes_source_deployment_reads_only_pods_and_runs_against_the_a
     }
 
     // The WasmPlugin long-polls this Service.
-    let fqdn = format!(
-        "{}.{}.svc.cluster.local",
-        s(&service["metadata"]["name"], "Service name")?,
-        s(&service["metadata"]["namespace"], "Service namespace")?
-    );
+    let fqdn = service_fqdn(service)?;
     let plugin = documents("deploy/k8s/wasmplugin.yaml")?;
     let plugin = plugin.get("WasmPlugin").context("no WasmPlugin")?;
     assert_eq!(s(&plugin["spec"]["pluginConfig"]["poller_authority"], "authority")?, fqdn);
