@@ -394,3 +394,30 @@ async fn the_poller_serves_the_active_pod_with_source_kubernetes_and_counts_its_
     drop(pki);
     let _ = std::fs::remove_dir_all(&sa_dir);
 }
+
+#[tokio::test]
+async fn bookmarks_move_the_resume_version_so_a_compaction_needs_no_new_list() {
+    let (api, pki, sa_dir) = start_api(three_pods(Flavor::Vault)).await;
+    api.set_bookmark_interval(Duration::from_millis(200));
+    api.set_too_old_as_http(true);
+    let mut f = run_watch(api, pki, sa_dir, &[]).await;
+    f.active_becomes(Some("vault-0")).await;
+    f.watches_reach(1).await;
+    // A change the watch does not select moves the server on; the next bookmark carries it.
+    let mut injector = VaultPod::new(Flavor::Vault, "vault-agent-injector", "127.0.0.8", false);
+    injector.labels.remove("vault-active");
+    f.api.add_pod(injector);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.api.compact();
+    // The server ends the watch at its timeout; the next one starts from the bookmark's
+    // version, which the compaction kept: no 410, no new list.
+    f.watches_reach(2).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(500), f.updates.recv()).await;
+    assert!(quiet.is_err(), "nothing to report, got {quiet:?}");
+    assert_eq!(f.api.lists(), 1);
+    let second = &f.api.watch_log()[1];
+    assert_eq!(second.resource_version.as_deref(), Some(f.api.resource_version().as_str()));
+    // And the new watch delivers.
+    f.api.patch_labels("vault-0", &[("vault-active", Some("false"))]);
+    f.active_becomes(None).await;
+}
