@@ -10,7 +10,8 @@ pollers=${1:?$usage}
 listen=${2:?$usage}
 admin=${3:-9901}
 shift $(( $# < 3 ? $# : 3 ))
-wasm=$PWD/target/wasm32-wasip1/wasm-release/vault_redirect_filter.wasm
+source scripts/filter-wasm.sh
+wasm=$filter_wasm
 [ -f "$wasm" ] || { echo "run-envoy: $wasm is missing; run scripts/build.sh" >&2; exit 1; }
 config=${VAULT_REDIRECT_PLUGIN_CONFIG:-'{"poller_cluster":"vault_redirect_poller"}'}
 IFS=, read -r -a all <<< "$pollers"

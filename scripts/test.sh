@@ -15,11 +15,12 @@ cargo test --workspace --no-fail-fast
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$PWD/.tools/bin/wasm-bindgen-test-runner" \
   cargo test -p vault-redirect-core --target wasm32-unknown-unknown
 # Every committed host-test scenario, replayed by the CLI exactly as users run it in their CI
-# (NAME.json with its plugin configuration NAME.config.json); a mismatch exits non-zero.
+# (NAME.json with its plugin configuration NAME.config.json), on the shipped filter (the CLI's
+# default --wasm); a mismatch exits non-zero.
 cargo build --quiet -p host-test --bin host-test
 for scenario in host-test/scenarios/*.json; do
   case "$scenario" in *.config.json) continue ;; esac
-  target/debug/host-test run --wasm target/wasm32-wasip1/wasm-release/vault_redirect_filter.wasm \
+  "${CARGO_TARGET_DIR:-target}/debug/host-test" run \
     --config "${scenario%.json}.config.json" --scenario "$scenario"
 done
 echo "test.sh: finished in $(( $(date +%s) - start )) s"

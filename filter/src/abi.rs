@@ -1,18 +1,14 @@
-//! The proxy-wasm callbacks the filter implements, dispatched here rather than by the SDK.
+//! The filter's side of the proxy-wasm ABI 0.2.1: every function the module exports (the
+//! callbacks, the allocator the host writes into, the ABI version marker), dispatched here with
+//! no SDK.
 //!
-//! Why: the SDK's dispatcher gives every request a boxed context kept in a hash map until Envoy
-//! calls `proxy_on_delete`, so each request costs Envoy a third entry into the VM, and keeps
-//! the SDK's dispatcher (hash maps, trait objects, `panic!` on ids it does not know) in the
-//! module. A redirect keeps no per-request state: a request needs `proxy_on_context_create`
-//! and `proxy_on_request_headers`, nothing else, and a module without `proxy_on_delete` is
-//! never entered for it. Envoy enters a VM per callback, and those entries, not Rust code, are
-//! what a request costs beyond Envoy's own redirect (docs/BENCHMARKS.md).
-//!
-//! How: the proxy-wasm crate exports its dispatcher under the ABI's names whether or not it is
-//! used, and two definitions of one symbol cannot be linked; so these functions are exported
-//! as `vault_redirect_on_*`, the workspace's linker (filter/link/wasm-ld) leaves the SDK's
-//! callbacks out, and the post-link step (filter/link, run by scripts/build.sh) gives these the
-//! ABI's names. The module cargo emits, not yet renamed, cannot be loaded (see `lib.rs`).
+//! Why: Envoy enters the VM for every callback a module exports, on every request; the SDK
+//! exports all of them and gives every request a boxed context in a hash map until
+//! `proxy_on_delete`, and its trait objects keep every default callback in the module (122 KB
+//! after wasm-metadce, against the 100 KB goal). A redirect keeps no per-request state: a
+//! request needs `proxy_on_context_create` and `proxy_on_request_headers`, nothing else, and a
+//! module without `proxy_on_delete` is never entered for it (docs/architecture.md has the
+//! measured choice). The host imports are declared in `host.rs`, the ABI's enums in `types.rs`.
 //!
 //! Root contexts live in a per-worker registry. Requests find theirs through the context id
 //! Envoy hands to `proxy_on_context_create`, which it calls right before
@@ -20,14 +16,15 @@
 //! the two calls. Nothing here panics: a callback for an id it does not know is logged and
 //! answered with the ABI's neutral value.
 
-use std::cell::{Cell, RefCell};
+use std::alloc::Layout;
+use std::cell::RefCell;
+use std::ptr::NonNull;
 use std::rc::Rc;
-
-use proxy_wasm::types::{Action, LogLevel};
 
 use crate::host;
 use crate::request;
 use crate::root::{Root, WorkerState};
+use crate::types::{Action, LogLevel};
 
 /// Request contexts remembered between their creation and their request headers. Envoy makes
 /// the two calls back to back for a stream; any size above one only adds slack for a host that
@@ -66,8 +63,9 @@ impl Recent {
 thread_local! {
     /// This worker's root contexts (one per plugin configuration using this VM; usually one).
     static ROOTS: RefCell<Vec<Root>> = const { RefCell::new(Vec::new()) };
-    /// Recent request contexts and their roots.
-    static CREATED: Cell<Recent> = const { Cell::new(Recent::EMPTY) };
+    /// Recent request contexts and their roots, changed in place (a request pays for one slot,
+    /// not for copying the ring).
+    static CREATED: RefCell<Recent> = const { RefCell::new(Recent::EMPTY) };
 }
 
 /// Runs `f` on the root context `context_id`, or logs why it cannot.
@@ -112,10 +110,31 @@ fn state_for(context_id: u32, root_context_id: Option<u32>) -> Rc<WorkerState> {
     })
 }
 
+/// Marks the module as written against ABI 0.2.1; never called (Envoy reads the export's name).
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+/// `proxy_on_memory_allocate`: room for a buffer the host is about to hand the filter (a header
+/// value, the plugin configuration, a poll answer). The filter takes it back as a `Vec<u8>` of
+/// exactly `size` bytes (`host.rs`), so it is allocated with that layout. Null, the ABI's
+/// failure, when the memory cannot grow.
+#[no_mangle]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    if size == 0 {
+        // What an empty `Vec<u8>` holds: never read, never freed.
+        return NonNull::<u8>::dangling().as_ptr();
+    }
+    match Layout::array::<u8>(size) {
+        // SAFETY: the layout has a non-zero size; a null return is passed on as the failure.
+        Ok(layout) => unsafe { std::alloc::alloc(layout) },
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
 /// `proxy_on_context_create`: a root context (root id 0) joins the registry; a request context
 /// is remembered until its request headers arrive.
 #[no_mangle]
-pub extern "C" fn vault_redirect_on_context_create(context_id: u32, root_context_id: u32) {
+pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
     if root_context_id == 0 {
         ROOTS.with(|roots| match roots.try_borrow_mut() {
             Ok(mut roots) => {
@@ -129,52 +148,48 @@ pub extern "C" fn vault_redirect_on_context_create(context_id: u32, root_context
         });
         return;
     }
-    CREATED.with(|created| {
-        let mut recent = created.get();
-        recent.record(context_id, root_context_id);
-        created.set(recent);
+    CREATED.with(|created| match created.try_borrow_mut() {
+        Ok(mut recent) => recent.record(context_id, root_context_id),
+        // Unreachable in a single-threaded VM; the request then falls back to the newest root.
+        Err(_) => host::log(LogLevel::Error, &format!("#{context_id} created re-entrantly")),
     });
 }
 
-/// `proxy_on_request_headers`: the whole of a request's work.
+/// `proxy_on_request_headers`: the whole of a request's work. (`end_of_stream` is an i32 on the
+/// wire; taken as `u32`, since a host passing anything but 0 or 1 must not make a `bool` invalid.)
 #[no_mangle]
-pub extern "C" fn vault_redirect_on_request_headers(
+pub extern "C" fn proxy_on_request_headers(
     context_id: u32,
     _num_headers: usize,
-    _end_of_stream: bool,
+    _end_of_stream: u32,
 ) -> Action {
-    let root_context_id = CREATED.with(|created| created.get().root_of(context_id));
+    let root_context_id =
+        CREATED.with(|created| created.try_borrow().ok().and_then(|r| r.root_of(context_id)));
     let state = state_for(context_id, root_context_id);
     request::on_request_headers(context_id, &state)
 }
 
 /// `proxy_on_vm_start`: nothing to do (the VM configuration is unused).
 #[no_mangle]
-pub extern "C" fn vault_redirect_on_vm_start(
-    _context_id: u32,
-    _vm_configuration_size: usize,
-) -> bool {
+pub extern "C" fn proxy_on_vm_start(_context_id: u32, _vm_configuration_size: usize) -> bool {
     true
 }
 
 /// `proxy_on_configure`: validates and applies the plugin configuration.
 #[no_mangle]
-pub extern "C" fn vault_redirect_on_configure(
-    context_id: u32,
-    _plugin_configuration_size: usize,
-) -> bool {
+pub extern "C" fn proxy_on_configure(context_id: u32, _plugin_configuration_size: usize) -> bool {
     with_root(context_id, "configure", false, Root::on_configure)
 }
 
 /// `proxy_on_tick`: the root context's timer.
 #[no_mangle]
-pub extern "C" fn vault_redirect_on_tick(context_id: u32) {
+pub extern "C" fn proxy_on_tick(context_id: u32) {
     with_root(context_id, "tick", (), Root::on_tick);
 }
 
 /// `proxy_on_http_call_response`: the answer to a root context's long-poll.
 #[no_mangle]
-pub extern "C" fn vault_redirect_on_http_call_response(
+pub extern "C" fn proxy_on_http_call_response(
     context_id: u32,
     token_id: u32,
     num_headers: usize,

@@ -1,15 +1,15 @@
 //! The one place that talks to the proxy-wasm host.
 //!
-//! Every host call the filter makes goes through this adapter, which turns the host's `Status`
-//! into [`HostError`] and never panics. The SDK's own wrappers `panic!` on statuses they do not
-//! expect (shared data, header maps, local responses), and a panic kills the Envoy VM with every
-//! request it serves; so every call is made here against the raw ABI (the crate's types name
-//! the enums).
+//! Every host call the filter makes goes through this adapter, which declares the ABI's imports,
+//! turns the host's status into [`HostError`] and never panics: a panic kills the Envoy VM with
+//! every request it serves. (The proxy-wasm SDK's wrappers `panic!` on statuses they do not
+//! expect; the filter does not use the SDK at all, see `abi.rs`.)
 
+use std::cell::RefCell;
 use std::ptr::{null, null_mut};
 use std::time::Duration;
 
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+use crate::types::{BufferType, LogLevel, MapType, MetricType, Status};
 
 /// A host call that did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -17,7 +17,7 @@ pub enum HostError {
     /// The host answered with this non-Ok status.
     #[error("host returned status {0:?}")]
     Status(Status),
-    /// The host answered with a status number the SDK does not know.
+    /// The host answered with a status number the ABI does not define.
     #[error("host returned unknown status {0}")]
     Unknown(u32),
 }
@@ -29,9 +29,11 @@ fn check(raw: u32) -> Result<(), HostError> {
         2 => Err(HostError::Status(Status::BadArgument)),
         3 => Err(HostError::Status(Status::SerializationFailure)),
         4 => Err(HostError::Status(Status::ParseFailure)),
+        6 => Err(HostError::Status(Status::InvalidMemoryAccess)),
         7 => Err(HostError::Status(Status::Empty)),
         8 => Err(HostError::Status(Status::CasMismatch)),
         10 => Err(HostError::Status(Status::InternalFailure)),
+        12 => Err(HostError::Status(Status::Unimplemented)),
         other => Err(HostError::Unknown(other)),
     }
 }
@@ -104,7 +106,8 @@ extern "C" {
 }
 
 /// Takes ownership of a buffer the host allocated in our memory through
-/// `proxy_on_memory_allocate` (the SDK's allocator, a `Vec<u8>` of exactly that capacity).
+/// `proxy_on_memory_allocate` ([`crate::abi::proxy_on_memory_allocate`]: a `Vec<u8>` of
+/// exactly that capacity).
 ///
 /// # Safety
 /// `data` must be null or a pointer the host returned together with `size` for this call.
@@ -203,8 +206,16 @@ pub fn shared_set(key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
 /// Serialises a header map the way the ABI expects: count, (key len, value len) pairs, then
 /// each key and value followed by a NUL.
 fn serialize_headers(headers: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    serialize_headers_into(&mut out, headers);
+    out
+}
+
+/// [`serialize_headers`] into `out`, replacing what it held.
+fn serialize_headers_into(out: &mut Vec<u8>, headers: &[(&str, &[u8])]) {
     let size = 4 + headers.iter().map(|(k, v)| 10 + k.len() + v.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+    out.clear();
+    out.reserve(size);
     out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
     for (k, v) in headers {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -216,12 +227,28 @@ fn serialize_headers(headers: &[(&str, &[u8])]) -> Vec<u8> {
         out.extend_from_slice(v);
         out.push(0);
     }
-    out
+}
+
+thread_local! {
+    /// The serialised headers of local responses, kept between requests: a request costs no
+    /// allocation for them once the buffer has grown to the largest answer (bounded: a
+    /// `Location` holds at most an 8 KiB path).
+    static RESPONSE_HEADERS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Answers the current request locally with `status`, `headers` and `body`.
 pub fn send_response(status: u32, headers: &[(&str, &[u8])], body: &[u8]) -> Result<(), HostError> {
-    let serialized = serialize_headers(headers);
+    RESPONSE_HEADERS.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut serialized) => {
+            serialize_headers_into(&mut serialized, headers);
+            send_serialized(status, &serialized, body)
+        }
+        // Not reached in a single-threaded VM without re-entry; a fresh buffer does as well.
+        Err(_) => send_serialized(status, &serialize_headers(headers), body),
+    })
+}
+
+fn send_serialized(status: u32, serialized: &[u8], body: &[u8]) -> Result<(), HostError> {
     let details = "vault_redirect";
     // SAFETY: every pointer and length describes a live buffer for the whole call.
     check(unsafe {
@@ -309,6 +336,7 @@ mod tests {
     fn unknown_statuses_are_errors_not_panics() {
         assert_eq!(check(0), Ok(()));
         assert_eq!(check(8), Err(HostError::Status(Status::CasMismatch)));
-        assert_eq!(check(12), Err(HostError::Unknown(12)));
+        assert_eq!(check(12), Err(HostError::Status(Status::Unimplemented)));
+        assert_eq!(check(13), Err(HostError::Unknown(13)));
     }
 }

@@ -1,9 +1,10 @@
 //! vault-redirect's proxy-wasm filter: answers every request with a 307 to the active Vault
 //! node, from a state each worker keeps in its own memory.
 //!
-//! `abi` receives Envoy's callbacks; `root` owns the long-poll to the poller and the state;
-//! `request` answers requests from that state without any network wait; `host` is the only
-//! module that calls the proxy-wasm host; `config` and `sync` are pure and tested natively.
+//! `abi` is everything the module exports (Envoy's callbacks); `root` owns the long-poll to the
+//! poller and the state; `request` answers requests from that state without any network wait;
+//! `host` is the only module that calls the proxy-wasm host; `types` names the ABI's enums;
+//! `config` and `sync` are pure and tested natively. No proxy-wasm SDK: see `abi`.
 
 pub mod abi;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod request;
 pub mod root;
 pub mod sync;
+pub mod types;
 
 #[cfg(target_os = "wasi")]
 extern "C" {
@@ -19,8 +21,7 @@ extern "C" {
     fn __wasm_call_ctors();
 }
 
-/// The reactor initialiser the host calls once, before any callback. The filter registers
-/// nothing with the SDK's dispatcher: `abi` dispatches (see the post-link step, filter/link).
+/// The reactor initialiser the host calls once, before any callback.
 #[no_mangle]
 pub extern "C" fn _initialize() {
     #[cfg(target_os = "wasi")]
@@ -28,20 +29,4 @@ pub extern "C" fn _initialize() {
     unsafe {
         __wasm_call_ctors();
     }
-}
-
-#[link(wasm_import_module = "vault_redirect")]
-extern "C" {
-    /// No host provides this: the module cargo emits imports it (through
-    /// [`vault_redirect_unlinked_guard`]) so that Envoy refuses to load it, naming it, rather
-    /// than run the SDK's dispatcher in place of the filter's. The post-link step removes the
-    /// guard, and with it the import.
-    fn this_module_was_not_post_linked_build_it_with_scripts_build_sh();
-}
-
-/// Exported only to keep the import above in the module until the post-link step; never called.
-#[no_mangle]
-pub extern "C" fn vault_redirect_unlinked_guard() {
-    // SAFETY: never runs: a module holding this import cannot be instantiated by a host.
-    unsafe { this_module_was_not_post_linked_build_it_with_scripts_build_sh() }
 }

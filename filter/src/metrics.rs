@@ -3,9 +3,8 @@
 
 use std::cell::Cell;
 
-use proxy_wasm::types::MetricType;
-
 use crate::host;
+use crate::types::MetricType;
 
 /// Requests answered with a 307.
 pub const REDIRECTS: &str = "vault_redirect.redirects";

@@ -5,7 +5,6 @@
 //! What each decision answers (status, headers, body) is `vault_redirect_core::Answer`, the
 //! very answer the poller's standalone mode sends; this module only adds the debug header.
 
-use proxy_wasm::types::{Action, LogLevel, MapType};
 use vault_redirect_core::answer::MAX_HEADERS;
 use vault_redirect_core::{decide, Answer, Decision};
 
@@ -13,6 +12,7 @@ use crate::config::NoActive;
 use crate::host;
 use crate::metrics::RequestCounts;
 use crate::root::WorkerState;
+use crate::types::{Action, LogLevel, MapType};
 
 /// Answers the request `context_id` (its request headers have arrived) from `worker`.
 pub fn on_request_headers(context_id: u32, worker: &WorkerState) -> Action {

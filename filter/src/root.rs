@@ -8,7 +8,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
 use vault_redirect_core::state::MAX_DOC_BYTES;
 use vault_redirect_core::StateDoc;
 
@@ -16,6 +15,7 @@ use crate::config::FilterConfig;
 use crate::host::{self, HostError};
 use crate::metrics::{self, Metrics, RequestCounts};
 use crate::sync::{self, Known, Merge, View, SHARED_KEY};
+use crate::types::{BufferType, LogLevel, MapType, Status};
 
 /// The largest plugin configuration read.
 const MAX_CONFIG_BYTES: usize = 64 * 1024;

@@ -2,7 +2,7 @@
 //! configuration, the long-poll loop, backoff, staleness, redirect semantics, refusals, metrics
 //! and the sharing of state between workers.
 //!
-//! Needs the release build; each test fails, saying how to build it, when it is missing.
+//! Needs the shipped build; each test fails, saying how to build it, when it is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
@@ -12,22 +12,16 @@ use host_test::{Action, Host, HttpCall, HttpCallResponse, LogLevel, Vm};
 const CLUSTER: &str = "vault_redirect_poller";
 const SHARED_KEY: &str = "vault_redirect.state.v1";
 
-fn wasm_path() -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip1/wasm-release/vault_redirect_filter.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p vault-redirect-filter --target wasm32-wasip1 --profile wasm-release`",
-        path.display()
-    );
-    path
+/// The shipped filter, or a failure saying how to build it.
+fn shipped_filter() -> std::path::PathBuf {
+    host_test::shipped::filter_wasm().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The release filter compiled once per test binary; each test forks its own host.
+/// The shipped filter compiled once per test binary; each test forks its own host.
 fn host_with(config: &str) -> Host {
     static COMPILED: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
     COMPILED
-        .get_or_init(|| Host::new(wasm_path()).expect("the filter compiles"))
+        .get_or_init(|| Host::new(shipped_filter()).expect("the filter compiles"))
         .fork()
         .with_plugin_config(config)
         .with_known_clusters([CLUSTER])

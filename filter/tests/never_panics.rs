@@ -8,9 +8,7 @@ use proptest::prelude::*;
 
 fn compiled() -> Host {
     static COMPILED: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip1/wasm-release/vault_redirect_filter.wasm");
-    assert!(path.exists(), "{} is missing: run scripts/build.sh", path.display());
+    let path = host_test::shipped::filter_wasm().unwrap_or_else(|e| panic!("{e}"));
     COMPILED.get_or_init(|| Host::new(&path).expect("the filter compiles")).fork()
 }
 

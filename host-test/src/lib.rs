@@ -22,23 +22,43 @@
 //! Host state lives in the wasmtime `Store` (per VM) and in the host's shared world (per host):
 //! there are no globals, so tests run in parallel.
 
+// Everything but `shipped` is the host itself, behind the default `runtime` feature: a crate
+// that only needs to find the shipped filter (the demo, the benches) does not build wasmtime.
+#[cfg(feature = "runtime")]
 mod abi;
+#[cfg(feature = "runtime")]
 mod error;
+#[cfg(feature = "runtime")]
 mod exchange;
+#[cfg(feature = "runtime")]
 mod host;
+#[cfg(feature = "runtime")]
 mod imports;
+#[cfg(feature = "runtime")]
 mod memory;
+#[cfg(feature = "runtime")]
 mod pairs;
+#[cfg(feature = "runtime")]
 pub mod scenario;
+pub mod shipped;
+#[cfg(feature = "runtime")]
 mod state;
+#[cfg(feature = "runtime")]
 mod vm;
 
+#[cfg(feature = "runtime")]
 pub use abi::{Action, LogLevel, MetricType, Status};
+#[cfg(feature = "runtime")]
 pub use error::{HostError, Result};
+#[cfg(feature = "runtime")]
 pub use exchange::{
     HttpCall, HttpCallResponse, LocalResponse, Request, RequestOutcome, UpstreamResponse,
 };
+#[cfg(feature = "runtime")]
 pub use host::Host;
+#[cfg(feature = "runtime")]
 pub use imports::ENVOY_IMPORTS;
+#[cfg(feature = "runtime")]
 pub use state::Metric;
+#[cfg(feature = "runtime")]
 pub use vm::Vm;

@@ -22,9 +22,10 @@ struct Cli {
 enum Command {
     /// Replays a scenario file; exits 1 when an expectation fails, 2 when the run itself fails.
     Run {
-        /// The filter module (.wasm).
+        /// The filter module (.wasm). Default: vault-redirect's shipped filter in the workspace
+        /// this binary was built from (scripts/build.sh writes it).
         #[arg(long, env = "HOST_TEST_WASM")]
-        wasm: PathBuf,
+        wasm: Option<PathBuf>,
         /// The plugin configuration file, passed to the filter as is.
         #[arg(long, env = "HOST_TEST_CONFIG")]
         config: PathBuf,
@@ -56,6 +57,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<bool> {
     let Command::Run { wasm, config, scenario, vm_config, vm_id, logs } = cli.command;
+    let wasm = match wasm {
+        Some(path) => path,
+        None => host_test::shipped::filter_wasm()?,
+    };
     let plugin_config =
         std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?;
     let text = std::fs::read_to_string(&scenario)

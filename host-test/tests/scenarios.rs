@@ -97,6 +97,17 @@ fn the_cli_exits_zero_on_the_example_and_one_on_a_mismatch() {
     };
     let ok = run(&scenarios().join("vault_redirect.json"));
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    // Without --wasm the CLI runs the shipped filter, as scripts/test.sh relies on.
+    let by_default = Command::new(env!("CARGO_BIN_EXE_host-test"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--scenario")
+        .arg(scenarios().join("vault_redirect.json"))
+        .env_remove("HOST_TEST_WASM")
+        .output()
+        .unwrap();
+    assert_eq!(by_default.status.code(), Some(0), "{by_default:?}");
 
     let dir = std::env::temp_dir().join(format!("host-test-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -111,4 +122,19 @@ fn the_cli_exits_zero_on_the_example_and_one_on_a_mismatch() {
     assert_eq!(failed.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("expected status 307, got 503"), "{stdout}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_scripts_look_for_the_shipped_filter_where_the_tests_do() {
+    let root = host_test::shipped::workspace_root();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"source scripts/filter-wasm.sh && printf %s "$filter_wasm""#)
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let from_scripts = std::fs::canonicalize(root.join(String::from_utf8(out.stdout).unwrap()));
+    let from_tests = std::fs::canonicalize(host_test::shipped::filter_wasm_path());
+    assert_eq!(from_scripts.unwrap(), from_tests.unwrap());
 }

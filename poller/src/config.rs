@@ -96,10 +96,14 @@ pub struct Config {
     pub command: Option<Command>,
 
     /// Where the poller learns which Vault node is active: `consul` (Vault's service
-    /// registration in Consul) or `kubernetes` (the Vault pods' labels, --k8s-* flags);
-    /// `vault` (each node's sys/health) is named for the source to come and refused at start-up.
+    /// registration in Consul), `vault` (every node's sys/health, see the --vault-* flags) or
+    /// `kubernetes` (the Vault pods' labels, see the --k8s-* flags).
     #[arg(long, env = "VAULT_REDIRECT_SOURCE", value_enum, default_value = "consul")]
     pub source: SourceKind,
+
+    /// The vault source's flags.
+    #[command(flatten)]
+    pub vault: VaultArgs,
 
     /// The Kubernetes source's flags (--k8s-*).
     #[command(flatten)]
@@ -228,6 +232,56 @@ pub struct Config {
     pub log_disable: bool,
 }
 
+/// The shortest probe interval: below it the probes, not Vault, would be the load.
+pub const MIN_VAULT_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Flags of the `vault` source (used with `--source vault`).
+#[derive(Clone, Debug, Args)]
+pub struct VaultArgs {
+    /// A Vault node's API address, scheme://host:port, as the poller reaches it. Repeat the
+    /// flag for every node of the cluster (the environment variable is comma-separated).
+    #[arg(
+        long = "vault-node",
+        value_name = "URL",
+        env = "VAULT_REDIRECT_VAULT_NODES",
+        value_delimiter = ','
+    )]
+    pub vault_nodes: Vec<String>,
+
+    /// How often every node's sys/health is probed (all nodes at once). Each poller replica
+    /// sends one sys/health per node per interval, plus one sys/leader to the active node:
+    /// at 500ms, 2 requests per second to each standby and 4 to the active node.
+    #[arg(long, env = "VAULT_REDIRECT_VAULT_PROBE_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub vault_probe_interval: Duration,
+
+    /// How long one probe may take, connect and TLS included. A node that does not answer
+    /// within it counts as unreachable for that round, and a late 200 is never taken.
+    #[arg(long, env = "VAULT_REDIRECT_VAULT_PROBE_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub vault_probe_timeout: Duration,
+
+    /// PEM CA bundle that signs Vault's certificates (default: the Mozilla roots).
+    #[arg(long, env = "VAULT_CACERT")]
+    pub vault_cacert: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS with Vault (with --vault-client-key).
+    #[arg(long, env = "VAULT_CLIENT_CERT")]
+    pub vault_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --vault-client-cert.
+    #[arg(long, env = "VAULT_CLIENT_KEY")]
+    pub vault_client_key: Option<PathBuf>,
+
+    /// Check Vault's certificate against this name instead of each node's host (nodes
+    /// probed by IP behind one certificate name).
+    #[arg(long, env = "VAULT_TLS_SERVER_NAME")]
+    pub vault_tls_server_name: Option<String>,
+
+    /// Do not check Vault's certificate (tests only).
+    #[arg(long, env = "VAULT_SKIP_VERIFY", action = ArgAction::Set, value_parser = BoolishValueParser::new(),
+          default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    pub vault_skip_verify: bool,
+}
+
 /// Why the configuration cannot be used; each message names the bad value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -287,15 +341,27 @@ pub enum ConfigError {
         /// The TLS library's complaint.
         why: String,
     },
+    /// `--source vault` without any `--vault-node`.
+    #[error("--source vault needs at least one --vault-node (or VAULT_REDIRECT_VAULT_NODES)")]
+    NoVaultNodes,
+    /// A `--vault-node` is not `scheme://host:port`, or is given twice.
+    #[error("invalid --vault-node {0}")]
+    VaultNode(String),
+    /// Only one of Vault's client certificate and key was given.
+    #[error("VAULT_CLIENT_CERT and VAULT_CLIENT_KEY (--vault-client-cert, --vault-client-key) go together; only {0} was given")]
+    VaultClientPair(&'static str),
+    /// `VAULT_TLS_SERVER_NAME` is not a DNS name or IP address.
+    #[error("invalid VAULT_TLS_SERVER_NAME {0:?}: not a DNS name or IP address")]
+    VaultServerName(String),
+    /// The TLS library or the HTTP client refused the Vault TLS configuration.
+    #[error("cannot build the Vault client: {0}")]
+    VaultClient(String),
     /// The Kubernetes source's flags are not usable.
     #[error(transparent)]
     Kubernetes(#[from] crate::kubernetes_flags::FlagError),
     /// The Kubernetes source cannot be set up (service-account files, kubeconfig).
     #[error("{0}")]
     KubernetesSetup(String),
-    /// The source asked for is not built into this poller yet.
-    #[error("--source {0} is not available in this build; use --source consul")]
-    SourceNotAvailable(&'static str),
     /// The two listen addresses are the same.
     #[error("--listen and --redirect-listen are both {0}; use two addresses")]
     SameListen(SocketAddr),
@@ -385,10 +451,44 @@ impl Config {
             }
             _ => {}
         }
+        if self.source == SourceKind::Vault {
+            self.validate_vault(&dur)?;
+        }
         if Some(self.listen) == self.redirect_listen && self.listen.port() != 0 {
             return Err(ConfigError::SameListen(self.listen));
         }
         Ok(())
+    }
+
+    /// The vault source's checks that need no parsing of its own types (the nodes are read by
+    /// the source, which names a bad one the same way).
+    fn validate_vault(
+        &self,
+        dur: &impl Fn(&'static str, Duration, bool, &'static str) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let v = &self.vault;
+        if v.vault_nodes.iter().all(|n| n.trim().is_empty()) {
+            return Err(ConfigError::NoVaultNodes);
+        }
+        let i = v.vault_probe_interval;
+        dur(
+            "--vault-probe-interval",
+            i,
+            i >= MIN_VAULT_PROBE_INTERVAL && i <= Duration::from_secs(60),
+            "must be between 50ms and 60s",
+        )?;
+        let t = v.vault_probe_timeout;
+        dur(
+            "--vault-probe-timeout",
+            t,
+            t >= Duration::from_millis(10) && t <= Duration::from_secs(60),
+            "must be between 10ms and 60s",
+        )?;
+        match (&v.vault_client_cert, &v.vault_client_key) {
+            (Some(_), None) => Err(ConfigError::VaultClientPair("VAULT_CLIENT_CERT")),
+            (None, Some(_)) => Err(ConfigError::VaultClientPair("VAULT_CLIENT_KEY")),
+            _ => Ok(()),
+        }
     }
 
     /// The token to send: `--consul-token`, else the trimmed content of `--consul-token-file`.

@@ -96,19 +96,13 @@ fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, RunError>
     l.local_addr().map_err(|source| RunError::Bind { addr, source })
 }
 
-/// The redirect policy the configuration asks for. With `--source kubernetes` the scheme is
-/// the pods' (`--k8s-scheme`): Kubernetes knows no more of Vault's scheme than Consul does,
-/// and that flag is where its users say it.
+/// The redirect policy the configuration asks for.
 pub fn policy(config: &Config) -> RedirectPolicy {
-    use crate::kubernetes_flags::PodScheme;
-    let scheme = match (config.source, config.kubernetes.scheme, config.redirect_scheme) {
-        (source::SourceKind::Kubernetes, PodScheme::Http, _) => Scheme::Http,
-        (source::SourceKind::Kubernetes, PodScheme::Https, _) => Scheme::Https,
-        (_, _, SchemeArg::Http) => Scheme::Http,
-        (_, _, SchemeArg::Https) => Scheme::Https,
-    };
     RedirectPolicy {
-        scheme,
+        scheme: match config.redirect_scheme {
+            SchemeArg::Http => Scheme::Http,
+            SchemeArg::Https => Scheme::Https,
+        },
         host: match config.redirect_host {
             HostArg::Address => HostChoice::Address,
             HostArg::Node => HostChoice::Node,

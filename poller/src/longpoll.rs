@@ -106,7 +106,8 @@ pub async fn longpoll_doc(
         }
     }
     let mut doc = app.state.borrow().doc_at(Instant::now());
-    // Consul does not record Vault's scheme: tell filters the one this poller redirects with.
-    doc.scheme = Some(app.info.policy.scheme);
+    // The source's own scheme (Vault's api_addr), else the one this poller is configured to
+    // redirect with (Consul does not record Vault's): a hint for filters that set none.
+    doc.scheme = Some(doc.scheme.unwrap_or(app.info.policy.scheme));
     Some(doc)
 }

@@ -27,6 +27,16 @@ pub struct SourceLabel {
     pub source: &'static str,
 }
 
+/// The `node` and `outcome` labels of the vault source's probes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeOutcome {
+    /// The probed node, `host:port` as in `--vault-node`.
+    pub node: String,
+    /// Its state by `sys/health`: `active`, `standby`, `perf_standby`, `dr_secondary`,
+    /// `sealed`, `not_initialized`, `unreachable`.
+    pub outcome: &'static str,
+}
+
 /// The poller's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -62,6 +72,12 @@ pub struct Metrics {
     /// `--max-stale` in seconds, so alert rules compare the Consul age against the bound this
     /// poller actually runs with.
     pub max_stale: Gauge<f64, AtomicU64>,
+    /// The vault source's `sys/health` probes by node and by what the node answered.
+    pub vault_probes: Family<NodeOutcome, Counter>,
+    /// Seconds per `sys/health` probe of the vault source (a timeout counts its full bound).
+    pub vault_probe_latency: Histogram,
+    /// Probe rounds of the vault source in which more than one node answered 200.
+    pub vault_multiple_active: Counter,
 }
 
 impl Metrics {
@@ -154,6 +170,27 @@ impl Metrics {
             "The configured --max-stale: how long the last known node is served while Consul fails",
             max_stale.clone(),
         );
+        let vault_probes = Family::<NodeOutcome, Counter>::default();
+        registry.register(
+            "vault_probes",
+            "sys/health probes of the vault source by node and answer",
+            vault_probes.clone(),
+        );
+        // From 1 ms (a warm loopback probe) to 60 s (the longest --vault-probe-timeout).
+        let vault_probe_latency = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 60.0,
+        ]);
+        registry.register(
+            "vault_probe_duration_seconds",
+            "Duration of the vault source's sys/health probes",
+            vault_probe_latency.clone(),
+        );
+        let vault_multiple_active = Counter::default();
+        registry.register(
+            "vault_multiple_active",
+            "Probe rounds of the vault source in which more than one node answered 200",
+            vault_multiple_active.clone(),
+        );
         Metrics {
             registry,
             source,
@@ -170,7 +207,16 @@ impl Metrics {
             redirects,
             active_node,
             max_stale,
+            vault_probes,
+            vault_probe_latency,
+            vault_multiple_active,
         }
+    }
+
+    /// Counts one `sys/health` probe of `node` that found it `outcome`.
+    pub fn vault_probe(&self, node: &str, outcome: &'static str, seconds: f64) {
+        self.vault_probes.get_or_create(&NodeOutcome { node: node.to_string(), outcome }).inc();
+        self.vault_probe_latency.observe(seconds);
     }
 
     /// Counts one Consul request.

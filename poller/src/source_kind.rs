@@ -9,7 +9,7 @@ pub enum SourceKind {
     /// Consul's health view of the Vault service (Vault's service registration).
     #[default]
     Consul,
-    /// Vault's own `sys/health` on every node (not built yet).
+    /// Vault's own `sys/health` on every node, with `sys/leader` (`source/vault/`).
     Vault,
     /// The Vault pods' labels in Kubernetes.
     Kubernetes,

@@ -7,8 +7,6 @@
 // Helpers in this file are test code: a failed step must fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-// The shared helpers re-export more than this file uses.
-#[allow(unused_imports)]
 mod common;
 
 use std::path::PathBuf;

@@ -93,12 +93,129 @@ pub async fn load(name: &str, url: &str, pid: u32, duration: Duration) -> Result
     })
 }
 
-/// Waits (up to 20 s) until `url` answers a 307, before a contender is loaded.
-pub async fn check_redirect(url: &str) -> Result<()> {
+/// Waits (up to 20 s) until `url` answers a 307, before a contender is loaded; returns its
+/// `Location`.
+pub async fn check_redirect(url: &str) -> Result<String> {
     let http = crate::client()?;
     crate::wait_for(&format!("a 307 from {url}"), Duration::from_secs(20), || async {
         let r = http.get(url).send().await.ok()?;
-        (r.status().as_u16() == 307).then_some(())
+        if r.status().as_u16() != 307 {
+            return None;
+        }
+        Some(r.headers().get("location")?.to_str().ok()?.to_owned())
     })
     .await
+}
+
+/// The baseline a filter's own cost is measured against (issue 15): the smallest proxy-wasm
+/// module that answers every request with a fixed 307, written against the raw ABI 0.2.1.
+/// Envoy enters it for `proxy_on_context_create` (a no-op) and `proxy_on_request_headers`,
+/// which makes one host call, `proxy_send_local_response`, with the same headers and details
+/// the filter sends (`location`, here fixed, and `cache-control: no-store`); it reads nothing.
+/// What a filter costs above it is its own code and host calls, not Envoy's wasm machinery.
+///
+/// With `read_path`, the module also reads `:path` first (`proxy_get_header_map_value`, for
+/// which Envoy enters the VM once more, to allocate the copy) and ignores it: the part of a
+/// filter's cost that any redirect keeping the request's path must pay.
+pub fn raw_abi_redirect_module(location: &str, read_path: bool) -> Result<Vec<u8>> {
+    const DETAILS: &[u8] = b"vault_redirect";
+    let headers: [(&str, &str); 2] = [("location", location), ("cache-control", "no-store")];
+    // The ABI's map layout: count, (key length, value length) pairs, then each key and value
+    // followed by a NUL.
+    let mut map = Vec::new();
+    map.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    for (k, v) in &headers {
+        map.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        map.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in &headers {
+        map.extend_from_slice(k.as_bytes());
+        map.push(0);
+        map.extend_from_slice(v.as_bytes());
+        map.push(0);
+    }
+    let escape = |bytes: &[u8]| bytes.iter().map(|b| format!("\\{b:02x}")).collect::<String>();
+    const PATH: &[u8] = b":path";
+    let map_at = DETAILS.len().next_multiple_of(8);
+    let path_at = (map_at + map.len()).next_multiple_of(8);
+    // Two i32 return slots (the value's address and length), then the heap.
+    let slots_at = (path_at + PATH.len()).next_multiple_of(8);
+    let heap_at = (slots_at + 8).next_multiple_of(16);
+    let read = if read_path {
+        format!(
+            r#"(global.set $free (i32.const {heap_at}))
+    (drop (call $get_header_map_value
+      (i32.const 0) (i32.const {path_at}) (i32.const {path_len})
+      (i32.const {slots_at}) (i32.const {len_slot})))"#,
+            path_len = PATH.len(),
+            len_slot = slots_at + 4,
+        )
+    } else {
+        String::new()
+    };
+    let wat = format!(
+        r#"(module
+  (import "env" "proxy_send_local_response"
+    (func $send_local_response (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value"
+    (func $get_header_map_value (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $free (mut i32) (i32.const {heap_at}))
+  (data (i32.const 0) "{details}")
+  (data (i32.const {map_at}) "{map}")
+  (data (i32.const {path_at}) "{path}")
+  (func (export "proxy_abi_version_0_2_1"))
+  ;; A bump allocator, reset by each request (nothing is kept from one request to the next).
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $at i32)
+    (local.set $at (global.get $free))
+    (global.set $free (i32.add (local.get $at) (local.get $size)))
+    (block $fits
+      (loop $grow
+        (br_if $fits (i32.le_u (global.get $free) (i32.shl (memory.size) (i32.const 16))))
+        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then (return (i32.const 0))))
+        (br $grow)))
+    (local.get $at))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    {read}
+    (drop (call $send_local_response
+      (i32.const 307) (i32.const 0) (i32.const {details_len}) (i32.const 0) (i32.const 0)
+      (i32.const {map_at}) (i32.const {map_len}) (i32.const -1)))
+    ;; Pause: the local reply ends the stream.
+    (i32.const 1)))"#,
+        details = escape(DETAILS),
+        details_len = DETAILS.len(),
+        map = escape(&map),
+        map_len = map.len(),
+        path = escape(PATH),
+    );
+    wat::parse_str(&wat).context("assembling the raw-ABI redirect module")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const LOCATION: &str = "http://127.0.0.2:8200/v1/x";
+
+    #[test]
+    fn the_raw_abi_module_answers_the_fixed_307_reading_path_only_when_asked() {
+        for read_path in [false, true] {
+            let wasm = raw_abi_redirect_module(LOCATION, read_path).unwrap();
+            let host = host_test::Host::from_bytes(&wasm).unwrap();
+            let mut vm = host.start_vm().unwrap();
+            for _ in 0..3 {
+                let outcome = vm.send_request(&[(":method", "GET"), (":path", "/v1/x")]).unwrap();
+                let answer = outcome.local_response.unwrap();
+                assert_eq!(answer.status, 307);
+                assert_eq!(answer.header("location"), Some(LOCATION));
+                assert_eq!(answer.header("cache-control"), Some("no-store"));
+            }
+            let reads = vm.hostcall_counts().get("proxy_get_header_map_value").copied();
+            assert_eq!(reads, read_path.then_some(3), "read_path {read_path}");
+        }
+    }
 }

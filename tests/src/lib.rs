@@ -21,17 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// The workspace root (where `Cargo.toml`, `target/` and `.venv/` live).
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Cargo's target directory for this workspace.
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
+pub use host_test::shipped::{target_dir, workspace_root};
 
 /// A built artifact, or an error saying how to build it.
 pub fn artifact(path: PathBuf, how: &str) -> Result<PathBuf> {
@@ -43,14 +33,6 @@ pub fn artifact(path: PathBuf, how: &str) -> Result<PathBuf> {
             path.display()
         )
     }
-}
-
-/// The filter's release `.wasm`, the file Envoy loads.
-pub fn filter_wasm() -> Result<PathBuf> {
-    artifact(
-        target_dir().join("wasm32-wasip1/wasm-release/vault_redirect_filter.wasm"),
-        "scripts/build.sh",
-    )
 }
 
 /// A loopback port nobody listens on right now.

@@ -734,10 +734,16 @@ impl OpenBaoCluster {
     }
 
     /// Starts node `name` again (after [`OpenBaoCluster::kill`]) with its configuration and
+    /// data, and waits until it answers 503: sealed, as every Vault starts.
+    pub async fn start_sealed(&mut self, name: &str) -> Result<()> {
+        self.node_mut(name)?.spawn()?;
+        self.wait_for_code(name, &[503], FORM_TIMEOUT).await.map(|_| ())
+    }
+
+    /// Starts node `name` again (after [`OpenBaoCluster::kill`]) with its configuration and
     /// data, unseals it, and waits until it is a standby or the active node.
     pub async fn start_node(&mut self, name: &str) -> Result<()> {
-        self.node_mut(name)?.spawn()?;
-        self.wait_for_code(name, &[503], FORM_TIMEOUT).await?;
+        self.start_sealed(name).await?;
         self.unseal(name).await?;
         self.wait_for_code(name, &[200, 429], FORM_TIMEOUT).await.map(|_| ())
     }

@@ -202,7 +202,7 @@ fn status(status: u16, body: &str) -> Answer {
 fn compiled() -> &'static Host {
     static COMPILED: OnceLock<Host> = OnceLock::new();
     COMPILED.get_or_init(|| {
-        let wasm = vault_redirect_e2e::filter_wasm().unwrap();
+        let wasm = host_test::shipped::filter_wasm().unwrap_or_else(|e| panic!("{e}"));
         Host::new(&wasm).unwrap_or_else(|e| panic!("{} does not load: {e}", wasm.display()))
     })
 }

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use host_test::shipped::filter_wasm;
 use vault_redirect_e2e::envoy::{binary, render, EnvoyOptions, TlsFiles};
-use vault_redirect_e2e::{filter_wasm, target_dir, workspace_root};
+use vault_redirect_e2e::{target_dir, workspace_root};
 
 /// Runs `envoy --mode validate` on `yaml`; returns Envoy's output on refusal.
 fn validate(name: &str, yaml: &str) -> Result<std::result::Result<(), String>> {

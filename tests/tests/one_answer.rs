@@ -13,10 +13,11 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use host_test::shipped::filter_wasm;
 use host_test::{Host, HttpCallResponse, Vm};
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 use vault_redirect_e2e::poller::Poller;
-use vault_redirect_e2e::{filter_wasm, free_addr, raw_http1, wait_for, RawResponse};
+use vault_redirect_e2e::{free_addr, raw_http1, wait_for, RawResponse};
 
 const CLUSTER: &str = "vault_redirect_poller";
 

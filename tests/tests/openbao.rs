@@ -9,14 +9,17 @@
 
 mod common;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use common::openbao::{assert_wrote_and_read_on, BaoStack, FailoverProbe, CLIENT_IP};
+use common::vault::{PROBE_PATH, QUICK_POLLER};
 use common::{curl, curl_post_json};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vault_redirect_e2e::openbao::{self, ClusterOptions, OpenBaoCluster};
+use vault_redirect_e2e::poller::Poller;
 use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
 use vault_redirect_e2e::wait_for;
 
@@ -330,16 +333,16 @@ async fn the_bao_cli_writes_and_reads_a_secret_on_the_active_node_through_envoys
     stack.assert_no_failures()
 }
 
-/// Puts the whole stack in front of the shared cluster, runs `fault` on the active node
+/// With `stack` in front of the shared cluster, runs `fault` on the active node
 /// (it returns the node that is active afterwards), waits until Envoy's `Location` names that
 /// node, checks every answer Envoy gave meanwhile ([`FailoverProbe`]) and prints the figures.
 /// Returns the stack, the old and the new active node.
 async fn failover(
     cluster: &mut OpenBaoCluster,
+    stack: BaoStack,
     fault: &str,
     run: impl AsyncFnOnce(&mut OpenBaoCluster, &str) -> Result<String>,
 ) -> Result<(BaoStack, String, String)> {
-    let stack = BaoStack::consul(cluster).await?;
     let old = cluster.wait_until_settled(Duration::from_secs(30)).await?;
     let probe = FailoverProbe::start(&stack, cluster, &old)?;
     probe.observe(5).await?;
@@ -361,7 +364,8 @@ async fn failover(
 async fn after_a_step_down_the_location_follows_the_new_active_node() -> Result<()> {
     let mut cluster = openbao::shared().await?;
     // Raft may hand the lock straight back to the node that stepped down: step down again.
-    failover(&mut cluster, "step-down", async |c, _| Ok(c.step_down_until_moved(5).await?.1))
+    let stack = BaoStack::consul(&cluster).await?;
+    failover(&mut cluster, stack, "step-down", async |c, _| Ok(c.step_down_until_moved(5).await?.1))
         .await
         .map(|_| ())
 }
@@ -369,7 +373,8 @@ async fn after_a_step_down_the_location_follows_the_new_active_node() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_active_node_is_sealed_the_location_follows_the_new_active_node() -> Result<()> {
     let mut cluster = openbao::shared().await?;
-    failover(&mut cluster, "seal", async |c, old| {
+    let stack = BaoStack::consul(&cluster).await?;
+    failover(&mut cluster, stack, "seal", async |c, old| {
         c.seal(old).await?;
         c.wait_for_active(Duration::from_secs(30)).await
     })
@@ -380,7 +385,8 @@ async fn after_the_active_node_is_sealed_the_location_follows_the_new_active_nod
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_active_node_is_killed_the_location_follows_the_new_active_node() -> Result<()> {
     let mut cluster = openbao::shared().await?;
-    let (stack, old, _) = failover(&mut cluster, "SIGKILL", async |c, old| {
+    let stack = BaoStack::consul(&cluster).await?;
+    let (stack, old, _) = failover(&mut cluster, stack, "SIGKILL", async |c, old| {
         c.kill(old)?;
         c.wait_for_active(Duration::from_secs(30)).await
     })
@@ -452,4 +458,145 @@ async fn a_node_that_was_never_initialised_answers_501_and_dies_with_its_handle(
     let gone = openbao::probe_health(&vault_redirect_e2e::client()?, &url).await;
     assert!(gone.is_err(), "the node still answers after its handle dropped: {gone:?}");
     Ok(())
+}
+
+/// The poller on the vault source, probing every node of `cluster` and the `extra` URLs, with
+/// real Envoy in front; waits until Envoy redirects to the active node.
+async fn vault_stack(cluster: &OpenBaoCluster, extra: &[String]) -> Result<BaoStack> {
+    let mut args: Vec<String> = ["--source", "vault", "--vault-probe-interval", "100ms"]
+        .into_iter()
+        .chain(QUICK_POLLER.iter().copied())
+        .map(str::to_string)
+        .collect();
+    for node in cluster.nodes().iter().map(|n| n.api_addr()).chain(extra.iter().cloned()) {
+        args.extend(["--vault-node".to_string(), node]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The Consul address is never used with --source vault.
+    let poller = Poller::start("http://127.0.0.1:1", &args).await?;
+    BaoStack::around(cluster, None, poller).await
+}
+
+/// The poller's state document now.
+async fn active_doc(stack: &BaoStack) -> Result<Value> {
+    let url = format!("http://{}/v1/active", stack.poller.addr);
+    Ok(vault_redirect_e2e::client()?.get(&url).send().await?.json().await?)
+}
+
+/// A port on 127.0.0.1 that answers every request with a 200 that is not Vault's, until the
+/// returned task is aborted.
+async fn garbage_port() -> Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        }
+    });
+    Ok((url, task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_source_redirects_to_the_active_node_and_follows_a_step_down() -> Result<()> {
+    let mut cluster = openbao::shared().await?;
+    // Beside the cluster: a node never initialised, a port that refuses, one that answers
+    // garbage. None may ever be a target; the status shows each as it is.
+    let uninit = openbao::BaoNode::start_uninitialised(Ipv4Addr::new(127, 0, 0, 7)).await?;
+    let refused = format!("http://{}", vault_redirect_e2e::free_addr()?);
+    let (garbage, garbage_task) = garbage_port().await?;
+    let extra = [uninit.api_addr(), refused, garbage];
+    let stack = vault_stack(&cluster, &extra).await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+
+    let status: Value = vault_redirect_e2e::client()?
+        .get(format!("http://{}/v1/status", stack.poller.addr))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let rows = status["nodes"].as_array().context("no nodes in the status")?;
+    let checks: Vec<&str> =
+        rows.iter().map(|r| r["checks"][0]["status"].as_str().unwrap_or("")).collect();
+    let expected: Vec<&str> = cluster
+        .nodes()
+        .iter()
+        .map(|n| if n.name == active { "200 active" } else { "429 standby" })
+        .chain(["501 not initialized", "no answer", "200 (not Vault's answer)"])
+        .collect();
+    assert_eq!(checks, expected, "{status:#}");
+    assert_eq!(status["source"], "vault");
+    assert!(rows[3..].iter().all(|r| r["active"] == false), "{status:#}");
+
+    // Versions come from the Raft committed index (docs/architecture.md): the high bits are
+    // an index the cluster has reached, and an election moves them up.
+    let doc_before = active_doc(&stack).await?;
+    let (index, version) = (doc_before["consul_index"].as_u64(), doc_before["version"].as_u64());
+    let (Some(index), Some(version)) = (index, version) else { bail!("{doc_before}") };
+    assert!(index > 0 && version >> 16 > 0 && version >> 16 <= index, "{doc_before}");
+
+    let (stack, old, new) =
+        failover(&mut cluster, stack, "vault source, step-down", async |c, _| {
+            Ok(c.step_down_until_moved(5).await?.1)
+        })
+        .await?;
+    assert_ne!(old, new);
+    let doc_after = active_doc(&stack).await?;
+    let after = doc_after["version"].as_u64().context("no version")?;
+    assert!(after >> 16 > version >> 16, "{doc_before} then {doc_after}");
+    garbage_task.abort();
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_source_keeps_a_frozen_active_node_until_another_answers_200() -> Result<()> {
+    let mut cluster = openbao::shared().await?;
+    let stack = vault_stack(&cluster, &[]).await?;
+    // SIGSTOP: the node keeps its sockets and answers nothing; the standbys name it until
+    // Raft elects another leader, so the poller keeps it (it may be active behind a partition)
+    // and moves as soon as another node answers 200. Resumed, the old node must not come
+    // back: the new leader's Raft committed index is higher.
+    let (stack, old, new) =
+        failover(&mut cluster, stack, "vault source, SIGSTOP", async |c, old| {
+            c.pause(old).await?;
+            let new = c.wait_for_active(Duration::from_secs(60)).await?;
+            c.resume(old)?;
+            Ok(new)
+        })
+        .await?;
+    assert_ne!(old, new);
+    stack.assert_no_failures()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_node_sealed_the_vault_source_answers_503_with_retry_after_and_vaults_json(
+) -> Result<()> {
+    let mut cluster = openbao::shared().await?;
+    let stack = vault_stack(&cluster, &[]).await?;
+    // Only an active node can be sealed through the API: restart every node, which comes up
+    // sealed, as every Vault does.
+    let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
+    for name in &names {
+        cluster.kill(name)?;
+    }
+    for name in &names {
+        cluster.start_sealed(name).await?;
+    }
+    let url = stack.envoy.url(PROBE_PATH);
+    let http = vault_redirect_e2e::client()?;
+    let (headers, body) =
+        wait_for("Envoy's 503 for a sealed cluster", Duration::from_secs(30), || async {
+            let r = http.get(&url).send().await.ok()?;
+            if r.status() != 503 {
+                return None;
+            }
+            let headers = r.headers().clone();
+            let body: Value = r.json().await.ok()?;
+            body.to_string().contains("every Vault node is sealed").then_some((headers, body))
+        })
+        .await?;
+    assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(body, json!({"errors": ["no active Vault node: every Vault node is sealed"]}));
+    stack.assert_no_failures()
 }

@@ -154,22 +154,16 @@ pub fn probe_host() -> Host {
     Host::from_bytes(probe_wat().as_bytes()).expect("the probe module compiles")
 }
 
-/// The release filter, compiled once per test binary; each test forks its own host from it.
+/// The shipped filter, compiled once per test binary; each test forks its own host from it.
 pub fn filter_host() -> Host {
     static COMPILED: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
     COMPILED.get_or_init(|| Host::new(filter_wasm_path()).expect("the filter compiles")).fork()
 }
 
-/// The release filter as Envoy loads it; missing means the test must fail, saying how to build it.
+/// The shipped filter, the file Envoy loads; missing means the test must fail, saying how to
+/// build it.
 pub fn filter_wasm_path() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let path = root.join("target/wasm32-wasip1/wasm-release/vault_redirect_filter.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first with scripts/build.sh (cargo, then the post-link step)",
-        path.display()
-    );
-    path
+    host_test::shipped::filter_wasm().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Little-endian u32 from guest memory.

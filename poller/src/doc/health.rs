@@ -49,6 +49,15 @@ pub fn health_document(
         "age_ms": doc.age_ms,
         "active_candidates": snapshot.candidates,
         "problems": problems,
+        // What the source last saw of each node: for the vault source, each node's last
+        // sys/health code, its latency and the error reaching it.
+        "nodes": snapshot.nodes.iter().map(|n| json!({
+            "node": n.node,
+            "checks": n.checks.iter().map(|c| (c.name.clone(), json!(c.status))).collect::<serde_json::Map<_, _>>(),
+            "latency_ms": n.latency_ms,
+            "error": n.error,
+            "active": n.active,
+        })).collect::<Vec<_>>(),
     });
     (healthy, body)
 }

@@ -76,7 +76,12 @@ async fn redirect(State(rs): State<RedirectState>, request: Request) -> Response
     let (prefix, reason) = {
         let s = rs.app.state.borrow();
         match s.active() {
-            Some(active) => match rs.policy.location_prefix(active) {
+            // The source's own scheme (Vault's api_addr) wins over --redirect-scheme, which
+            // only stands in for what Consul does not record.
+            Some(active) => match s.doc.scheme.map_or_else(
+                || rs.policy.location_prefix(active),
+                |scheme| RedirectPolicy { scheme, ..(*rs.policy).clone() }.location_prefix(active),
+            ) {
                 Ok(p) => (Some(p), String::new()),
                 Err(_) => (None, UNREDIRECTABLE.to_string()),
             },

@@ -1,5 +1,5 @@
 //! Sources of truth: where the poller learns which Vault node is active. Each source is a
-//! module beside its siblings (`consul/` today); this module owns what they share: which
+//! module beside its siblings (`consul/`, `vault/`, `kubernetes/`); this module owns what they share: which
 //! source runs ([`SourceKind`]), what the rest of the poller knows about it ([`SourceInfo`]),
 //! and the one way a source changes the state ([`Publisher`]).
 //!
@@ -15,6 +15,7 @@ pub mod backoff;
 pub mod consul;
 pub mod kubernetes;
 mod publisher;
+pub mod vault;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,8 +55,8 @@ pub trait Source: Send + 'static {
 pub fn build(config: &Config) -> Result<Box<dyn Source>, ConfigError> {
     match config.source {
         SourceKind::Consul => Ok(Box::new(consul::ConsulSource::new(config)?)),
+        SourceKind::Vault => Ok(Box::new(vault::VaultSource::new(config)?)),
         SourceKind::Kubernetes => Ok(Box::new(kubernetes::KubernetesSource::new(config)?)),
-        other @ SourceKind::Vault => Err(ConfigError::SourceNotAvailable(other.name())),
     }
 }
 
@@ -66,15 +67,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn consul_is_the_default_and_the_sources_to_come_are_refused_by_name() {
+    fn consul_is_the_default_and_the_other_sources_build_or_name_what_is_missing() {
         let parse = |args: &[&str]| Config::try_parse_from([&["p"], args].concat());
         let config = parse(&[]).map_err(|e| e.to_string());
         assert_eq!(config.map(|c| c.source), Ok(SourceKind::Consul));
-        let config = parse(&["--source", "vault"]).map_err(|e| e.to_string());
+        // Outside a pod and without a kubeconfig the Kubernetes source refuses to start,
+        // naming what it looked for.
+        let config =
+            parse(&["--source", "kubernetes", "--k8s-kubeconfig", "/nonexistent/kubeconfig"])
+                .map_err(|e| e.to_string());
         let err = config.and_then(|c| build(&c).map(|_| ()).map_err(|e| e.to_string()));
+        assert!(
+            err.as_ref().is_err_and(
+                |e| e.contains("no KUBERNETES_SERVICE_HOST") && e.contains("kubeconfig")
+            ),
+            "{err:?}"
+        );
+        let vault = parse(&["--source", "vault", "--vault-node", "http://127.0.0.2:8200"]);
+        let info = vault
+            .map_err(|e| e.to_string())
+            .and_then(|c| build(&c).map(|s| s.info()).map_err(|e| e.to_string()));
         assert_eq!(
-            err,
-            Err("--source vault is not available in this build; use --source consul".to_string())
+            info.map(|i| (i.kind, i.endpoint)),
+            Ok((SourceKind::Vault, "http://127.0.0.2:8200".into()))
         );
         assert!(parse(&["--source", "etcd"]).is_err());
     }

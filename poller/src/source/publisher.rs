@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use vault_redirect_core::{ActiveNode, StateDoc};
+use vault_redirect_core::{ActiveNode, Scheme, StateDoc};
 
 use crate::metrics::Metrics;
 use crate::state::{NodeStatus, Snapshot};
@@ -30,6 +30,9 @@ pub struct Reading {
     pub index_offset: u64,
     /// The node to redirect to, if any (its address already validated as a target).
     pub active: Option<ActiveNode>,
+    /// The scheme of the active node's own address, for sources that know it (Vault's
+    /// `api_addr`); `None`: the configured `--redirect-scheme`.
+    pub scheme: Option<Scheme>,
     /// Why there is none.
     pub reason: Option<String>,
     /// Every node that qualified as active, the chosen one first.
@@ -88,6 +91,7 @@ impl Publisher {
         self.state.send_if_modified(|s| {
             let candidates = reading.candidates.len() as u32;
             let changed = s.doc.active != reading.active
+                || s.doc.scheme != reading.scheme
                 || s.doc.reason != reading.reason
                 || s.doc.active_candidates != candidates;
             let previous = s.doc.active.clone();
@@ -126,6 +130,7 @@ impl Publisher {
                 }
             }
             s.doc.active = reading.active.clone();
+            s.doc.scheme = reading.scheme;
             s.doc.reason = reading.reason.clone();
             s.doc.active_candidates = candidates;
             s.doc.consul_index = reading.index;
@@ -140,6 +145,15 @@ impl Publisher {
             s.record_active_change(previous, now);
             metrics.active_node.set(i64::from(s.doc.active.is_some()));
             changed
+        });
+    }
+
+    /// Shows what the source last saw of each node while its answers tell nothing about the
+    /// active node (they are not a reading): the rows change, the document does not.
+    pub fn nodes(&self, nodes: Vec<NodeStatus>) {
+        self.state.send_if_modified(|s| {
+            s.nodes = nodes;
+            false
         });
     }
 

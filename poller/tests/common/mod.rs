@@ -3,7 +3,7 @@
 //! handle aborts its task on drop).
 
 // Test support: a failed set-up step must fail the test loudly, so panicking is right here.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -174,7 +174,7 @@ async fn main() -> Result<()> {
     }
     samples.sort_by(f64::total_cmp);
 
-    let wasm: PathBuf = vault_redirect_e2e::filter_wasm()?;
+    let wasm: PathBuf = host_test::shipped::filter_wasm()?;
     let wasm_size = std::fs::metadata(&wasm)?.len();
 
     println!(

@@ -166,6 +166,8 @@ pub fn reading(answer: &HealthAnswer, settings: &WatchSettings, index_offset: u6
         index: answer.index,
         index_offset,
         active: choice.active,
+        // Consul does not record Vault's scheme: --redirect-scheme says it.
+        scheme: None,
         reason: choice.reason,
         candidates: choice.candidates,
         refused_targets: choice.refused_targets,

@@ -39,11 +39,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+use vault_redirect_core::Scheme;
 
 use self::pods::{Labels, PodView};
 use self::source::{PodWatch, Sink, Update, HANG_MARGIN};
 use crate::config::{Config, ConfigError};
-use crate::kubernetes_flags::{InClusterArgs, KubernetesSettings};
+use crate::kubernetes_flags::{InClusterArgs, KubernetesSettings, PodScheme};
 use crate::source::backoff::{Backoff, BACKOFF_BASE};
 use crate::source::{Publisher, Reading, Source, SourceInfo, SourceKind, SourceLoop};
 use crate::state::{unix_ms, NodeCheck, NodeStatus};
@@ -162,7 +163,12 @@ impl KubernetesSource {
             watch.namespace()
         );
         let labels = watch.labels().clone();
-        let sink = PublisherSink { out, labels, port: self.settings.port, last_failure: None };
+        let scheme = match self.settings.scheme {
+            PodScheme::Http => Scheme::Http,
+            PodScheme::Https => Scheme::Https,
+        };
+        let sink =
+            PublisherSink { out, labels, port: self.settings.port, scheme, last_failure: None };
         watch.run(sink, stop).await;
     }
 }
@@ -173,6 +179,8 @@ struct PublisherSink {
     labels: Labels,
     /// Vault's API port on the pods.
     port: u16,
+    /// Vault's API scheme on the pods (`--k8s-scheme`), the redirects' scheme.
+    scheme: Scheme,
     /// The last failure kind logged, so a repeating failure is logged once.
     last_failure: Option<source::Failure>,
 }
@@ -188,7 +196,7 @@ impl Sink for PublisherSink {
                 if self.last_failure.take().is_some() {
                     log::info!("Kubernetes: watching again");
                 }
-                self.out.reading(reading(&o, &self.labels, self.port), now);
+                self.out.reading(reading(&o, &self.labels, self.port, self.scheme), now);
             }
             Update::Failed { failure, message } => {
                 let outcome = failure.as_str();
@@ -213,7 +221,7 @@ impl Sink for PublisherSink {
 
 /// A reading from an observation: the index is the observation's wall-clock millisecond (see
 /// "Versions" above).
-fn reading(o: &source::Observation, labels: &Labels, port: u16) -> Reading {
+fn reading(o: &source::Observation, labels: &Labels, port: u16, scheme: Scheme) -> Reading {
     let c = &o.choice;
     Reading {
         index: unix_ms(std::time::SystemTime::now()),
@@ -224,6 +232,7 @@ fn reading(o: &source::Observation, labels: &Labels, port: u16) -> Reading {
         refused_targets: c.refused_targets.clone(),
         nodes: o.pods.iter().map(|p| node_status(p, labels, c, port)).collect(),
         problems: Vec::new(),
+        scheme: Some(scheme),
     }
 }
 
