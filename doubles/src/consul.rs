@@ -21,8 +21,9 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+
+use crate::serve::{Protocols, Server};
 
 use crate::go_duration;
 
@@ -199,9 +200,7 @@ impl Shared {
 /// open connection.
 pub struct ConsulDouble {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    server: Mutex<Option<JoinHandle<()>>>,
-    tls: Option<TlsAcceptor>,
+    server: Server,
 }
 
 impl ConsulDouble {
@@ -236,7 +235,6 @@ impl ConsulDouble {
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<ConsulDouble> {
         let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let mut inner = Inner {
             nodes,
             service: "vault".to_string(),
@@ -253,20 +251,26 @@ impl ConsulDouble {
         let (generation, _) = watch::channel(0);
         let shared =
             Arc::new(Shared { inner: Mutex::new(inner), generation, requests: AtomicU64::new(0) });
-        let server =
-            tokio::spawn(consul_accept_loop(listener, router(shared.clone()), tls.clone()));
-        Ok(ConsulDouble { shared, addr, server: Mutex::new(Some(server)), tls })
+        // HTTP/1.1 only, as the Consul agent's HTTP API is served.
+        let server = Server::start(
+            listener,
+            tls,
+            Protocols::Http1,
+            "consul double",
+            router(shared.clone()),
+        )?;
+        Ok(ConsulDouble { shared, server })
     }
 
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `http://127.0.0.1:PORT`, the form of `CONSUL_HTTP_ADDR`.
     pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}", self.addr)
+        let scheme = if self.server.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.server.addr())
     }
 
     /// Makes `node` the active node and every other node a standby (performance standbys stay
@@ -348,52 +352,18 @@ impl ConsulDouble {
 
     /// Stops listening and drops every open connection, like a killed Consul agent.
     pub async fn go_down(&self) {
-        let handle = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(handle) = handle {
-            handle.abort();
-            // Wait until the task is gone, so the port is closed when this returns.
-            let _ = handle.await;
-        }
+        self.server.stop().await;
     }
 
     /// Listens again on the same address after [`ConsulDouble::go_down`], with the same catalog.
     pub async fn come_back(&self) -> std::io::Result<()> {
-        let listener = TcpListener::bind(self.addr).await?;
-        let server = tokio::spawn(consul_accept_loop(
-            listener,
-            router(self.shared.clone()),
-            self.tls.clone(),
-        ));
-        if let Some(old) = self.server.lock().unwrap_or_else(|e| e.into_inner()).replace(server) {
-            old.abort();
-        }
-        Ok(())
+        self.server.restart().await
     }
 
     /// Stops the server and waits until its port is closed.
     pub async fn shutdown(self) {
         self.go_down().await;
     }
-}
-
-impl Drop for ConsulDouble {
-    fn drop(&mut self) {
-        if let Some(handle) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            handle.abort();
-        }
-    }
-}
-
-/// The Consul double's listener: HTTP/1.1, one router for every connection.
-async fn consul_accept_loop(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
-    crate::serve::accept_loop(
-        listener,
-        tls,
-        crate::serve::Protocols::Http1,
-        "consul double",
-        move |_| app.clone(),
-    )
-    .await;
 }
 
 fn router(shared: Arc<Shared>) -> Router {

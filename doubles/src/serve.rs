@@ -64,3 +64,82 @@ pub(crate) async fn accept_loop(
         }
     }
 }
+
+/// A double's listener that a test can kill (every connection drops at once, as with a dead
+/// process) and start again on the same address. Dropping it stops the server.
+pub(crate) struct Server {
+    addr: SocketAddr,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    tls: Option<TlsAcceptor>,
+    protocols: Protocols,
+    name: &'static str,
+    app: Router,
+}
+
+impl Server {
+    /// Serves `app` on `listener` until stopped.
+    pub(crate) fn start(
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        protocols: Protocols,
+        name: &'static str,
+        app: Router,
+    ) -> std::io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let server = Server { addr, task: std::sync::Mutex::new(None), tls, protocols, name, app };
+        server.spawn(listener);
+        Ok(server)
+    }
+
+    /// The address it listens on (the same after a restart).
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether it serves TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    fn spawn(&self, listener: TcpListener) {
+        let app = self.app.clone();
+        let task = tokio::spawn(accept_loop(
+            listener,
+            self.tls.clone(),
+            self.protocols,
+            self.name,
+            move |_| app.clone(),
+        ));
+        if let Some(old) = self.slot().replace(task) {
+            old.abort();
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<tokio::task::JoinHandle<()>>> {
+        self.task.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops listening and drops every open connection; returns once the port is closed.
+    pub(crate) async fn stop(&self) {
+        let task = self.slot().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same address, serving the same router.
+    pub(crate) async fn restart(&self) -> std::io::Result<()> {
+        let listener = TcpListener::bind(self.addr).await?;
+        self.spawn(listener);
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(task) = self.slot().take() {
+            task.abort();
+        }
+    }
+}

@@ -101,14 +101,22 @@ pub struct Config {
     pub command: Option<Command>,
 
     /// Where the poller learns which Vault node is active: `consul` (Vault's service
-    /// registration) or `vault` (every node's sys/health, see the --vault-* flags);
-    /// `kubernetes` (the pods' labels) is named for a source to come and refused at start-up.
+    /// registration in Consul), `vault` (every node's sys/health, see the --vault-* flags) or
+    /// `kubernetes` (the Vault pods' labels, see the --k8s-* flags).
     #[arg(long, env = "VAULT_REDIRECT_SOURCE", value_enum, default_value = "consul")]
     pub source: SourceKind,
 
     /// The vault source's flags.
     #[command(flatten)]
     pub vault: VaultArgs,
+
+    /// The Kubernetes source's flags (--k8s-*).
+    #[command(flatten)]
+    pub kubernetes: crate::kubernetes_flags::KubernetesArgs,
+
+    /// The Kubernetes source's in-cluster settings (from the kubelet's environment).
+    #[command(flatten)]
+    pub k8s_in_cluster: crate::kubernetes_flags::InClusterArgs,
 
     /// Consul HTTP API address: http://host:port, https://host:port, or a bare host:port
     /// (then https when CONSUL_HTTP_SSL is true).
@@ -353,9 +361,12 @@ pub enum ConfigError {
     /// The TLS library or the HTTP client refused the Vault TLS configuration.
     #[error("cannot build the Vault client: {0}")]
     VaultClient(String),
-    /// The source asked for is not built into this poller yet.
-    #[error("--source {0} is not available in this build; use --source consul or --source vault")]
-    SourceNotAvailable(&'static str),
+    /// The Kubernetes source's flags are not usable.
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes_flags::FlagError),
+    /// The Kubernetes source cannot be set up (service-account files, kubeconfig).
+    #[error("{0}")]
+    KubernetesSetup(String),
     /// The two listen addresses are the same.
     #[error("--listen and --redirect-listen are both {0}; use two addresses")]
     SameListen(SocketAddr),

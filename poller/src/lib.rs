@@ -26,6 +26,7 @@ pub mod context;
 pub mod doc;
 pub mod duration;
 pub mod http;
+pub mod kubernetes_flags;
 pub mod longpoll;
 pub mod metrics;
 pub mod signals;

@@ -46,6 +46,9 @@ pub struct Metrics {
     /// Consul requests by outcome: `changed`, `unchanged`, `unreachable`, `timeout`, `acl`,
     /// `http_error`, `malformed`.
     pub consul_requests: Family<Outcome, Counter>,
+    /// The Kubernetes source's list and watch outcomes: `listed`, `event`, and the failures
+    /// `unauthorized`, `forbidden`, `gone`, `hung`, `unreachable`.
+    pub kubernetes_watch: Family<Outcome, Counter>,
     /// Seconds per Consul request (blocking requests include the time Consul held them).
     pub consul_latency: Histogram,
     /// Times the chosen active node changed (including to and from none).
@@ -92,6 +95,12 @@ impl Metrics {
             "consul_requests",
             "Consul health requests by outcome",
             consul_requests.clone(),
+        );
+        let kubernetes_watch = Family::<Outcome, Counter>::default();
+        registry.register(
+            "kubernetes_watch",
+            "Kubernetes list and watch outcomes: listed, event, unauthorized, forbidden, gone, hung, unreachable",
+            kubernetes_watch.clone(),
         );
         // From 1 ms (a change answered at once) to 11 min (a full 10 m wait plus jitter).
         let buckets = [0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 120.0, 330.0, 660.0];
@@ -186,6 +195,7 @@ impl Metrics {
             registry,
             source,
             consul_requests,
+            kubernetes_watch,
             consul_latency,
             active_changes,
             state_age,

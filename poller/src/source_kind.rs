@@ -11,7 +11,7 @@ pub enum SourceKind {
     Consul,
     /// Vault's own `sys/health` on every node, with `sys/leader` (`source/vault/`).
     Vault,
-    /// The Vault pods' labels in Kubernetes (not built yet).
+    /// The Vault pods' labels in Kubernetes.
     Kubernetes,
 }
 
@@ -32,6 +32,13 @@ impl SourceKind {
             SourceKind::Vault => "Vault",
             SourceKind::Kubernetes => "Kubernetes",
         }
+    }
+
+    /// Whether two replicas give the same data the same version, so one may step its version
+    /// up to a filter's from a sibling (doc/catch_up.rs): Consul's index is the same on every
+    /// replica; Kubernetes versions are each replica's own observation time.
+    pub fn versions_agree_across_replicas(self) -> bool {
+        !matches!(self, SourceKind::Kubernetes)
     }
 
     /// The reason served before the source's first good answer.

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod envoy;
 pub mod fanout;
+pub mod kubernetes;
 pub mod openbao;
 pub mod pki;
 pub mod poller;

@@ -35,6 +35,15 @@ fn s<'a>(v: &'a Value, what: &str) -> Result<&'a str> {
     v.as_str().with_context(|| format!("{what} is not a string: {v:?}"))
 }
 
+/// The cluster-local name of a Service document.
+fn service_fqdn(service: &Value) -> Result<String> {
+    Ok(format!(
+        "{}.{}.svc.cluster.local",
+        s(&service["metadata"]["name"], "Service name")?,
+        s(&service["metadata"]["namespace"], "Service namespace")?
+    ))
+}
+
 /// Kubernetes quantities as bytes (`128Mi`, `1Gi`, `64M`).
 fn bytes(q: &str) -> Result<u64> {
     let units = [
@@ -143,11 +152,7 @@ async fn the_kubernetes_deployment_agrees_with_the_poller_binary() -> Result<()>
         "Istio needs the port named http*"
     );
     let svc_port_number = svc_port["port"].as_u64().context("Service port")?;
-    let fqdn = format!(
-        "{}.{}.svc.cluster.local",
-        s(&service["metadata"]["name"], "Service name")?,
-        s(&service["metadata"]["namespace"], "Service namespace")?
-    );
+    let fqdn = service_fqdn(service)?;
 
     let plugin = documents("deploy/k8s/wasmplugin.yaml")?;
     let plugin = plugin.get("WasmPlugin").context("no WasmPlugin")?;
@@ -204,5 +209,113 @@ async fn the_kubernetes_deployment_agrees_with_the_poller_binary() -> Result<()>
             client()?.get(format!("http://{}{path}", p.addr)).send().await?.status().as_u16();
         assert_eq!(status, 200, "{probe} {path} on a real poller during an election");
     }
+    Ok(())
+}
+
+/// The arguments of the only container of `deployment`.
+fn container_args(deployment: &Value) -> Result<Vec<String>> {
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    c["args"]
+        .as_sequence()
+        .context("args")?
+        .iter()
+        .map(|a| s(a, "arg").map(str::to_string))
+        .collect()
+}
+
+/// The value after `flag` in `args`.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_source_deployment_reads_only_pods_and_runs_against_the_api() -> Result<()> {
+    let docs = documents("deploy/k8s/poller-kubernetes.yaml")?;
+    let get = |kind: &str| docs.get(kind).with_context(|| format!("no {kind}"));
+    let (account, role, binding) = (get("ServiceAccount")?, get("Role")?, get("RoleBinding")?);
+    let (deployment, service) = (get("Deployment")?, get("Service")?);
+    assert!(docs.contains_key("PodDisruptionBudget"), "no PodDisruptionBudget");
+    let args = container_args(deployment)?;
+    assert_eq!(flag_value(&args, "--source"), Some("kubernetes"));
+    let namespace = flag_value(&args, "--k8s-namespace").context("no --k8s-namespace")?;
+
+    // RBAC: get, list and watch on pods, nothing else, in Vault's namespace, bound to the
+    // service account the pods run as.
+    for (what, doc) in [("ServiceAccount", account), ("Role", role), ("RoleBinding", binding)] {
+        assert_eq!(s(&doc["metadata"]["namespace"], "namespace")?, namespace, "{what}");
+    }
+    let rules = role["rules"].as_sequence().context("rules")?;
+    assert_eq!(rules.len(), 1, "one rule");
+    let strings = |v: &Value| -> Result<Vec<String>> {
+        v.as_sequence()
+            .context("a list")?
+            .iter()
+            .map(|x| s(x, "item").map(str::to_string))
+            .collect()
+    };
+    assert_eq!(strings(&rules[0]["apiGroups"])?, [""]);
+    assert_eq!(strings(&rules[0]["resources"])?, ["pods"]);
+    assert_eq!(strings(&rules[0]["verbs"])?, ["get", "list", "watch"]);
+    assert_eq!(s(&binding["roleRef"]["kind"], "roleRef kind")?, "Role");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    let subject = &binding["subjects"][0];
+    assert_eq!(s(&subject["kind"], "subject kind")?, "ServiceAccount");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(subject["name"], pod["serviceAccountName"]);
+    assert_eq!(subject["name"], account["metadata"]["name"]);
+    assert_ne!(pod["automountServiceAccountToken"].as_bool(), Some(false), "no token mounted");
+
+    // Every flag is in the binary's --help.
+    let help = std::process::Command::new(binary()?).arg("--help").output()?;
+    let help = String::from_utf8(help.stdout)?;
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(help.contains(&format!("  {flag} <")), "flag {flag} is not in --help");
+    }
+
+    // The WasmPlugin long-polls this Service.
+    let fqdn = service_fqdn(service)?;
+    let plugin = documents("deploy/k8s/wasmplugin.yaml")?;
+    let plugin = plugin.get("WasmPlugin").context("no WasmPlugin")?;
+    assert_eq!(s(&plugin["spec"]["pluginConfig"]["poller_authority"], "authority")?, fqdn);
+    // The scheme agrees with the worked example's Vault (TLS on: https).
+    let values: Value = serde_norway::from_str(&std::fs::read_to_string(
+        workspace_root().join("deploy/k8s/vault-helm-values.yaml"),
+    )?)?;
+    let tls = values["global"]["tlsDisable"].as_bool() == Some(false);
+    assert_eq!(flag_value(&args, "--k8s-scheme"), Some(if tls { "https" } else { "http" }));
+    assert_eq!(
+        s(&plugin["spec"]["pluginConfig"]["scheme"], "scheme")?,
+        if tls { "https" } else { "http" }
+    );
+    assert_eq!(values["server"]["ha"]["enabled"].as_bool(), Some(true), "the chart in HA mode");
+    let raft = s(&values["server"]["ha"]["raft"]["config"], "raft config")?;
+    assert!(raft.contains("service_registration \"kubernetes\""), "no Kubernetes registration");
+
+    // The manifest's flags on a real poller against the API double (whose pods carry the
+    // chart's labels): the selector finds the servers and the active pod is served over https.
+    let skip = ["--listen", "--source"];
+    let mut extra: Vec<&str> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        if skip.contains(&args[i].as_str()) {
+            i += 2;
+            continue;
+        }
+        extra.push(&args[i]);
+        i += 1;
+    }
+    let stack = vault_redirect_e2e::kubernetes::KubeStack::start(&extra).await?;
+    let doc = vault_redirect_e2e::wait_for(
+        "the active pod",
+        std::time::Duration::from_secs(20),
+        || async { stack.poller.state().await.ok().filter(|d| d.active.is_some()) },
+    )
+    .await?;
+    let active = doc.active.context("active")?;
+    assert_eq!(
+        (active.node.as_str(), active.address.as_str(), active.port),
+        ("vault-0", "127.0.0.2", 8200)
+    );
+    assert_eq!(doc.scheme, Some(vault_redirect_core::Scheme::Https));
     Ok(())
 }

@@ -38,7 +38,10 @@ pub fn catch_up_version(
     now: Instant,
 ) -> Option<u64> {
     let ours = s.doc.version;
-    if asked <= ours || not_ready_because(s, max_stale, now).is_some() {
+    if !s.source.versions_agree_across_replicas()
+        || asked <= ours
+        || not_ready_because(s, max_stale, now).is_some()
+    {
         return None;
     }
     let asked_index = asked >> LOCAL_EVENT_BITS;
@@ -118,6 +121,11 @@ mod tests {
         let mut starting = Snapshot::initial(now, crate::source::SourceKind::Consul);
         starting.doc.consul_index = 20;
         assert_eq!(catch_up_version(&starting, (20 << 16) + 5, MAX_STALE, now), None);
+        // Kubernetes versions are each replica's observation time: a later time elsewhere
+        // does not mean this replica has seen that data.
+        let mut k8s = serving(20, 20 << 16, now);
+        k8s.source = crate::source::SourceKind::Kubernetes;
+        assert_eq!(catch_up_version(&k8s, (20 << 16) + 1, MAX_STALE, now), None);
     }
 
     #[tokio::test(start_paused = true)]

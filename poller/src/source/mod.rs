@@ -1,5 +1,5 @@
 //! Sources of truth: where the poller learns which Vault node is active. Each source is a
-//! module beside its siblings (`consul/` today); this module owns what they share: which
+//! module beside its siblings (`consul/`, `vault/`, `kubernetes/`); this module owns what they share: which
 //! source runs ([`SourceKind`]), what the rest of the poller knows about it ([`SourceInfo`]),
 //! and the one way a source changes the state ([`Publisher`]).
 //!
@@ -11,7 +11,9 @@
 //! turns what it observes into [`Reading`]s and errors), a [`SourceKind`] variant, and its arm
 //! in [`build`]. Nothing outside `source/` changes.
 
+pub mod backoff;
 pub mod consul;
+pub mod kubernetes;
 mod publisher;
 pub mod vault;
 
@@ -54,9 +56,7 @@ pub fn build(config: &Config) -> Result<Box<dyn Source>, ConfigError> {
     match config.source {
         SourceKind::Consul => Ok(Box::new(consul::ConsulSource::new(config)?)),
         SourceKind::Vault => Ok(Box::new(vault::VaultSource::new(config)?)),
-        SourceKind::Kubernetes => {
-            Err(ConfigError::SourceNotAvailable(SourceKind::Kubernetes.name()))
-        }
+        SourceKind::Kubernetes => Ok(Box::new(kubernetes::KubernetesSource::new(config)?)),
     }
 }
 
@@ -67,16 +67,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn consul_is_the_default_vault_builds_and_kubernetes_is_refused_by_name() {
+    fn consul_is_the_default_and_the_other_sources_build_or_name_what_is_missing() {
         let parse = |args: &[&str]| Config::try_parse_from([&["p"], args].concat());
         let config = parse(&[]).map_err(|e| e.to_string());
         assert_eq!(config.map(|c| c.source), Ok(SourceKind::Consul));
-        let config = parse(&["--source", "kubernetes"]).map_err(|e| e.to_string());
+        // Outside a pod and without a kubeconfig the Kubernetes source refuses to start,
+        // naming what it looked for.
+        let config =
+            parse(&["--source", "kubernetes", "--k8s-kubeconfig", "/nonexistent/kubeconfig"])
+                .map_err(|e| e.to_string());
         let err = config.and_then(|c| build(&c).map(|_| ()).map_err(|e| e.to_string()));
-        assert_eq!(
-            err,
-            Err("--source kubernetes is not available in this build; use --source consul or --source vault"
-                .into())
+        assert!(
+            err.as_ref().is_err_and(
+                |e| e.contains("no KUBERNETES_SERVICE_HOST") && e.contains("kubeconfig")
+            ),
+            "{err:?}"
         );
         let vault = parse(&["--source", "vault", "--vault-node", "http://127.0.0.2:8200"]);
         let info = vault

@@ -17,10 +17,9 @@ use tokio::time::Instant;
 
 use super::choose::{choose_active, node_statuses};
 use super::client::{ConsulClient, HealthAnswer};
+pub use crate::source::backoff::{Backoff, BACKOFF_BASE};
 use crate::source::{Publisher, Reading};
 
-/// The first pause after an error; it doubles up to `--backoff-max`.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// Requests allowed back to back before the rate limit applies (a failover is a few changes
 /// in quick succession; they must all go through at once).
 pub const RATE_BURST: f64 = 10.0;
@@ -38,35 +37,6 @@ pub struct WatchSettings {
     pub wait: Duration,
     /// Longest pause between retries.
     pub backoff_max: Duration,
-}
-
-/// Exponential backoff with "equal jitter": each pause is between half and all of the current
-/// step, so a fleet of pollers that lost Consul together does not come back together.
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    step: Duration,
-}
-
-impl Backoff {
-    /// Starts at `base`, never above `max`.
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff { base, max: max.max(base), step: Duration::ZERO }
-    }
-
-    /// The pause before the next retry.
-    pub fn next_delay(&mut self) -> Duration {
-        self.step = if self.step.is_zero() { self.base } else { (self.step * 2).min(self.max) };
-        let half = self.step / 2;
-        let extra = rand::random_range(0..=half.as_millis() as u64);
-        half + Duration::from_millis(extra)
-    }
-
-    /// After a success: the next error starts from `base` again.
-    pub fn reset(&mut self) {
-        self.step = Duration::ZERO;
-    }
 }
 
 /// A token bucket: `burst` requests at once, then `per_sec`.
