@@ -96,10 +96,16 @@ async fn measure(
 
     // Failovers, with both samplers running throughout.
     let samplers = Samplers::start(cluster, &envoy)?;
+    let period = interval_flag(interval)?;
     let mut lags = Vec::new();
     let mut kept = 0;
     while lags.len() < failovers {
         let old = cluster.wait_until_settled(Duration::from_secs(60)).await?;
+        // The loop restarts right after a poller round named the new node, so without a
+        // random wait every step-down would fall at the same phase of the poller's rounds and
+        // every lag would be about the same fraction of the interval; real failovers come at
+        // any phase.
+        tokio::time::sleep(random_below(period)).await;
         cluster.call(&old, "PUT", "sys/step-down", None).await?;
         let moved = wait_for("another node to take over", Duration::from_secs(10), || async {
             samplers.active().filter(|a| *a != old)
@@ -138,6 +144,29 @@ async fn measure(
         lags[0],
         ticks as f64 / secs,
     ))
+}
+
+/// `500ms`, `1s`: the probe interval flags this bench passes.
+fn interval_flag(flag: &str) -> Result<Duration> {
+    let (number, unit) =
+        flag.split_at(flag.find(|c: char| !c.is_ascii_digit()).unwrap_or(flag.len()));
+    let n: u64 = number.parse().with_context(|| format!("not a duration: {flag:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        _ => bail!("not a duration in ms or s: {flag:?}"),
+    }
+}
+
+/// A duration spread evenly below `bound`, from the clock's nanoseconds (no need for a
+/// random number generator: only the phase against the poller's rounds matters).
+fn random_below(bound: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let bound_ns = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(u64::from(nanos).wrapping_mul(2_654_435_761) % bound_ns)
 }
 
 /// The poller on the vault source probing `nodes`, with `interval` (no flag for the default).
