@@ -2,7 +2,9 @@
 //! node (the ORIGINAL_DST cluster of envoy/envoy-proxy.yaml.tmpl) and Envoy forwards it. Every
 //! assertion is on what the Vault doubles received: only the active node, never a 307, over
 //! HTTP/1.1 and HTTP/2, whatever steering headers the client sends; after a failover the new
-//! node; without an active node a 503 from the filter and nothing at any node.
+//! node; without an active node a 503 from the filter and nothing at any node. Then a real
+//! OpenBao cluster: curl (no `-L`) writes and reads through Envoy, and the active node's audit
+//! log shows the client's own address, not Envoy's.
 
 mod common;
 
@@ -11,10 +13,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use common::curl;
+use common::openbao::{assert_wrote_and_read_on, ENVOY_IP};
+use common::vault::QUICK_POLLER;
 use common::vault::{quick_plugin, VaultStack, TOKEN};
 use serde_json::{json, Value};
 use vault_redirect_doubles::consul::Role;
-use vault_redirect_e2e::envoy::EnvoyOptions;
+use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
+use vault_redirect_e2e::openbao;
+use vault_redirect_e2e::poller::Poller;
+use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
 use vault_redirect_e2e::wait_for;
 
 /// The client's own loopback address, distinct from Envoy's 127.0.0.1.
@@ -169,6 +176,73 @@ async fn after_a_failover_requests_land_on_the_new_node_and_without_one_get_503(
     assert_eq!(again.status(), 503);
     for node in ["vault-a", "vault-b", "vault-c"] {
         assert_eq!(stack.vault.received(node), vec![], "{node} received a request");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_audit_logs_the_clients_own_address_for_a_proxied_write_and_read() -> Result<()> {
+    // Envoy listens on 127.0.0.5, but its connections to the nodes leave from 127.0.0.1 (the
+    // kernel's source for loopback), the address the shared cluster's listeners trust for
+    // X-Forwarded-For; without Envoy's `use_remote_address` the log shows 127.0.0.1 (checked).
+    let cluster = openbao::shared().await?;
+    let registrar = Registrar::start(&cluster, RegistrarOptions::default()).await?;
+    let poller = Poller::start(&registrar.url(), QUICK_POLLER).await?;
+    let envoy = Envoy::start(EnvoyOptions {
+        plugin_config: quick_plugin(r#","mode":"proxy""#),
+        listen_ip: IpAddr::V4(ENVOY_IP),
+        ..EnvoyOptions::proxy(poller.addr)
+    })
+    .await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let want = cluster.api_addr(&active)?;
+    let leader_url = envoy.url("/v1/sys/leader");
+    let http = client(false)?;
+    wait_for(&format!("sys/leader answered by {active}"), Duration::from_secs(30), || async {
+        let leader: Value = http.get(&leader_url).send().await.ok()?.json().await.ok()?;
+        (leader["is_self"] == true && leader["leader_address"] == want.as_str()).then_some(())
+    })
+    .await?;
+
+    let client_ip = IpAddr::from(CLIENT_IP).to_string();
+    let token = format!("X-Vault-Token: {}", cluster.root_token());
+    let url = envoy.url("/v1/secret/data/proxy/curl");
+    let body = r#"{"data":{"user":"app","password":"p@ss w0rd/é"}}"#;
+    let (out, _) = curl(&[
+        "--interface",
+        &client_ip,
+        "--header",
+        &token,
+        "--header",
+        "Content-Type: application/json",
+        "--data",
+        body,
+        "--write-out",
+        "\n%{http_code}",
+        &url,
+    ])
+    .await?;
+    let (written, status) = out.rsplit_once('\n').context("no status line")?;
+    assert_eq!(status, "200", "{written}");
+    let (out, _) = curl(&[
+        "--interface",
+        &client_ip,
+        "--header",
+        &token,
+        "--write-out",
+        "\n%{http_code}",
+        &url,
+    ])
+    .await?;
+    let (read, status) = out.rsplit_once('\n').context("no status line")?;
+    assert_eq!(status, "200", "{read}");
+    let read: Value = serde_json::from_str(read)?;
+    assert_eq!(read["data"]["data"], json!({"user": "app", "password": "p@ss w0rd/é"}));
+    let secret = [("user", "app"), ("password", "p@ss w0rd/é")];
+    assert_wrote_and_read_on(&cluster, &active, "secret/data/proxy/curl", &client_ip, &secret)
+        .await?;
+    if !envoy.filter_failures().is_empty() {
+        bail!("the filter failed in Envoy:\n{}", envoy.filter_failures().join("\n"));
     }
     Ok(())
 }
