@@ -101,6 +101,13 @@ async fn kv_writes_and_reads_reach_only_the_active_node_over_http1_and_http2() -
             assert_eq!(hops.first(), Some(&"192.0.2.1"), "X-Forwarded-For {xff}");
         }
     }
+    // Counted as proxied (on the filter's next tick), never as redirects.
+    wait_for("the proxied requests counted", Duration::from_secs(10), || async {
+        let n = stack.envoy.stat("wasmcustom.vault_redirect.proxied").await.ok()??;
+        (n >= 4).then_some(())
+    })
+    .await?;
+    assert_eq!(stack.envoy.stat("wasmcustom.vault_redirect.redirects").await?.unwrap_or(0), 0);
     Ok(())
 }
 
