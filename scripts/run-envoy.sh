@@ -3,6 +3,8 @@
 # Envoy's PR_SET_PDEATHSIG needs).
 # Usage: scripts/run-envoy.sh POLLER_HOST:PORT[,HOST:PORT...] LISTEN_PORT [ADMIN_PORT] [extra envoy args...]
 # Several comma-separated pollers are replicas in one cluster (health-checked, outlier-ejected).
+# VAULT_REDIRECT_MODE=proxy runs envoy/envoy-proxy.yaml.tmpl: Envoy forwards each request to
+# the active node instead of answering 307 (the default plugin configuration then says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage="usage: run-envoy.sh POLLER_HOST:PORT[,HOST:PORT...] LISTEN_PORT [ADMIN_PORT]"
@@ -13,7 +15,12 @@ shift $(( $# < 3 ? $# : 3 ))
 source scripts/filter-wasm.sh
 wasm=$filter_wasm
 [ -f "$wasm" ] || { echo "run-envoy: $wasm is missing; run scripts/build.sh" >&2; exit 1; }
-config=${VAULT_REDIRECT_PLUGIN_CONFIG:-'{"poller_cluster":"vault_redirect_poller"}'}
+case ${VAULT_REDIRECT_MODE:-redirect} in
+  redirect) template=envoy/envoy.yaml.tmpl; mode_field="" ;;
+  proxy) template=envoy/envoy-proxy.yaml.tmpl; mode_field=',"mode":"proxy"' ;;
+  *) echo "run-envoy: VAULT_REDIRECT_MODE must be redirect or proxy, not $VAULT_REDIRECT_MODE" >&2; exit 1 ;;
+esac
+config=${VAULT_REDIRECT_PLUGIN_CONFIG:-"{\"poller_cluster\":\"vault_redirect_poller\"$mode_field}"}
 IFS=, read -r -a all <<< "$pollers"
 poller=${all[0]}
 # The other replicas, one lb_endpoints entry each, indented like the placeholder line.
@@ -29,5 +36,5 @@ rendered=$(mktemp --suffix=.yaml)
 sed -e "s|{{ADMIN_PORT}}|$admin|" -e "s|{{LISTEN_ADDRESS}}|127.0.0.1|" -e "s|{{LISTEN_PORT}}|$listen|" \
     -e "s|{{WASM_PATH}}|$wasm|" -e "s|{{PLUGIN_CONFIG}}|$config|" \
     -e "s|{{POLLER_HOST}}|${poller%:*}|" -e "s|{{POLLER_PORT}}|${poller##*:}|" \
-    -e "s|# {{EXTRA_POLLER_ENDPOINTS}}|$extra|" envoy/envoy.yaml.tmpl > "$rendered"
+    -e "s|# {{EXTRA_POLLER_ENDPOINTS}}|$extra|" "$template" > "$rendered"
 exec .venv/bin/envoy -c "$rendered" --disable-hot-restart --log-level "${ENVOY_LOG_LEVEL:-info}" "$@"

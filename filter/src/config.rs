@@ -19,8 +19,25 @@ pub enum NoActive {
     PassThrough,
 }
 
+/// How a request reaches the active node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Answer 307 to the active node; the client follows it (`"redirect"`).
+    #[default]
+    Redirect,
+    /// Let Envoy forward the request to the active node: the filter overwrites
+    /// [`UPSTREAM_HEADER`] with its `ip:port` for an `ORIGINAL_DST` cluster (`"proxy"`).
+    Proxy,
+}
+
+/// The header an `ORIGINAL_DST` cluster with `use_http_header: true` reads the upstream from
+/// (Envoy's default `http_header_name`). In proxy mode the filter always replaces it, so a
+/// client's own value never survives to the cluster.
+pub const UPSTREAM_HEADER: &str = "x-envoy-original-dst-host";
+
 /// Every field the configuration may hold; anything else is a typo and refused.
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
+    "mode",
     "poller_cluster",
     "poller_authority",
     "poller_path",
@@ -40,6 +57,8 @@ const FIELDS: [&str; 14] = [
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FilterConfig {
+    /// Redirect or proxy.
+    pub mode: Mode,
     /// The Envoy cluster of the poller(s).
     pub poller_cluster: String,
     /// `:authority` sent to the poller.
@@ -261,7 +280,40 @@ impl FilterConfig {
         if !(10..=60_000).contains(&tick_ms) {
             return Err(bad("tick_ms", tick_ms, "must be between 10 and 60000"));
         }
+        let mode = match string("mode", "redirect")?.as_str() {
+            "redirect" => Mode::Redirect,
+            "proxy" => Mode::Proxy,
+            other => return Err(bad("mode", other, "must be \"redirect\" or \"proxy\"")),
+        };
+        if mode == Mode::Proxy {
+            // A request that continues without the upstream header would reach whatever the
+            // ORIGINAL_DST cluster falls back to; in proxy mode every request either goes to
+            // the active node or is answered here.
+            if no_active == NoActive::PassThrough {
+                return Err(bad(
+                    "no_active",
+                    "pass_through",
+                    "must be \"503\" in proxy mode (there is no other upstream)",
+                ));
+            }
+            if let Some(first) = pass_through_paths.first() {
+                return Err(bad(
+                    "pass_through_paths",
+                    first,
+                    "must be empty in proxy mode (every path goes to the active node)",
+                ));
+            }
+            // ORIGINAL_DST takes an IP literal only; a node name would need DNS at request time.
+            if host == HostChoice::Node {
+                return Err(bad(
+                    "target_host",
+                    "node",
+                    "must be \"address\" in proxy mode (Envoy connects to an IP address)",
+                ));
+            }
+        }
         Ok(FilterConfig {
+            mode,
             poller_cluster,
             poller_authority,
             poller_path,
@@ -282,6 +334,7 @@ impl FilterConfig {
     /// redirects nowhere, since its view never holds a state.
     pub fn unconfigured() -> Self {
         FilterConfig {
+            mode: Mode::Redirect,
             poller_cluster: String::new(),
             poller_authority: String::new(),
             poller_path: String::new(),
@@ -333,6 +386,9 @@ mod tests {
         assert_eq!(c.no_active, NoActive::Reject);
         assert_eq!(c.policy, RedirectPolicy::default());
         assert_eq!(c.call_timeout(), Duration::from_secs(35));
+        assert_eq!(c.mode, Mode::Redirect);
+        let p = FilterConfig::parse(br#"{"poller_cluster":"p","mode":"proxy"}"#).unwrap();
+        assert_eq!(p.mode, Mode::Proxy);
     }
 
     #[test]
@@ -370,6 +426,14 @@ mod tests {
             (br#"{"poller_cluster":"p","retry_initial_ms":9000}"#, "retry_initial_ms"),
             (br#"{"poller_cluster":"p","pass_through_paths":["x"]}"#, "pass_through_paths"),
             (br#"{"poller_cluster":"p","tick_ms":1}"#, "tick_ms"),
+            (br#"{"poller_cluster":"p","mode":"tunnel"}"#, "mode"),
+            (br#"{"poller_cluster":"p","mode":1}"#, "mode"),
+            (br#"{"poller_cluster":"p","mode":"proxy","no_active":"pass_through"}"#, "no_active"),
+            (
+                br#"{"poller_cluster":"p","mode":"proxy","pass_through_paths":["/x"]}"#,
+                "pass_through_paths",
+            ),
+            (br#"{"poller_cluster":"p","mode":"proxy","target_host":"node"}"#, "target_host"),
         ];
         for (json, field) in cases {
             let err = FilterConfig::parse(json).unwrap_err().to_string();

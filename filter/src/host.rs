@@ -57,6 +57,13 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -177,6 +184,21 @@ pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Sets header `name` to `value`, replacing every value it had (Envoy's `setCopy`): unlike an
+/// add, no earlier value of the same name stays ahead of ours.
+pub fn replace_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: pointers and lengths describe live slices for the whole call.
+    check(unsafe {
+        proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
 }
 
 /// A shared-data value with its CAS, `None` when the key is absent.

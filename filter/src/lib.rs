@@ -1,5 +1,6 @@
 //! vault-redirect's proxy-wasm filter: answers every request with a 307 to the active Vault
-//! node, from a state each worker keeps in its own memory.
+//! node (redirect mode) or points it at that node for Envoy to forward (proxy mode), from a
+//! state each worker keeps in its own memory.
 //!
 //! `abi` is everything the module exports (Envoy's callbacks); `root` owns the long-poll to the
 //! poller and the state; `request` answers requests from that state without any network wait;

@@ -8,6 +8,8 @@ use crate::types::MetricType;
 
 /// Requests answered with a 307.
 pub const REDIRECTS: &str = "vault_redirect.redirects";
+/// Requests sent on to the active node (proxy mode).
+pub const PROXIED: &str = "vault_redirect.proxied";
 /// Requests answered 503 (or passed through) because no usable active node was known.
 pub const NO_ACTIVE: &str = "vault_redirect.no_active";
 /// Requests refused with 400 or 414 (target not origin-form, control bytes, too long).
@@ -29,6 +31,7 @@ pub const STATE_VERSION: &str = "vault_redirect.state_version";
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub redirects: Option<u32>,
+    pub proxied: Option<u32>,
     pub no_active: Option<u32>,
     pub bad_requests: Option<u32>,
     pub pass_through: Option<u32>,
@@ -46,6 +49,7 @@ impl Metrics {
         let gauge = |name| host::define_metric(MetricType::Gauge, name).ok();
         Metrics {
             redirects: counter(REDIRECTS),
+            proxied: counter(PROXIED),
             no_active: counter(NO_ACTIVE),
             bad_requests: counter(BAD_REQUESTS),
             pass_through: counter(PASS_THROUGH),
@@ -79,6 +83,7 @@ pub fn set(id: Option<u32>, value: u64) {
 #[derive(Debug, Default)]
 pub struct RequestCounts {
     pub redirects: Cell<u32>,
+    pub proxied: Cell<u32>,
     pub no_active: Cell<u32>,
     pub bad_requests: Cell<u32>,
     pub pass_through: Cell<u32>,
@@ -94,6 +99,7 @@ impl RequestCounts {
     pub fn flush(&self, metrics: &Metrics) {
         for (counter, id) in [
             (&self.redirects, metrics.redirects),
+            (&self.proxied, metrics.proxied),
             (&self.no_active, metrics.no_active),
             (&self.bad_requests, metrics.bad_requests),
             (&self.pass_through, metrics.pass_through),

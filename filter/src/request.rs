@@ -8,14 +8,22 @@
 use vault_redirect_core::answer::MAX_HEADERS;
 use vault_redirect_core::{decide, Answer, Decision};
 
-use crate::config::NoActive;
+use crate::config::{Mode, NoActive, UPSTREAM_HEADER};
 use crate::host;
 use crate::metrics::RequestCounts;
 use crate::root::WorkerState;
+use crate::sync::View;
 use crate::types::{Action, LogLevel, MapType};
+
+/// Why a proxied request gets 503 while a redirect would have worked.
+const NO_IP_UPSTREAM: &str =
+    "the active Vault node's address is not an IP address, which proxy mode needs";
 
 /// Answers the request `context_id` (its request headers have arrived) from `worker`.
 pub fn on_request_headers(context_id: u32, worker: &WorkerState) -> Action {
+    if worker.config.mode == Mode::Proxy {
+        return proxy(context_id, worker);
+    }
     let path = match host::header(MapType::HttpRequestHeaders, ":path") {
         Ok(p) => p,
         Err(e) => {
@@ -39,6 +47,51 @@ pub fn on_request_headers(context_id: u32, worker: &WorkerState) -> Action {
     let Some(answer) = Answer::to(decision, &view.reason) else {
         return Action::Continue;
     };
+    respond(context_id, worker, &view, answer)
+}
+
+/// Proxy mode: points the request at the active node by overwriting [`UPSTREAM_HEADER`], which
+/// the `ORIGINAL_DST` cluster reads, and lets it continue. Nothing the client sent is read:
+/// the header's old value (a client may send one) is replaced, never appended to, and
+/// `:authority`/`Host` stay as sent because the cluster does not look at them. Without a
+/// usable node, or if the header cannot be set, the request is answered here like a redirect
+/// would be (503), so it never reaches the cluster with a client's value.
+fn proxy(context_id: u32, worker: &WorkerState) -> Action {
+    let view = worker.view.borrow();
+    let counts = &worker.counts;
+    let reason = match view.upstream.as_deref() {
+        Some(upstream) => {
+            match host::replace_header(
+                MapType::HttpRequestHeaders,
+                UPSTREAM_HEADER,
+                upstream.as_bytes(),
+            ) {
+                Ok(()) => {
+                    RequestCounts::count(&counts.proxied);
+                    return Action::Continue;
+                }
+                Err(e) => {
+                    host::log(
+                        LogLevel::Error,
+                        &format!("#{context_id} cannot set {UPSTREAM_HEADER}: {e}"),
+                    );
+                    "the request could not be pointed at the active Vault node"
+                }
+            }
+        }
+        None if view.prefix.is_some() => NO_IP_UPSTREAM,
+        None => view.reason.as_str(),
+    };
+    RequestCounts::count(&counts.no_active);
+    match Answer::to(Decision::NoActive, reason) {
+        Some(answer) => respond(context_id, worker, &view, answer),
+        // Not reached: a NoActive decision always has an answer. Refusing keeps it safe.
+        None => Action::Pause,
+    }
+}
+
+/// Sends `answer` (plus the debug header when configured) as the local response.
+fn respond(context_id: u32, worker: &WorkerState, view: &View, answer: Answer) -> Action {
     let debug = worker.config.debug_header.then(|| {
         let age = host::now_ms().saturating_sub(view.heard_ms);
         format!("version={}; age_ms={}", view.version, age)

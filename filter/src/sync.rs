@@ -72,6 +72,9 @@ pub struct View {
     pub version: u64,
     /// `scheme://host:port` of the active node, `None` when requests get no redirect.
     pub prefix: Option<String>,
+    /// `ip:port` of the active node for proxy mode's `ORIGINAL_DST` cluster; `None` when there
+    /// is no prefix or the node's host is a name rather than an IP literal.
+    pub upstream: Option<String>,
     /// Why `prefix` is `None`; empty otherwise.
     pub reason: String,
     /// Host time when the state was last confirmed, for the debug header's age.
@@ -80,12 +83,23 @@ pub struct View {
     pub valid_until_ms: Option<u64>,
 }
 
+/// The `host:port` of a `scheme://host:port` prefix when its host is an IP literal (IPv6
+/// bracketed, as Envoy's address parser takes it), the only form an `ORIGINAL_DST` cluster
+/// connects to; a DNS name gives `None`.
+fn upstream_of(prefix: &str) -> Option<String> {
+    let authority = prefix.split_once("://")?.1;
+    let (host, _port) = authority.rsplit_once(':')?;
+    let is_ip = host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok();
+    is_ip.then(|| authority.to_string())
+}
+
 impl View {
     /// The view before anything was heard from the poller.
     pub fn unknown() -> Self {
         View {
             version: 0,
             prefix: None,
+            upstream: None,
             reason: "no state received from the poller yet".into(),
             heard_ms: 0,
             valid_until_ms: None,
@@ -105,6 +119,7 @@ impl View {
         let mut view = View {
             version: known.doc.version,
             prefix: None,
+            upstream: None,
             reason: String::new(),
             heard_ms: known.heard_ms,
             valid_until_ms: None,
@@ -123,6 +138,7 @@ impl View {
         };
         match policy.location_prefix(active) {
             Ok(prefix) => {
+                view.upstream = upstream_of(&prefix);
                 view.prefix = Some(prefix);
                 (view, None)
             }
@@ -171,6 +187,14 @@ pub fn decode(bytes: &[u8]) -> Option<Known> {
 mod tests {
     use super::*;
     use vault_redirect_core::ActiveNode;
+
+    #[test]
+    fn the_proxy_upstream_is_the_ip_and_port_and_names_have_none() {
+        assert_eq!(upstream_of("http://10.0.0.1:8200").as_deref(), Some("10.0.0.1:8200"));
+        assert_eq!(upstream_of("https://[fd00::1]:8200").as_deref(), Some("[fd00::1]:8200"));
+        assert_eq!(upstream_of("http://vault-a.service:8200"), None);
+        assert_eq!(upstream_of("10.0.0.1"), None);
+    }
 
     fn known(version: u64, address: &str, heard_ms: u64) -> Known {
         Known {

@@ -110,6 +110,13 @@ fn every_bad_configuration_value_is_refused_and_named_in_the_log() {
         (r#"{"poller_cluster":"p","debug_header":"yes"}"#, "`debug_header`"),
         (r#"{"poller_cluster":"p","tick_ms":5}"#, "`tick_ms`"),
         (r#"{"poller_cluster":"p","unknown":1}"#, "unknown field `unknown`"),
+        (r#"{"poller_cluster":"p","mode":"Proxy"}"#, "`mode`"),
+        (r#"{"poller_cluster":"p","mode":"proxy","no_active":"pass_through"}"#, "`no_active`"),
+        (
+            r#"{"poller_cluster":"p","mode":"proxy","pass_through_paths":["/h"]}"#,
+            "`pass_through_paths`",
+        ),
+        (r#"{"poller_cluster":"p","mode":"proxy","target_host":"node"}"#, "`target_host`"),
         ("not json", "invalid JSON"),
     ];
     for (json, needle) in cases {
@@ -559,4 +566,101 @@ fn a_vault_token_never_reaches_a_log_line_or_a_response() {
         assert!(!format!("{:?}", vm.logs()).contains(token), "{:?}", vm.logs());
         assert!(!format!("{:?}", host.metrics()).contains(token));
     }
+}
+
+/// The request headers as the filter left them, values as text.
+fn headers_named(out: &host_test::RequestOutcome, name: &str) -> Vec<String> {
+    out.request_headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[test]
+fn proxy_mode_points_the_request_at_the_active_node_and_continues() {
+    let host = host_with(&config(r#""mode":"proxy""#));
+    let mut vm = redirecting(&host);
+    let out = get(&mut vm, "/v1/secret/data/x");
+    assert_eq!((out.action, out.local_response.clone()), (Action::Continue, None));
+    assert_eq!(headers_named(&out, "x-envoy-original-dst-host"), ["10.0.0.1:8200"]);
+    // The client's authority is left as sent: the ORIGINAL_DST cluster never reads it.
+    assert_eq!(headers_named(&out, ":authority"), ["vault.example"]);
+
+    // A new state moves the very next request.
+    let call = the_poll(&vm);
+    vm.respond_http_call(
+        call.token,
+        HttpCallResponse::new(200, state(2 << 16, "vault-b", "fd00::2", 8300)),
+    )
+    .unwrap();
+    let out = get(&mut vm, "/v1/x");
+    assert_eq!(headers_named(&out, "x-envoy-original-dst-host"), ["[fd00::2]:8300"]);
+    vm.tick().unwrap();
+    assert_eq!(host.metric("vault_redirect.proxied"), Some(2));
+    assert_eq!(host.metric("vault_redirect.redirects"), Some(0));
+}
+
+#[test]
+fn proxy_mode_overwrites_every_client_supplied_upstream_header() {
+    let host = host_with(&config(r#""mode":"proxy""#));
+    let mut vm = redirecting(&host);
+    let out = vm
+        .send_request(&[
+            (":method", "GET"),
+            (":authority", "10.9.9.9:8200"),
+            ("host", "10.9.9.9:8200"),
+            ("x-forwarded-host", "10.9.9.9:8200"),
+            ("x-envoy-original-dst-host", "10.9.9.9:8200"),
+            ("x-envoy-original-dst-host", "10.9.9.8:8200"),
+            (":path", "/v1/x"),
+        ])
+        .unwrap();
+    assert_eq!(out.action, Action::Continue);
+    assert_eq!(headers_named(&out, "x-envoy-original-dst-host"), ["10.0.0.1:8200"]);
+}
+
+#[test]
+fn proxy_mode_answers_503_without_a_usable_node_and_never_continues() {
+    let host = host_with(&config(r#""mode":"proxy","max_stale_seconds":1,"tick_ms":100"#));
+    // Before any state.
+    let mut vm = started(&host);
+    let out = get(&mut vm, "/v1/x");
+    assert_eq!(out.local_response.map(|r| r.status), Some(503));
+    // No active node: the same answer as redirect mode, the client's header untouched but unused.
+    answer(&mut vm, 200, &no_active(2 << 16, "no Vault node is tagged active"));
+    let out = vm
+        .send_request(&[
+            (":method", "GET"),
+            (":authority", "vault.example"),
+            ("x-envoy-original-dst-host", "10.9.9.9:8200"),
+            (":path", "/v1/x"),
+        ])
+        .unwrap();
+    assert_ne!(out.action, Action::Continue);
+    let resp = out.local_response.unwrap();
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"errors": ["no active Vault node: no Vault node is tagged active"]})
+    );
+    // Stale: 503 again.
+    let mut vm = redirecting(&host);
+    host.advance(Duration::from_secs(2));
+    vm.tick().unwrap();
+    let resp = get(&mut vm, "/v1/x").local_response.unwrap();
+    assert_eq!(resp.status, 503);
+    assert!(String::from_utf8_lossy(&resp.body).contains("stale"));
+}
+
+#[test]
+fn proxy_mode_refuses_a_node_known_only_by_name() {
+    let host = host_with(&config(r#""mode":"proxy""#));
+    let mut vm = started(&host);
+    answer(&mut vm, 200, &state(1 << 16, "vault-a", "vault-a.service.consul", 8200));
+    let resp = get(&mut vm, "/v1/x").local_response.unwrap();
+    assert_eq!(resp.status, 503);
+    assert!(String::from_utf8_lossy(&resp.body).contains("not an IP address"));
 }

@@ -69,6 +69,16 @@ impl EnvoyOptions {
         }
     }
 
+    /// Proxy mode: envoy/envoy-proxy.yaml.tmpl and `"mode":"proxy"`, so Envoy forwards every
+    /// request to the active node (an ORIGINAL_DST cluster) instead of answering 307.
+    pub fn proxy(poller: SocketAddr) -> Self {
+        EnvoyOptions {
+            plugin_config: r#"{"poller_cluster":"vault_redirect_poller","mode":"proxy"}"#.into(),
+            template: "envoy/envoy-proxy.yaml.tmpl".into(),
+            ..Self::new(poller)
+        }
+    }
+
     /// A TLS listener (h2 and HTTP/1.1 by ALPN) with these files.
     pub fn tls(poller: SocketAddr, files: TlsFiles) -> Self {
         EnvoyOptions { tls: Some(files), ..Self::new(poller) }

@@ -1,5 +1,6 @@
 //! Every Envoy configuration we ship or render is one Envoy accepts: `envoy --mode validate`
-//! on the bootstrap template (one and three pollers, TLS), the native-redirect bench template
+//! on the bootstrap template (one and three pollers, TLS), the proxy-mode template (plain and
+//! TLS), the native-redirect bench template
 //! and the production-shaped TLS example, with real certificate files and the real .wasm.
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,8 @@ fn every_rendered_and_shipped_envoy_configuration_validates() -> Result<()> {
             },
         ),
         ("tls", EnvoyOptions::tls(poller, tls.clone())),
+        ("proxy", EnvoyOptions::proxy(poller)),
+        ("proxy-tls", EnvoyOptions { tls: Some(tls.clone()), ..EnvoyOptions::proxy(poller) }),
         (
             "native-redirect",
             EnvoyOptions {

@@ -70,6 +70,7 @@ async fn the_filters_metrics_are_in_envoys_prometheus_stats() -> Result<()> {
         .await?;
     for (name, kind) in [
         ("vault_redirect_redirects", "counter"),
+        ("vault_redirect_proxied", "counter"),
         ("vault_redirect_no_active", "counter"),
         ("vault_redirect_bad_requests", "counter"),
         ("vault_redirect_pass_through", "counter"),

@@ -1,0 +1,255 @@
+//! Proxy mode (issue 18) in real Envoy: the filter points each request at the active Vault
+//! node (the ORIGINAL_DST cluster of envoy/envoy-proxy.yaml.tmpl) and Envoy forwards it. Every
+//! assertion is on what the Vault doubles received: only the active node, never a 307, over
+//! HTTP/1.1 and HTTP/2, whatever steering headers the client sends; after a failover the new
+//! node; without an active node a 503 from the filter and nothing at any node. Then a real
+//! OpenBao cluster: curl (no `-L`) writes and reads through Envoy, and the active node's audit
+//! log shows the client's own address, not Envoy's.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use common::curl;
+use common::openbao::{assert_wrote_and_read_on, ENVOY_IP};
+use common::vault::QUICK_POLLER;
+use common::vault::{quick_plugin, VaultStack, TOKEN};
+use serde_json::{json, Value};
+use vault_redirect_doubles::consul::Role;
+use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
+use vault_redirect_e2e::openbao;
+use vault_redirect_e2e::poller::Poller;
+use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
+use vault_redirect_e2e::wait_for;
+
+/// The client's own loopback address, distinct from Envoy's 127.0.0.1.
+const CLIENT_IP: [u8; 4] = [127, 0, 0, 9];
+
+async fn proxy_stack() -> Result<VaultStack> {
+    let stack = VaultStack::launch(&[], true, |p| EnvoyOptions {
+        plugin_config: quick_plugin(r#","mode":"proxy""#),
+        ..EnvoyOptions::proxy(p)
+    })
+    .await?;
+    wait_for_active(&stack, "vault-a").await?;
+    Ok(stack)
+}
+
+fn client(http2: bool) -> Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .local_address(IpAddr::from(CLIENT_IP));
+    let builder = if http2 { builder.http2_prior_knowledge() } else { builder.http1_only() };
+    builder.build().context("building the HTTP client")
+}
+
+/// Waits until `sys/leader` through Envoy is answered by `name` itself.
+async fn wait_for_active(stack: &VaultStack, name: &str) -> Result<()> {
+    let want = stack.vault.api_addr(name).unwrap_or_default();
+    let url = stack.envoy.url("/v1/sys/leader");
+    let http = client(false)?;
+    wait_for(&format!("sys/leader answered by {name}"), Duration::from_secs(20), || async {
+        let leader: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+        (leader["is_self"] == true && leader["leader_address"] == want.as_str()).then_some(())
+    })
+    .await
+}
+
+fn assert_only(stack: &VaultStack, active: &str, requests: usize) {
+    let got = stack.vault.received(active);
+    assert_eq!(got.len(), requests, "{active} received {got:#?}");
+    for r in &got {
+        assert_eq!(r.forwarded_from, None, "came through a standby: {r:?}");
+        assert_eq!(r.header("x-vault-token"), Some(TOKEN));
+    }
+    for node in ["vault-a", "vault-b", "vault-c"].into_iter().filter(|n| *n != active) {
+        assert_eq!(stack.vault.received(node), vec![], "{node} received requests");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_writes_and_reads_reach_only_the_active_node_over_http1_and_http2() -> Result<()> {
+    let stack = proxy_stack().await?;
+    stack.vault.clear_received();
+    for (i, http2) in [false, true].into_iter().enumerate() {
+        let http = client(http2)?;
+        let url = stack.envoy.url(&format!("/v1/secret/data/proxy/{i}"));
+        let written = http
+            .post(&url)
+            .header("x-vault-token", TOKEN)
+            // A client's own X-Forwarded-For stays to the left of the address Envoy appends.
+            .header("x-forwarded-for", "192.0.2.1")
+            .json(&json!({"data": {"n": i}}))
+            .send()
+            .await?;
+        assert_eq!(written.status(), 200, "http2={http2}: {:?}", written.headers());
+        assert_eq!(written.version() == reqwest::Version::HTTP_2, http2);
+        let read = http.get(&url).header("x-vault-token", TOKEN).send().await?;
+        assert_eq!(read.status(), 200);
+        let body: Value = read.json().await?;
+        assert_eq!(body["data"]["data"], json!({"n": i}));
+    }
+    assert_only(&stack, "vault-a", 4);
+    for r in stack.vault.received("vault-a") {
+        let xff = r.header("x-forwarded-for").context("no X-Forwarded-For")?;
+        let hops: Vec<&str> = xff.split(',').map(str::trim).collect();
+        assert_eq!(hops.last(), Some(&"127.0.0.9"), "X-Forwarded-For {xff}");
+        if r.method == "POST" {
+            assert_eq!(hops.first(), Some(&"192.0.2.1"), "X-Forwarded-For {xff}");
+        }
+    }
+    // Counted as proxied (on the filter's next tick), never as redirects.
+    wait_for("the proxied requests counted", Duration::from_secs(10), || async {
+        let n = stack.envoy.stat("wasmcustom.vault_redirect.proxied").await.ok()??;
+        (n >= 4).then_some(())
+    })
+    .await?;
+    assert_eq!(stack.envoy.stat("wasmcustom.vault_redirect.redirects").await?.unwrap_or(0), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_header_steers_a_request_away_from_the_active_node() -> Result<()> {
+    let stack = proxy_stack().await?;
+    stack.vault.clear_received();
+    let standby = stack.vault.addr("vault-b").context("vault-b")?.to_string();
+    let envoy = stack.envoy.listen;
+    let token = format!("x-vault-token: {TOKEN}");
+    // curl --connect-to sends the standby's address as Host (HTTP/1.1) or :authority (HTTP/2)
+    // while connecting to Envoy.
+    let connect_to = format!("{standby}:{}:{}", envoy.ip(), envoy.port());
+    let standby_url = format!("http://{standby}/v1/sys/leader");
+    let dst = format!("x-envoy-original-dst-host: {standby}");
+    let xfh = format!("x-forwarded-host: {standby}");
+    let envoy_url = stack.envoy.url("/v1/sys/leader");
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("x-envoy-original-dst-host", vec!["-H", &dst, &envoy_url]),
+        ("x-forwarded-host", vec!["-H", &xfh, &envoy_url]),
+        ("Host", vec!["--http1.1", "--connect-to", &connect_to, &standby_url]),
+        (":authority", vec!["--http2-prior-knowledge", "--connect-to", &connect_to, &standby_url]),
+    ];
+    for (what, args) in &cases {
+        let mut all = vec!["-H", &token, "--write-out", "\n%{http_code}"];
+        all.extend(args.iter().copied());
+        let (out, _) = curl(&all).await?;
+        let (body, status) = out.rsplit_once('\n').context("no status line")?;
+        if status != "200" {
+            bail!("{what}: status {status}: {body}");
+        }
+        let leader: Value = serde_json::from_str(body)?;
+        assert_eq!(leader["is_self"], true, "{what}: answered by {leader}");
+    }
+    assert_only(&stack, "vault-a", cases.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_requests_land_on_the_new_node_and_without_one_get_503() -> Result<()> {
+    let stack = proxy_stack().await?;
+    stack.switch("vault-b");
+    wait_for_active(&stack, "vault-b").await?;
+    stack.vault.clear_received();
+    let http = client(false)?;
+    let url = stack.envoy.url("/v1/secret/data/after-failover");
+    let written = http
+        .post(&url)
+        .header("x-vault-token", TOKEN)
+        .json(&json!({"data": {"k": "v"}}))
+        .send()
+        .await?;
+    assert_eq!(written.status(), 200);
+    assert_only(&stack, "vault-b", 1);
+
+    stack.vault.set_no_active();
+    stack.consul.update(|nodes| {
+        for n in nodes.iter_mut().filter(|n| n.role == Role::Active) {
+            n.role = Role::Standby;
+        }
+    });
+    let out = wait_for("a 503 without an active node", Duration::from_secs(20), || async {
+        let r = http.get(&url).header("x-vault-token", TOKEN).send().await.ok()?;
+        (r.status() == 503).then_some(r)
+    })
+    .await?;
+    assert_eq!(out.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    let body: Value = out.json().await?;
+    let error = body["errors"][0].as_str().unwrap_or_default().to_string();
+    assert!(error.starts_with("no active Vault node"), "{body}");
+    stack.vault.clear_received();
+    let again = http.get(&url).header("x-vault-token", TOKEN).send().await?;
+    assert_eq!(again.status(), 503);
+    for node in ["vault-a", "vault-b", "vault-c"] {
+        assert_eq!(stack.vault.received(node), vec![], "{node} received a request");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_audit_logs_the_clients_own_address_for_a_proxied_write_and_read() -> Result<()> {
+    // Envoy listens on 127.0.0.5, but its connections to the nodes leave from 127.0.0.1 (the
+    // kernel's source for loopback), the address the shared cluster's listeners trust for
+    // X-Forwarded-For; without Envoy's `use_remote_address` the log shows 127.0.0.1 (checked).
+    let cluster = openbao::shared().await?;
+    let registrar = Registrar::start(&cluster, RegistrarOptions::default()).await?;
+    let poller = Poller::start(&registrar.url(), QUICK_POLLER).await?;
+    let envoy = Envoy::start(EnvoyOptions {
+        plugin_config: quick_plugin(r#","mode":"proxy""#),
+        listen_ip: IpAddr::V4(ENVOY_IP),
+        ..EnvoyOptions::proxy(poller.addr)
+    })
+    .await?;
+    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+    let want = cluster.api_addr(&active)?;
+    let leader_url = envoy.url("/v1/sys/leader");
+    let http = client(false)?;
+    wait_for(&format!("sys/leader answered by {active}"), Duration::from_secs(30), || async {
+        let leader: Value = http.get(&leader_url).send().await.ok()?.json().await.ok()?;
+        (leader["is_self"] == true && leader["leader_address"] == want.as_str()).then_some(())
+    })
+    .await?;
+
+    let client_ip = IpAddr::from(CLIENT_IP).to_string();
+    let token = format!("X-Vault-Token: {}", cluster.root_token());
+    let url = envoy.url("/v1/secret/data/proxy/curl");
+    let body = r#"{"data":{"user":"app","password":"p@ss w0rd/é"}}"#;
+    let (out, _) = curl(&[
+        "--interface",
+        &client_ip,
+        "--header",
+        &token,
+        "--header",
+        "Content-Type: application/json",
+        "--data",
+        body,
+        "--write-out",
+        "\n%{http_code}",
+        &url,
+    ])
+    .await?;
+    let (written, status) = out.rsplit_once('\n').context("no status line")?;
+    assert_eq!(status, "200", "{written}");
+    let (out, _) = curl(&[
+        "--interface",
+        &client_ip,
+        "--header",
+        &token,
+        "--write-out",
+        "\n%{http_code}",
+        &url,
+    ])
+    .await?;
+    let (read, status) = out.rsplit_once('\n').context("no status line")?;
+    assert_eq!(status, "200", "{read}");
+    let read: Value = serde_json::from_str(read)?;
+    assert_eq!(read["data"]["data"], json!({"user": "app", "password": "p@ss w0rd/é"}));
+    let secret = [("user", "app"), ("password", "p@ss w0rd/é")];
+    assert_wrote_and_read_on(&cluster, &active, "secret/data/proxy/curl", &client_ip, &secret)
+        .await?;
+    if !envoy.filter_failures().is_empty() {
+        bail!("the filter failed in Envoy:\n{}", envoy.filter_failures().join("\n"));
+    }
+    Ok(())
+}
