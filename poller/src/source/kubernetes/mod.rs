@@ -64,7 +64,9 @@ impl KubernetesSource {
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
         let settings = config.kubernetes.validate()?;
         let in_cluster = config.k8s_in_cluster.clone();
-        let kubeconfig = config.kubernetes.kubeconfig.clone();
+        // A KUBECONFIG list (`a:b`) is kube-rs's to merge: it reads the variable itself.
+        let kubeconfig =
+            config.kubernetes.kubeconfig.clone().filter(|p| !p.to_string_lossy().contains(':'));
         let endpoint = match in_cluster.api_host.as_deref().filter(|h| !h.is_empty()) {
             Some(host) => {
                 for file in ["token", "ca.crt", "namespace"] {
