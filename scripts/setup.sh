@@ -9,11 +9,11 @@
 #   scripts/setup.sh --release  the same, plus what scripts/release.sh uses: the musl targets,
 #                             musl-gcc and an aarch64 cross compiler (ring's C in the static
 #                             pollers), umoci and skopeo (OCI image layouts), jq.
-#   scripts/setup.sh --tests  all of the above, plus what only the tests use: the
-#                             wasm32-unknown-unknown target and wasm-bindgen-test-runner (core's
-#                             tests under wasm32), headless Chromium and chromedriver (status
-#                             page), promtool (alert rules), hvac and curl (real Vault clients),
-#                             a local OCI registry (docker-registry) the release test pushes to.
+#   scripts/setup.sh --tests  all of the above, plus what only the tests use: Node.js (its
+#                             WASI runs core's tests compiled to wasm32-wasip1), headless
+#                             Chromium and chromedriver (status page), promtool (alert rules),
+#                             hvac and curl (real Vault clients), a local OCI registry
+#                             (docker-registry) the release test pushes to.
 #
 # A newcomer's first command is the demo: it must not wait on a browser it never starts.
 set -euo pipefail
@@ -61,7 +61,6 @@ pip_pinned() {
 
 targets=(wasm32-wasip1)
 $release && targets+=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
-$tests && targets+=(wasm32-unknown-unknown)
 installed_targets=$(rustup target list --installed)
 for target in "${targets[@]}"; do
   if ! grep -qx "$target" <<<"$installed_targets"; then
@@ -102,20 +101,12 @@ if $tests; then
   want_command promtool prometheus
   # Real Vault clients in the end-to-end tests: curl from Debian, hvac (requests) pinned.
   want_command curl curl
+  # core's tests compiled to wasm32-wasip1, the filter's own target, run under Node's WASI
+  # (scripts/wasi-run.mjs); Node 20 ships with this machine kind, Debian's nodejs otherwise.
+  want_command node nodejs
 fi
 apt_install_wanted
 
 if $tests; then
   pip_pinned hvac "$HVAC_VERSION"
-  # wasm-bindgen-test-runner runs core's tests under wasm32 (in Node); it must match the
-  # wasm-bindgen version in Cargo.lock exactly, so it is installed per project, in .tools/.
-  # (Not --locked: its lockfile names a webpki-roots release the registry mirror lacks.)
-  bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
-  if [ -z "$bindgen_version" ]; then
-    echo "setup: no wasm-bindgen in Cargo.lock" >&2; exit 1
-  fi
-  if [ "$(.tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$bindgen_version" ]; then
-    echo "setup: installing wasm-bindgen-cli $bindgen_version into .tools (about 2 minutes, once)"
-    cargo install --quiet --root .tools wasm-bindgen-cli --version "$bindgen_version"
-  fi
 fi

@@ -95,8 +95,6 @@ pub fn vault_error_body(message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a [u8]> {
         a.all_headers().find(|(n, _)| *n == name).map(|(_, v)| v)

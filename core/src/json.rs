@@ -317,8 +317,6 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn values_of_every_kind_are_read() {

@@ -120,8 +120,6 @@ fn is_pass_through(path: &[u8], patterns: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn node() -> ActiveNode {
         ActiveNode { node: "vault-b".into(), address: "10.0.0.6".into(), port: 8200 }

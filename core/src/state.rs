@@ -260,8 +260,6 @@ fn required_str<'a>(v: Option<&'a Json>, field: &str) -> Result<&'a str, DocErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn doc() -> StateDoc {
         StateDoc {

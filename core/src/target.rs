@@ -92,8 +92,6 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn names_and_ipv4_literals_are_accepted_as_given() {

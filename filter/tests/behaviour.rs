@@ -12,17 +12,10 @@ use host_test::{Action, Host, HttpCall, HttpCallResponse, LogLevel, Vm};
 const CLUSTER: &str = "vault_redirect_poller";
 const SHARED_KEY: &str = "vault_redirect.state.v1";
 
-/// The shipped filter, or a failure saying how to build it.
-fn shipped_filter() -> std::path::PathBuf {
-    host_test::shipped::filter_wasm().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The shipped filter compiled once per test binary; each test forks its own host.
+/// A host of its own running the shipped filter (a failure says how to build it).
 fn host_with(config: &str) -> Host {
-    static COMPILED: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
-    COMPILED
-        .get_or_init(|| Host::new(shipped_filter()).expect("the filter compiles"))
-        .fork()
+    host_test::shipped::host()
+        .unwrap_or_else(|e| panic!("{e}"))
         .with_plugin_config(config)
         .with_known_clusters([CLUSTER])
 }

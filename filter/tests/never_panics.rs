@@ -7,9 +7,7 @@ use host_test::{Host, HttpCallResponse, Vm};
 use proptest::prelude::*;
 
 fn compiled() -> Host {
-    static COMPILED: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
-    let path = host_test::shipped::filter_wasm().unwrap_or_else(|e| panic!("{e}"));
-    COMPILED.get_or_init(|| Host::new(&path).expect("the filter compiles")).fork()
+    host_test::shipped::host().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Fragments a configuration or state document is made of, good and bad.

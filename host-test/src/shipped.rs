@@ -52,3 +52,17 @@ pub fn filter_wasm() -> Result<PathBuf, NotBuilt> {
         Err(NotBuilt { path })
     }
 }
+
+/// A host running the shipped filter: its own fresh world (VMs, clock, shared data, metrics),
+/// forked from one compilation per process. Compiling the filter is the slow part (about a
+/// second in a debug build) and tests want a host each, so every test binary shares this one
+/// instead of keeping its own copy of the compile-once rule.
+#[cfg(feature = "runtime")]
+pub fn host() -> Result<crate::Host, String> {
+    static COMPILED: std::sync::OnceLock<Result<crate::Host, String>> = std::sync::OnceLock::new();
+    let compiled = COMPILED.get_or_init(|| {
+        let path = filter_wasm().map_err(|e| e.to_string())?;
+        crate::Host::new(&path).map_err(|e| format!("{} does not load: {e}", path.display()))
+    });
+    compiled.as_ref().map(crate::Host::fork).map_err(Clone::clone)
+}

@@ -199,13 +199,6 @@ fn status(status: u16, body: &str) -> Answer {
 // ---------------------------------------------------------------------------------------------
 // host-test's side.
 
-fn compiled() -> &'static Host {
-    static COMPILED: OnceLock<Host> = OnceLock::new();
-    COMPILED.get_or_init(|| {
-        let wasm = host_test::shipped::filter_wasm().unwrap_or_else(|e| panic!("{e}"));
-        Host::new(&wasm).unwrap_or_else(|e| panic!("{} does not load: {e}", wasm.display()))
-    })
-}
 
 /// Answers the pending polls of every worker the way the scripted poller answers Envoy's, and
 /// lets virtual time pass (in `tick_ms` steps) while a worker waits out a backoff, as real time
@@ -474,8 +467,8 @@ async fn run(test: Differential) -> Result<()> {
     options.concurrency = test.workers;
     let envoy = Envoy::start(options).await?;
 
-    let host = compiled()
-        .fork()
+    let host = host_test::shipped::host()
+        .map_err(anyhow::Error::msg)?
         .with_plugin_config(test.config.clone())
         .with_known_clusters([CLUSTER])
         .with_vm_id("vault_redirect")

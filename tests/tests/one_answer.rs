@@ -13,7 +13,6 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use host_test::shipped::filter_wasm;
 use host_test::{Host, HttpCallResponse, Vm};
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 use vault_redirect_e2e::poller::Poller;
@@ -96,7 +95,8 @@ async fn the_filter_and_the_standalone_poller_give_the_same_answers() -> Result<
     let redirects = free_addr()?;
     let poller =
         Poller::start(&consul.url(), &["--redirect-listen", &redirects.to_string()]).await?;
-    let host = Host::new(filter_wasm()?)?
+    let host = host_test::shipped::host()
+        .map_err(anyhow::Error::msg)?
         .with_plugin_config(format!(r#"{{"poller_cluster":"{CLUSTER}"}}"#))
         .with_known_clusters([CLUSTER]);
     let mut vm = host.start_vm()?;
@@ -146,8 +146,8 @@ async fn the_filter_and_the_standalone_poller_give_the_same_answers() -> Result<
 fn pass_through_continues_in_the_filter_and_is_no_answer_in_core() {
     // The standalone poller has no upstream and no pass-through list; the filter's side of
     // the matrix row is that a pass-through path gets no local answer at all.
-    let host = Host::new(filter_wasm().unwrap())
-        .unwrap()
+    let host = host_test::shipped::host()
+        .unwrap_or_else(|e| panic!("{e}"))
         .with_plugin_config(format!(
             r#"{{"poller_cluster":"{CLUSTER}","pass_through_paths":["/healthz"]}}"#
         ))

@@ -253,3 +253,183 @@ async fn openbao_audit_logs_the_clients_own_address_for_a_proxied_write_and_read
     }
     Ok(())
 }
+
+/// One document of deploy/k8s/istio-proxy-mode.yaml, by kind.
+fn istio_document(kind: &str) -> Result<Value> {
+    let path = vault_redirect_e2e::workspace_root().join("deploy/k8s/istio-proxy-mode.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let mut found = None;
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let doc: Value = serde::Deserialize::deserialize(doc).context("istio-proxy-mode.yaml")?;
+        if doc["kind"] == kind {
+            if found.is_some() {
+                bail!("two {kind} documents");
+            }
+            found = Some(doc);
+        }
+    }
+    found.with_context(|| format!("no {kind} document"))
+}
+
+/// Merges `patch` into `base` the way Istio's MERGE patch does for these fields (protobuf
+/// merge: messages field by field, scalars and lists replaced).
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(base), Value::Object(patch)) => {
+            for (k, v) in patch {
+                merge(base.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (base, patch) => *base = patch.clone(),
+    }
+}
+
+/// The Istio example's own pieces as one Envoy bootstrap: the gateway's listener with the
+/// VirtualService's route after the EnvoyFilter's MERGE, the filter with the WasmPlugin's
+/// pluginConfig (as the JSON Istio hands the filter), the EnvoyFilter's cluster, and the
+/// poller under the Istio cluster name the plugin configuration names. Placeholders are
+/// filled by the test harness like the shipped templates'.
+fn istio_bootstrap() -> Result<(String, String)> {
+    let plugin = istio_document("WasmPlugin")?;
+    let envoy_filter = istio_document("EnvoyFilter")?;
+    let gateway = istio_document("Gateway")?;
+    let service = istio_document("VirtualService")?;
+    let plugin_config = serde_json::to_string(&plugin["spec"]["pluginConfig"])?;
+    let poller_cluster =
+        plugin["spec"]["pluginConfig"]["poller_cluster"].as_str().context("poller_cluster")?;
+    let patches = envoy_filter["spec"]["configPatches"].as_array().context("configPatches")?;
+    let patch = |applies: &str| {
+        patches
+            .iter()
+            .find(|p| p["applyTo"] == applies)
+            .with_context(|| format!("no {applies} patch"))
+    };
+    let cluster = patch("CLUSTER")?["patch"]["value"].clone();
+    let route_patch = patch("HTTP_ROUTE")?;
+
+    // The patch must find what Istio builds from the Gateway and VirtualService: the virtual
+    // host `host:port` and the route named after the VirtualService's http entry.
+    let server = &gateway["spec"]["servers"][0];
+    let vhost = format!(
+        "{}:{}",
+        server["hosts"][0].as_str().context("gateway host")?,
+        server["port"]["number"].as_u64().context("gateway port")?
+    );
+    let target = &route_patch["match"]["routeConfiguration"]["vhost"];
+    assert_eq!(target["name"], vhost.as_str(), "the route patch's virtual host");
+    let http = &service["spec"]["http"][0];
+    assert_eq!(target["route"]["name"], http["name"], "the route patch's route name");
+    assert_eq!(service["spec"]["gateways"][0], gateway["metadata"]["name"]);
+    let destination = &http["route"][0]["destination"];
+    let mut route = json!({
+        "name": http["name"],
+        "match": {"prefix": "/"},
+        "route": {"cluster": format!(
+            "outbound|{}||{}",
+            destination["port"]["number"], destination["host"].as_str().unwrap_or_default()
+        )},
+    });
+    merge(&mut route, &route_patch["patch"]["value"]);
+
+    let socket = |address: &str, port: &str| {
+        json!({"socket_address": {"address": address, "port_value": port}})
+    };
+    let bootstrap = json!({
+        "admin": {"address": socket("127.0.0.1", "{{ADMIN_PORT}}")},
+        "static_resources": {
+            "listeners": [{
+                "name": "gateway",
+                "address": socket("{{LISTEN_ADDRESS}}", "{{LISTEN_PORT}}"),
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "gateway",
+                        // Istio's gateways set it.
+                        "use_remote_address": true,
+                        "route_config": {"name": "https.443", "virtual_hosts": [{
+                            "name": vhost, "domains": ["*"], "routes": [route],
+                        }]},
+                        "http_filters": [
+                            {
+                                "name": "envoy.filters.http.wasm",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                    "config": {
+                                        "name": "vault-redirect-proxy",
+                                        "root_id": "vault-redirect-proxy",
+                                        "vm_config": {
+                                            "vm_id": "vault-redirect-proxy",
+                                            "runtime": "envoy.wasm.runtime.v8",
+                                            "code": {"local": {"filename": "{{WASM_PATH}}"}},
+                                        },
+                                        "configuration": {
+                                            "@type": "type.googleapis.com/google.protobuf.StringValue",
+                                            "value": plugin_config,
+                                        },
+                                    },
+                                },
+                            },
+                            {
+                                "name": "envoy.filters.http.router",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                                },
+                            },
+                        ],
+                    },
+                }]}],
+            }],
+            "clusters": [cluster, {
+                "name": poller_cluster,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": poller_cluster, "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": socket("{{POLLER_HOST}}", "{{POLLER_PORT}}")}},
+                ]}]},
+            }],
+        },
+    });
+    Ok((serde_json::to_string_pretty(&bootstrap)?, plugin_config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_istio_example_routes_to_the_active_node_in_real_envoy() -> Result<()> {
+    let (bootstrap, plugin_config) = istio_bootstrap()?;
+    let dir = vault_redirect_e2e::target_dir().join("e2e-logs");
+    std::fs::create_dir_all(&dir)?;
+    let template = dir.join(format!("istio-proxy-mode-{}.json", std::process::id()));
+    std::fs::write(&template, bootstrap)?;
+    let stack = VaultStack::launch(&[], true, |p| EnvoyOptions {
+        template: template.display().to_string(),
+        plugin_config,
+        ..EnvoyOptions::proxy(p)
+    })
+    .await;
+    let _ = std::fs::remove_file(&template);
+    let stack = stack?;
+    wait_for_active(&stack, "vault-a").await?;
+    stack.vault.clear_received();
+    let http = client(false)?;
+    let url = stack.envoy.url("/v1/secret/data/istio");
+    let written = http
+        .post(&url)
+        .header("x-vault-token", TOKEN)
+        .header("x-envoy-original-dst-host", stack.vault.addr("vault-c").context("vault-c")?.to_string())
+        .json(&json!({"data": {"via": "istio"}}))
+        .send()
+        .await?;
+    assert_eq!(written.status(), 200, "{:?}", written.headers());
+    assert_only(&stack, "vault-a", 1);
+
+    stack.switch("vault-b");
+    wait_for_active(&stack, "vault-b").await?;
+    stack.vault.clear_received();
+    let read = http.get(&url).header("x-vault-token", TOKEN).send().await?;
+    assert_eq!(read.status(), 200);
+    assert_only(&stack, "vault-b", 1);
+    if !stack.envoy.filter_failures().is_empty() {
+        bail!("the filter failed in Envoy:\n{}", stack.envoy.filter_failures().join("\n"));
+    }
+    Ok(())
+}

@@ -154,10 +154,9 @@ pub fn probe_host() -> Host {
     Host::from_bytes(probe_wat().as_bytes()).expect("the probe module compiles")
 }
 
-/// The shipped filter, compiled once per test binary; each test forks its own host from it.
+/// A host of its own running the shipped filter.
 pub fn filter_host() -> Host {
-    static COMPILED: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
-    COMPILED.get_or_init(|| Host::new(filter_wasm_path()).expect("the filter compiles")).fork()
+    host_test::shipped::host().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The shipped filter, the file Envoy loads; missing means the test must fail, saying how to
