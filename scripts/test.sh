@@ -9,7 +9,8 @@ scripts/setup.sh --tests
 # anything is built or run.
 cargo fmt --all --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
-scripts/build.sh
+# The shipped .wasm only: `cargo test` below builds the poller binary the tests run.
+scripts/build.sh filter
 # The release that tests/tests/release.rs reads (target/dist): x86_64 only here, as the
 # aarch64 cross build of the poller costs minutes more, and an unoptimised poller
 # (release-check) as the test inspects and runs the packaging, not the optimiser's work;
@@ -17,13 +18,15 @@ scripts/build.sh
 VAULT_REDIRECT_ARCHES=x86_64 VAULT_REDIRECT_POLLER_PROFILE=release-check scripts/release.sh
 cargo test --workspace --no-fail-fast
 # The shared decisions again, compiled for the filter's own target (wasm32-wasip1) and run
-# under Node's WASI: the same unit tests, on the instruction set Envoy runs them on.
-CARGO_TARGET_WASM32_WASIP1_RUNNER="node $PWD/scripts/wasi-run.mjs" \
+# under Node's WASI: the same unit tests, on the instruction set Envoy runs them on. (Panics
+# abort on this target: the first failing test ends the run, non-zero.)
+CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $PWD/scripts/wasi-run.mjs" \
   cargo test -p vault-redirect-core --target wasm32-wasip1
 # Every committed host-test scenario, replayed by the CLI exactly as users run it in their CI
 # (NAME.json with its plugin configuration NAME.config.json), on the shipped filter (the CLI's
 # default --wasm); a mismatch exits non-zero.
-cargo build --quiet -p host-test --bin host-test
+# (The CLI is the binary `cargo test` built for host-test's own CLI tests: a separate
+# `cargo build -p host-test` would resolve other features and rebuild its dependencies.)
 for scenario in host-test/scenarios/*.json; do
   case "$scenario" in *.config.json) continue ;; esac
   "${CARGO_TARGET_DIR:-target}/debug/host-test" run \

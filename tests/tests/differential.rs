@@ -199,7 +199,6 @@ fn status(status: u16, body: &str) -> Answer {
 // ---------------------------------------------------------------------------------------------
 // host-test's side.
 
-
 /// Answers the pending polls of every worker the way the scripted poller answers Envoy's, and
 /// lets virtual time pass (in `tick_ms` steps) while a worker waits out a backoff, as real time
 /// passes for Envoy: a state is in once every worker holds a poll with its version as index;
@@ -290,7 +289,7 @@ async fn http1(addr: SocketAddr, method: &str, target: &str, body: Option<&str>)
     head.push_str(body.unwrap_or(""));
     stream.write_all(head.as_bytes()).await?;
     let mut bytes = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
+    tokio::time::timeout(Duration::from_secs(10), read_answer(&mut stream, method, &mut bytes))
         .await
         .with_context(|| format!("no HTTP/1.1 answer to {method} {target} within 10 s"))??;
     let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").with_context(|| {
@@ -317,6 +316,56 @@ async fn http1(addr: SocketAddr, method: &str, target: &str, body: Option<&str>)
             .with_context(|| format!("a bad chunked body in the answer to {method} {target}"))?;
     }
     Ok(Raw { status, headers, body })
+}
+
+/// Reads one HTTP/1.1 answer into `bytes`, stopping when it is complete by its own framing
+/// rather than at the end of the connection: Envoy keeps a closing connection open for its
+/// `delayed_close_timeout` (1 s) waiting for the client to go first, which waiting for EOF
+/// would add to every request.
+async fn read_answer(
+    stream: &mut tokio::net::TcpStream,
+    method: &str,
+    bytes: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        if answer_complete(bytes, method) {
+            return Ok(());
+        }
+    }
+}
+
+/// Whether `bytes` hold a whole answer: headers, then nothing (HEAD, 1xx, 204, 304), a
+/// content-length's worth, or a chunked body up to its last chunk. Without any of those the
+/// body runs to the end of the connection.
+fn answer_complete(bytes: &[u8], method: &str) -> bool {
+    let Some(split) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&bytes[..split]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+    let body = &bytes[split + 4..];
+    if method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304 {
+        return true;
+    }
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|v| v == "chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(len) => body.len() >= len,
+        None => false,
+    }
 }
 
 /// A chunked body's data (no trailers expected).

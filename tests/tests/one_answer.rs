@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use host_test::{Host, HttpCallResponse, Vm};
+use host_test::{HttpCallResponse, Vm};
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
 use vault_redirect_e2e::poller::Poller;
 use vault_redirect_e2e::{free_addr, raw_http1, wait_for, RawResponse};

@@ -331,9 +331,7 @@ fn istio_bootstrap() -> Result<(String, String)> {
     });
     merge(&mut route, &route_patch["patch"]["value"]);
 
-    let socket = |address: &str, port: &str| {
-        json!({"socket_address": {"address": address, "port_value": port}})
-    };
+    let socket = |address: &str, port: &str| json!({"socket_address": {"address": address, "port_value": port}});
     let bootstrap = json!({
         "admin": {"address": socket("127.0.0.1", "{{ADMIN_PORT}}")},
         "static_resources": {
@@ -415,7 +413,10 @@ async fn the_istio_example_routes_to_the_active_node_in_real_envoy() -> Result<(
     let written = http
         .post(&url)
         .header("x-vault-token", TOKEN)
-        .header("x-envoy-original-dst-host", stack.vault.addr("vault-c").context("vault-c")?.to_string())
+        .header(
+            "x-envoy-original-dst-host",
+            stack.vault.addr("vault-c").context("vault-c")?.to_string(),
+        )
         .json(&json!({"data": {"via": "istio"}}))
         .send()
         .await?;
