@@ -59,8 +59,14 @@ pip_pinned() {
   fi
 }
 
+# The release's architectures, as scripts/release.sh reads them: test.sh packages x86_64 only,
+# so it needs neither the aarch64 target nor the cross compiler.
+arches=" ${VAULT_REDIRECT_ARCHES:-x86_64 aarch64} "
+aarch64=false
+[[ $arches == *" aarch64 "* ]] && aarch64=true
 targets=(wasm32-wasip1)
-$release && targets+=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+$release && targets+=(x86_64-unknown-linux-musl)
+$release && $aarch64 && targets+=(aarch64-unknown-linux-musl)
 installed_targets=$(rustup target list --installed)
 for target in "${targets[@]}"; do
   if ! grep -qx "$target" <<<"$installed_targets"; then
@@ -88,8 +94,10 @@ if $release; then
   want_command skopeo skopeo
   want_command jq jq
   want_command musl-gcc musl-tools
-  want_command aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
-  [ -f /usr/aarch64-linux-gnu/include/stdint.h ] || apt_wanted+=(libc6-dev-arm64-cross)
+  if $aarch64; then
+    want_command aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
+    [ -f /usr/aarch64-linux-gnu/include/stdint.h ] || apt_wanted+=(libc6-dev-arm64-cross)
+  fi
 fi
 if $tests; then
   # The release test pushes the layouts to a registry it starts on 127.0.0.1.
