@@ -2,6 +2,7 @@
 //! task, so aborting that task closes all of them, which `axum::serve` would not do.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,22 +22,22 @@ pub(crate) enum Protocols {
     Http1AndH2,
 }
 
-/// Accepts connections until aborted; `app` builds each connection's router from its peer.
-/// `name` prefixes the log lines.
+/// Accepts connections until aborted; `app` builds each connection's router from its peer
+/// and, over TLS, the server name the client sent (SNI). `name` prefixes the log lines.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     protocols: Protocols,
     name: &'static str,
-    app: impl Fn(SocketAddr) -> Router,
+    app: impl Fn(SocketAddr, Option<String>) -> Router + Send + Sync + 'static,
 ) {
+    let app = Arc::new(app);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let service = TowerToHyperService::new(app(peer));
-                    let tls = tls.clone();
+                    let (app, tls) = (app.clone(), tls.clone());
                     connections.spawn(async move {
                         let mut http = auto::Builder::new(TokioExecutor::new());
                         if let Protocols::Http1 = protocols {
@@ -44,10 +45,13 @@ pub(crate) async fn accept_loop(
                         }
                         match tls {
                             None => {
+                                let service = TowerToHyperService::new(app(peer, None));
                                 let _ = http.serve_connection(TokioIo::new(stream), service).await;
                             }
                             Some(acceptor) => match acceptor.accept(stream).await {
                                 Ok(tls_stream) => {
+                                    let sni = tls_stream.get_ref().1.server_name().map(str::to_string);
+                                    let service = TowerToHyperService::new(app(peer, sni));
                                     let _ = http.serve_connection(TokioIo::new(tls_stream), service).await;
                                 }
                                 Err(e) => log::debug!("{name}: TLS handshake failed: {e}"),
@@ -108,7 +112,7 @@ impl Server {
             self.tls.clone(),
             self.protocols,
             self.name,
-            move |_| app.clone(),
+            move |_, _| app.clone(),
         ));
         if let Some(old) = self.slot().replace(task) {
             old.abort();

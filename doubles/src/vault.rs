@@ -68,6 +68,9 @@ pub struct Received {
     pub peer: SocketAddr,
     /// For a request a standby forwarded to this node: that standby's name.
     pub forwarded_from: Option<String>,
+    /// The server name (SNI) the client's TLS handshake asked for; `None` over plain http,
+    /// or when the client sent none (clients send no IP address as SNI).
+    pub sni: Option<String>,
 }
 
 impl Received {
@@ -341,11 +344,12 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, node: usize, tls: Opt
         tls,
         crate::serve::Protocols::Http1AndH2,
         "vault double",
-        move |peer| {
+        move |peer, sni| {
             Router::new().fallback(handle).with_state(NodeCtx {
                 shared: shared.clone(),
                 node,
                 peer,
+                sni,
             })
         },
     )
@@ -357,6 +361,7 @@ struct NodeCtx {
     shared: Arc<Shared>,
     node: usize,
     peer: SocketAddr,
+    sni: Option<String>,
 }
 
 /// Vault's error shape (http/handler.go `respondError`): `{"errors":[...]}`, JSON.
@@ -389,6 +394,7 @@ fn record(inner: &mut Inner, node: usize, req: &Request, forwarded_from: Option<
             body: req.body.to_vec(),
             peer: req.peer,
             forwarded_from,
+            sni: req.sni.clone(),
         });
     }
 }
@@ -399,6 +405,7 @@ struct Request {
     headers: HeaderMap,
     body: Bytes,
     peer: SocketAddr,
+    sni: Option<String>,
 }
 
 async fn handle(
@@ -408,7 +415,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let req = Request { method, uri, headers, body, peer: ctx.peer };
+    let req = Request { method, uri, headers, body, peer: ctx.peer, sni: ctx.sni };
     let mut response = {
         let mut inner = ctx.shared.lock();
         record(&mut inner, ctx.node, &req, None);

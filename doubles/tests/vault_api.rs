@@ -366,3 +366,31 @@ async fn dropping_the_cluster_closes_every_port() {
     c.shutdown().await;
     assert!(http().get(format!("{a}/v1/sys/health")).send().await.is_err());
 }
+
+#[tokio::test]
+async fn over_tls_the_record_holds_the_server_name_the_client_asked_for() {
+    let pki = vault_redirect_doubles::Pki::new(
+        "sni",
+        None,
+        &vault_redirect_doubles::PkiSpec::leaf_for(&["vault-a.test", "127.0.0.2"]),
+    )
+    .unwrap();
+    let c =
+        VaultCluster::start_tls(&[("vault-a", Role::Active)], &pki.chain, &pki.key).await.unwrap();
+    let addr = c.addr("vault-a").unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca.as_bytes()).unwrap())
+        .resolve("vault-a.test", addr)
+        .no_proxy()
+        .build()
+        .unwrap();
+    for url in [
+        format!("https://vault-a.test:{}/v1/sys/health", addr.port()),
+        format!("https://{addr}/v1/sys/health"),
+    ] {
+        assert_eq!(http.get(&url).send().await.unwrap().status(), 200, "{url}");
+    }
+    let sni: Vec<Option<String>> = c.received("vault-a").into_iter().map(|r| r.sni).collect();
+    // A client sends a DNS name as SNI, never an IP address.
+    assert_eq!(sni, [Some("vault-a.test".to_string()), None]);
+}

@@ -35,8 +35,15 @@ pub enum Mode {
 /// client's own value never survives to the cluster.
 pub const UPSTREAM_HEADER: &str = "x-envoy-original-dst-host";
 
+/// The header the proxy template's TLS cluster names in `override_auto_sni_header`: Envoy's
+/// router takes the upstream certificate's expected name from it (and the SNI, when it is a
+/// DNS name), before the route removes it from what Vault receives. In proxy mode the filter
+/// always replaces it with [`ServerName`] rendered for the active node, so no client chooses
+/// the name Envoy verifies.
+pub const UPSTREAM_NAME_HEADER: &str = "x-vault-redirect-upstream-name";
+
 /// Every field the configuration may hold; anything else is a typo and refused.
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 16] = [
     "mode",
     "poller_cluster",
     "poller_authority",
@@ -52,6 +59,7 @@ const FIELDS: [&str; 15] = [
     "pass_through_paths",
     "debug_header",
     "tick_ms",
+    "upstream_server_name",
 ];
 
 /// The validated configuration.
@@ -85,6 +93,46 @@ pub struct FilterConfig {
     pub debug_header: bool,
     /// The timer period driving retries, staleness and sibling pick-up.
     pub tick: Duration,
+    /// The name Envoy verifies the active node's certificate against in proxy mode.
+    pub upstream_server_name: ServerName,
+}
+
+/// The `upstream_server_name` template: literal host-name bytes and the placeholders `{node}`
+/// and `{address}` (the state's node name and the host of the address the request goes to).
+/// Checked once at configuration; rendered once per state, never per request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerName(pub(crate) String);
+
+/// Bytes a server name may hold once rendered: a host name, an IP literal (IPv6 bracketed),
+/// optionally `:port` (Envoy drops the port). Nothing that could end or split a header.
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
+}
+
+impl ServerName {
+    /// Fills in the placeholders; `None` when the result is not a usable name (empty, or a
+    /// byte from the state that no host name holds) or the template has an unknown
+    /// placeholder (refused at configuration, so only for a template built otherwise).
+    pub fn render(&self, node: &str, address: &str) -> Option<String> {
+        // Byte by byte: a template is short, and this is lighter in wasm than `str::find`.
+        // A `{` that starts no placeholder is copied, and refused below with the other bytes.
+        let mut out = Vec::with_capacity(self.0.len() + node.len() + address.len());
+        let mut rest = self.0.as_bytes();
+        while let [first, tail @ ..] = rest {
+            rest = if let Some(after) = rest.strip_prefix(b"{node}") {
+                out.extend_from_slice(node.as_bytes());
+                after
+            } else if let Some(after) = rest.strip_prefix(b"{address}") {
+                out.extend_from_slice(address.as_bytes());
+                after
+            } else {
+                out.push(*first);
+                tail
+            };
+        }
+        let usable = !out.is_empty() && out.len() <= 255 && out.iter().all(|b| name_byte(*b));
+        usable.then(|| String::from_utf8(out).ok()).flatten()
+    }
 }
 
 /// A configuration that cannot be used; the message names the field and the value.
@@ -160,8 +208,11 @@ impl FilterConfig {
             return Err(ConfigError::Json(format!("expected an object, found {}", json.kind())));
         };
         if let Some((key, _)) = members.iter().find(|(k, _)| !FIELDS.contains(&k.as_str())) {
+            // Joined, not `{FIELDS:?}`: Debug-printing strs links Rust's escaping and Unicode
+            // tables into the module (kilobytes) for this one message.
             return Err(ConfigError::Json(format!(
-                "unknown field `{key}`, expected one of {FIELDS:?}"
+                "unknown field `{key}`, expected one of: {}",
+                FIELDS.join(", ")
             )));
         }
         let field = |name: &str| json.get(name).filter(|v| **v != Json::Null);
@@ -280,6 +331,16 @@ impl FilterConfig {
         if !(10..=60_000).contains(&tick_ms) {
             return Err(bad("tick_ms", tick_ms, "must be between 10 and 60000"));
         }
+        let upstream_server_name = ServerName(string("upstream_server_name", "{address}")?);
+        // Rendered with plain stand-ins, the template alone must make a name: this refuses
+        // unknown placeholders, an empty template and bytes no host name holds.
+        if upstream_server_name.render("n", "a").is_none() {
+            return Err(bad(
+                "upstream_server_name",
+                &upstream_server_name.0,
+                "must be a host name, with {node} or {address} in it if needed",
+            ));
+        }
         let mode = match string("mode", "redirect")?.as_str() {
             "redirect" => Mode::Redirect,
             "proxy" => Mode::Proxy,
@@ -327,6 +388,7 @@ impl FilterConfig {
             pass_through_paths,
             debug_header,
             tick: Duration::from_millis(tick_ms),
+            upstream_server_name,
         })
     }
 
@@ -348,6 +410,8 @@ impl FilterConfig {
             pass_through_paths: Vec::new(),
             debug_header: false,
             tick: Duration::from_millis(DEFAULT_TICK_MS),
+            // Never rendered: an unconfigured filter holds no state.
+            upstream_server_name: ServerName(String::new()),
         }
     }
 
@@ -387,8 +451,49 @@ mod tests {
         assert_eq!(c.policy, RedirectPolicy::default());
         assert_eq!(c.call_timeout(), Duration::from_secs(35));
         assert_eq!(c.mode, Mode::Redirect);
+        assert_eq!(c.upstream_server_name, ServerName("{address}".into()));
         let p = FilterConfig::parse(br#"{"poller_cluster":"p","mode":"proxy"}"#).unwrap();
         assert_eq!(p.mode, Mode::Proxy);
+    }
+
+    #[test]
+    fn the_upstream_server_name_takes_literals_and_the_two_placeholders_only() {
+        let parse = |template: &str| {
+            FilterConfig::parse(
+                format!(
+                    r#"{{"poller_cluster":"p","mode":"proxy","upstream_server_name":"{template}"}}"#
+                )
+                .as_bytes(),
+            )
+        };
+        for good in
+            ["{address}", "{node}", "{node}.vault.example", "vault.example", "a{node}-{address}"]
+        {
+            let name = parse(good).unwrap().upstream_server_name;
+            assert_eq!(name, ServerName(good.into()), "{good}");
+        }
+        for bad in [
+            "",
+            "{nodes}",
+            "{Node}",
+            "{node",
+            "node}",
+            "{}",
+            "{node}/x",
+            "a b",
+            "{address}\\r\\n",
+            "x\\u0000",
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("`upstream_server_name`") && err.contains("{node}"),
+                "{bad:?}: {err}"
+            );
+        }
+        let err = FilterConfig::parse(br#"{"poller_cluster":"p","upstream_server_name":7}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`upstream_server_name`"), "{err}");
     }
 
     #[test]
@@ -397,7 +502,7 @@ mod tests {
             br#"{"poller_cluster":"p","poller_authority":"poller:8210","poller_path":"/x","wait_seconds":5,
                 "retry_initial_ms":10,"retry_max_ms":20,"scheme":"https","target_host":"node","target_port":443,
                 "max_stale_seconds":9,"no_active":"pass_through","pass_through_paths":["/healthz"],
-                "debug_header":true,"tick_ms":100}"#,
+                "debug_header":true,"tick_ms":100,"upstream_server_name":"{node}.vault"}"#,
         )
         .unwrap();
         assert_eq!(
@@ -414,6 +519,7 @@ mod tests {
         );
         assert_eq!(c.poller_authority, "poller:8210");
         assert_eq!(c.pass_through_paths, vec!["/healthz".to_string()]);
+        assert_eq!(c.upstream_server_name.render("vault-a", "10.0.0.1").unwrap(), "vault-a.vault");
     }
 
     #[test]

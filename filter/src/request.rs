@@ -8,16 +8,12 @@
 use vault_redirect_core::answer::MAX_HEADERS;
 use vault_redirect_core::{decide, Answer, Decision};
 
-use crate::config::{Mode, NoActive, UPSTREAM_HEADER};
+use crate::config::{Mode, NoActive, UPSTREAM_HEADER, UPSTREAM_NAME_HEADER};
 use crate::host;
 use crate::metrics::RequestCounts;
 use crate::root::WorkerState;
 use crate::sync::View;
 use crate::types::{Action, LogLevel, MapType};
-
-/// Why a proxied request gets 503 while a redirect would have worked.
-const NO_IP_UPSTREAM: &str =
-    "the active Vault node's address is not an IP address, which proxy mode needs";
 
 /// Answers the request `context_id` (its request headers have arrived) from `worker`.
 pub fn on_request_headers(context_id: u32, worker: &WorkerState) -> Action {
@@ -51,21 +47,28 @@ pub fn on_request_headers(context_id: u32, worker: &WorkerState) -> Action {
 }
 
 /// Proxy mode: points the request at the active node by overwriting [`UPSTREAM_HEADER`], which
-/// the `ORIGINAL_DST` cluster reads, and lets it continue. Nothing the client sent is read:
-/// the header's old value (a client may send one) is replaced, never appended to, and
-/// `:authority`/`Host` stay as sent because the cluster does not look at them. Without a
-/// usable node, or if the header cannot be set, the request is answered here like a redirect
-/// would be (503), so it never reaches the cluster with a client's value.
+/// the `ORIGINAL_DST` cluster reads, and [`UPSTREAM_NAME_HEADER`], the name Envoy verifies the
+/// node's certificate against (and sends as SNI), then lets it continue. Nothing the client
+/// sent is read: both headers' old values (a client may send them) are replaced, never
+/// appended to, and `:authority`/`Host` stay as sent because neither the cluster nor the TLS
+/// check looks at them. Without a usable node, or if a header cannot be set, the request is
+/// answered here like a redirect would be (503), so it never reaches the cluster with a
+/// client's value.
 fn proxy(context_id: u32, worker: &WorkerState) -> Action {
     let view = worker.view.borrow();
     let counts = &worker.counts;
-    let reason = match view.upstream.as_deref() {
+    let reason = match &view.upstream {
         Some(upstream) => {
-            match host::replace_header(
-                MapType::HttpRequestHeaders,
-                UPSTREAM_HEADER,
-                upstream.as_bytes(),
-            ) {
+            let headers = MapType::HttpRequestHeaders;
+            let set = host::replace_header(
+                headers,
+                UPSTREAM_NAME_HEADER,
+                upstream.server_name.as_bytes(),
+            )
+            .and_then(|()| {
+                host::replace_header(headers, UPSTREAM_HEADER, upstream.address.as_bytes())
+            });
+            match set {
                 Ok(()) => {
                     RequestCounts::count(&counts.proxied);
                     return Action::Continue;
@@ -73,13 +76,12 @@ fn proxy(context_id: u32, worker: &WorkerState) -> Action {
                 Err(e) => {
                     host::log(
                         LogLevel::Error,
-                        &format!("#{context_id} cannot set {UPSTREAM_HEADER}: {e}"),
+                        &format!("#{context_id} cannot set the upstream headers: {e}"),
                     );
                     "the request could not be pointed at the active Vault node"
                 }
             }
         }
-        None if view.prefix.is_some() => NO_IP_UPSTREAM,
         None => view.reason.as_str(),
     };
     RequestCounts::count(&counts.no_active);

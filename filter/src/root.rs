@@ -117,7 +117,9 @@ impl Root {
     fn refresh_view(&self, worker: &WorkerState, now_ms: u64) {
         let Some(known) = &self.known else { return };
         let policy = worker.config.policy_for(&known.doc);
-        let (view, refused) = View::of(known, &policy, worker.config.max_stale, now_ms);
+        let config = &worker.config;
+        let (view, refused) =
+            View::of(known, &policy, &config.upstream_server_name, config.max_stale, now_ms);
         if let Some(e) = refused {
             metrics::bump(worker.metrics.refused_targets);
             self.log(

@@ -11,6 +11,8 @@ use vault_redirect_core::answer;
 use vault_redirect_core::json::Json;
 use vault_redirect_core::{RedirectPolicy, StateDoc, TargetError};
 
+use crate::config::ServerName;
+
 /// The key under which workers share the newest state.
 pub const SHARED_KEY: &str = "vault_redirect.state.v1";
 
@@ -72,10 +74,10 @@ pub struct View {
     pub version: u64,
     /// `scheme://host:port` of the active node, `None` when requests get no redirect.
     pub prefix: Option<String>,
-    /// `ip:port` of the active node for proxy mode's `ORIGINAL_DST` cluster; `None` when there
-    /// is no prefix or the node's host is a name rather than an IP literal.
-    pub upstream: Option<String>,
-    /// Why `prefix` is `None`; empty otherwise.
+    /// Where proxy mode sends requests; `None` when there is no prefix, the node's host is a
+    /// name rather than an IP literal, or its server name does not render.
+    pub upstream: Option<Upstream>,
+    /// Why `prefix` (or, with a prefix, `upstream`) is `None`; empty otherwise.
     pub reason: String,
     /// Host time when the state was last confirmed, for the debug header's age.
     pub heard_ms: u64,
@@ -83,14 +85,29 @@ pub struct View {
     pub valid_until_ms: Option<u64>,
 }
 
+/// What proxy mode writes into a request, prepared once per state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// `ip:port` for the `ORIGINAL_DST` cluster ([`crate::config::UPSTREAM_HEADER`]).
+    pub address: String,
+    /// The name the node's certificate must hold ([`crate::config::UPSTREAM_NAME_HEADER`]).
+    pub server_name: String,
+}
+
+/// Why proxy mode answers 503 while a redirect would have worked.
+const NO_IP_UPSTREAM: &str =
+    "the active Vault node's address is not an IP address, which proxy mode needs";
+/// The same, when `upstream_server_name` does not render to a name for the active node.
+const NO_SERVER_NAME: &str = "upstream_server_name gives no host name for the active Vault node";
+
 /// The `host:port` of a `scheme://host:port` prefix when its host is an IP literal (IPv6
 /// bracketed, as Envoy's address parser takes it), the only form an `ORIGINAL_DST` cluster
-/// connects to; a DNS name gives `None`.
-fn upstream_of(prefix: &str) -> Option<String> {
+/// connects to, and that host; a DNS name gives `None`.
+fn upstream_of(prefix: &str) -> Option<(String, &str)> {
     let authority = prefix.split_once("://")?.1;
     let (host, _port) = authority.rsplit_once(':')?;
     let is_ip = host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok();
-    is_ip.then(|| authority.to_string())
+    is_ip.then(|| (authority.to_string(), host))
 }
 
 impl View {
@@ -106,11 +123,13 @@ impl View {
         }
     }
 
-    /// Builds the view of `known` at `now_ms`. Returns the target error alongside when the
-    /// poller named a host that cannot be redirected to, so the caller can count and log it.
+    /// Builds the view of `known` at `now_ms`, with `server_name` rendered for proxy mode.
+    /// Returns the target error alongside when the poller named a host that cannot be
+    /// redirected to, so the caller can count and log it.
     pub fn of(
         known: &Known,
         policy: &RedirectPolicy,
+        server_name: &ServerName,
         max_stale: Duration,
         now_ms: u64,
     ) -> (View, Option<TargetError>) {
@@ -138,7 +157,16 @@ impl View {
         };
         match policy.location_prefix(active) {
             Ok(prefix) => {
-                view.upstream = upstream_of(&prefix);
+                let upstream =
+                    upstream_of(&prefix).ok_or(NO_IP_UPSTREAM).and_then(|(address, host)| {
+                        let server_name =
+                            server_name.render(&active.node, host).ok_or(NO_SERVER_NAME)?;
+                        Ok(Upstream { address, server_name })
+                    });
+                match upstream {
+                    Ok(upstream) => view.upstream = Some(upstream),
+                    Err(why) => view.reason = why.into(),
+                }
                 view.prefix = Some(prefix);
                 (view, None)
             }
@@ -190,10 +218,60 @@ mod tests {
 
     #[test]
     fn the_proxy_upstream_is_the_ip_and_port_and_names_have_none() {
-        assert_eq!(upstream_of("http://10.0.0.1:8200").as_deref(), Some("10.0.0.1:8200"));
-        assert_eq!(upstream_of("https://[fd00::1]:8200").as_deref(), Some("[fd00::1]:8200"));
+        assert_eq!(
+            upstream_of("http://10.0.0.1:8200"),
+            Some(("10.0.0.1:8200".to_string(), "10.0.0.1"))
+        );
+        assert_eq!(
+            upstream_of("https://[fd00::1]:8200"),
+            Some(("[fd00::1]:8200".to_string(), "[fd00::1]"))
+        );
         assert_eq!(upstream_of("http://vault-a.service:8200"), None);
         assert_eq!(upstream_of("10.0.0.1"), None);
+    }
+
+    fn view(known: &Known, server_name: &str) -> View {
+        let name = crate::config::FilterConfig::parse(
+            format!(r#"{{"poller_cluster":"p","upstream_server_name":"{server_name}"}}"#)
+                .as_bytes(),
+        )
+        .unwrap()
+        .upstream_server_name;
+        View::of(known, &RedirectPolicy::default(), &name, Duration::from_secs(60), 1).0
+    }
+
+    #[test]
+    fn the_server_name_is_rendered_once_per_state_from_node_and_address() {
+        let k = known(1, "10.0.0.1", 0);
+        let upstream = |name| view(&k, name).upstream;
+        assert_eq!(
+            upstream("{address}"),
+            Some(Upstream { address: "10.0.0.1:8200".into(), server_name: "10.0.0.1".into() })
+        );
+        assert_eq!(upstream("{node}.vault.example").unwrap().server_name, "n.vault.example");
+        assert_eq!(upstream("vault").unwrap().server_name, "vault");
+        // IPv6 in the bracketed form Envoy's authority parser reads as an IP literal.
+        let v6 = known(1, "FD00::1", 0);
+        assert_eq!(view(&v6, "{address}").upstream.unwrap().server_name, "[fd00::1]");
+        // The vault source's node is the probe's authority: the port stays, Envoy drops it.
+        let mut k = known(1, "10.0.0.1", 0);
+        k.doc.active.as_mut().unwrap().node = "vault-0.vault-internal:8200".into();
+        assert_eq!(view(&k, "{node}").upstream.unwrap().server_name, "vault-0.vault-internal:8200");
+    }
+
+    #[test]
+    fn a_node_name_that_makes_no_host_name_gives_no_upstream_and_says_why() {
+        let mut k = known(1, "10.0.0.1", 0);
+        k.doc.active.as_mut().unwrap().node = "evil\r\nx: y".into();
+        let v = view(&k, "{node}.vault.example");
+        assert_eq!(v.upstream, None);
+        assert!(v.prefix.is_some(), "redirects are unaffected");
+        assert!(v.reason.contains("upstream_server_name"), "{}", v.reason);
+        // The address-only default does not read the node at all.
+        assert!(view(&k, "{address}").upstream.is_some());
+        let by_name = view(&known(1, "vault-a.service", 0), "{address}");
+        assert_eq!(by_name.upstream, None);
+        assert!(by_name.reason.contains("not an IP address"), "{}", by_name.reason);
     }
 
     fn known(version: u64, address: &str, heard_ms: u64) -> Known {
@@ -237,11 +315,23 @@ mod tests {
     #[test]
     fn a_fresh_state_gives_a_prefix_until_it_goes_stale() {
         let k = known(1, "10.0.0.1", 1_000);
-        let (view, err) = View::of(&k, &RedirectPolicy::default(), Duration::from_secs(2), 1_500);
+        let (view, err) = View::of(
+            &k,
+            &RedirectPolicy::default(),
+            &ServerName("{address}".into()),
+            Duration::from_secs(2),
+            1_500,
+        );
         assert_eq!((view.prefix.as_deref(), err), (Some("http://10.0.0.1:8200"), None));
         assert!(!view.expired(2_999));
         assert!(view.expired(3_000));
-        let (stale, _) = View::of(&k, &RedirectPolicy::default(), Duration::from_secs(2), 3_000);
+        let (stale, _) = View::of(
+            &k,
+            &RedirectPolicy::default(),
+            &ServerName("{address}".into()),
+            Duration::from_secs(2),
+            3_000,
+        );
         assert_eq!(stale.prefix, None);
         assert!(stale.reason.contains("stale"), "{}", stale.reason);
     }
@@ -251,7 +341,13 @@ mod tests {
         let mut k = known(1, "x", 0);
         k.doc.active = None;
         k.doc.reason = Some("no node tagged active".into());
-        let (view, _) = View::of(&k, &RedirectPolicy::default(), Duration::from_secs(60), 1);
+        let (view, _) = View::of(
+            &k,
+            &RedirectPolicy::default(),
+            &ServerName("{address}".into()),
+            Duration::from_secs(60),
+            1,
+        );
         assert_eq!(view.prefix, None);
         assert_eq!(view.reason, "no active Vault node: no node tagged active");
     }
@@ -259,7 +355,13 @@ mod tests {
     #[test]
     fn an_invalid_target_is_refused_and_reported() {
         let k = known(1, "evil.example/\r\n", 0);
-        let (view, err) = View::of(&k, &RedirectPolicy::default(), Duration::from_secs(60), 1);
+        let (view, err) = View::of(
+            &k,
+            &RedirectPolicy::default(),
+            &ServerName("{address}".into()),
+            Duration::from_secs(60),
+            1,
+        );
         assert_eq!(view.prefix, None);
         assert!(err.is_some());
     }

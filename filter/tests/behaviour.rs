@@ -110,6 +110,10 @@ fn every_bad_configuration_value_is_refused_and_named_in_the_log() {
             "`pass_through_paths`",
         ),
         (r#"{"poller_cluster":"p","mode":"proxy","target_host":"node"}"#, "`target_host`"),
+        (
+            r#"{"poller_cluster":"p","mode":"proxy","upstream_server_name":"{host}"}"#,
+            "`upstream_server_name`",
+        ),
         ("not json", "invalid JSON"),
     ];
     for (json, needle) in cases {
@@ -577,6 +581,8 @@ fn proxy_mode_points_the_request_at_the_active_node_and_continues() {
     let out = get(&mut vm, "/v1/secret/data/x");
     assert_eq!((out.action, out.local_response.clone()), (Action::Continue, None));
     assert_eq!(headers_named(&out, "x-envoy-original-dst-host"), ["10.0.0.1:8200"]);
+    // The name Envoy verifies the node's certificate against: by default its address.
+    assert_eq!(headers_named(&out, "x-vault-redirect-upstream-name"), ["10.0.0.1"]);
     // The client's authority is left as sent: the ORIGINAL_DST cluster never reads it.
     assert_eq!(headers_named(&out, ":authority"), ["vault.example"]);
 
@@ -589,6 +595,7 @@ fn proxy_mode_points_the_request_at_the_active_node_and_continues() {
     .unwrap();
     let out = get(&mut vm, "/v1/x");
     assert_eq!(headers_named(&out, "x-envoy-original-dst-host"), ["[fd00::2]:8300"]);
+    assert_eq!(headers_named(&out, "x-vault-redirect-upstream-name"), ["[fd00::2]"]);
     vm.tick().unwrap();
     assert_eq!(host.metric("vault_redirect.proxied"), Some(2));
     assert_eq!(host.metric("vault_redirect.redirects"), Some(0));
@@ -606,11 +613,36 @@ fn proxy_mode_overwrites_every_client_supplied_upstream_header() {
             ("x-forwarded-host", "10.9.9.9:8200"),
             ("x-envoy-original-dst-host", "10.9.9.9:8200"),
             ("x-envoy-original-dst-host", "10.9.9.8:8200"),
+            ("x-vault-redirect-upstream-name", "vault-b.vault.example"),
+            ("x-vault-redirect-upstream-name", "vault-c.vault.example"),
             (":path", "/v1/x"),
         ])
         .unwrap();
     assert_eq!(out.action, Action::Continue);
     assert_eq!(headers_named(&out, "x-envoy-original-dst-host"), ["10.0.0.1:8200"]);
+    assert_eq!(headers_named(&out, "x-vault-redirect-upstream-name"), ["10.0.0.1"]);
+}
+
+#[test]
+fn proxy_mode_names_the_node_by_the_configured_template_and_refuses_a_name_that_does_not_render() {
+    let host =
+        host_with(&config(r#""mode":"proxy","upstream_server_name":"{node}.vault.example""#));
+    let mut vm = redirecting(&host);
+    let out = get(&mut vm, "/v1/x");
+    assert_eq!(out.action, Action::Continue);
+    assert_eq!(headers_named(&out, "x-vault-redirect-upstream-name"), ["vault-a.vault.example"]);
+    // A node name no certificate can hold (from a bad registration): 503, never a guess.
+    let call = the_poll(&vm);
+    vm.respond_http_call(
+        call.token,
+        HttpCallResponse::new(200, state(2 << 16, "vault b", "10.0.0.2", 8200)),
+    )
+    .unwrap();
+    let out = get(&mut vm, "/v1/x");
+    assert_ne!(out.action, Action::Continue);
+    let resp = out.local_response.unwrap();
+    assert_eq!(resp.status, 503);
+    assert!(String::from_utf8_lossy(&resp.body).contains("upstream_server_name"));
 }
 
 #[test]

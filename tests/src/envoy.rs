@@ -41,6 +41,9 @@ pub struct EnvoyOptions {
     /// The loopback address the listener binds (127.0.0.1 by default). Tests that read a
     /// Vault node's audit log put Envoy elsewhere, so the client's own address stands out.
     pub listen_ip: std::net::IpAddr,
+    /// Proxy mode only: speak TLS to the Vault nodes, trusting this CA file (the template's
+    /// `#tls ` lines, as `VAULT_CACERT` turns them on in scripts/run-envoy.sh).
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// PEM files for a TLS listener.
@@ -66,6 +69,7 @@ impl EnvoyOptions {
             wasm: None,
             second_listener: None,
             listen_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            upstream_ca: None,
         }
     }
 
@@ -77,6 +81,12 @@ impl EnvoyOptions {
             template: "envoy/envoy-proxy.yaml.tmpl".into(),
             ..Self::new(poller)
         }
+    }
+
+    /// [`EnvoyOptions::proxy`] speaking TLS to the Vault nodes, trusting `ca` and checking
+    /// each node's certificate against the filter's `upstream_server_name`.
+    pub fn proxy_tls(poller: SocketAddr, ca: PathBuf) -> Self {
+        EnvoyOptions { upstream_ca: Some(ca), ..Self::proxy(poller) }
     }
 
     /// A TLS listener (h2 and HTTP/1.1 by ALPN) with these files.
@@ -267,6 +277,32 @@ fn lds_paths(listen: SocketAddr) -> (PathBuf, PathBuf) {
     (dir, path)
 }
 
+/// The prefix of the proxy template's lines for TLS to the Vault nodes: comments unless a CA
+/// is given, then the prefix goes (scripts/run-envoy.sh does the same with sed).
+const UPSTREAM_TLS_MARKER: &str = "#tls ";
+
+/// `template` with its [`UPSTREAM_TLS_MARKER`] lines turned on, trusting `ca`.
+fn with_upstream_tls(template: &str, ca: &Path) -> Result<String> {
+    let mut out = String::with_capacity(template.len());
+    let mut marked = 0;
+    for line in template.split_inclusive('\n') {
+        let body = line.trim_start_matches(' ');
+        let indent = &line[..line.len() - body.len()];
+        match body.strip_prefix(UPSTREAM_TLS_MARKER) {
+            Some(rest) => {
+                marked += 1;
+                out.push_str(indent);
+                out.push_str(rest);
+            }
+            None => out.push_str(line),
+        }
+    }
+    if marked == 0 {
+        anyhow::bail!("the template has no `{UPSTREAM_TLS_MARKER}` lines for TLS to Vault");
+    }
+    Ok(out.replace("{{VAULT_CACERT}}", &ca.display().to_string()))
+}
+
 /// Renders `template` (relative to the workspace root) with every placeholder the templates use.
 fn fill(
     template: &str,
@@ -284,6 +320,10 @@ fn fill(
         EXTRA_POLLERS_PLACEHOLDER,
         &extra_poller_endpoints(&template, &opts.extra_pollers),
     );
+    let template = match &opts.upstream_ca {
+        Some(ca) => with_upstream_tls(&template, ca)?,
+        None => template,
+    };
     Ok(template
         .replace("{{ADMIN_PORT}}", &admin.port().to_string())
         .replace("{{LISTEN_ADDRESS}}", &listen.ip().to_string())

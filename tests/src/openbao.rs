@@ -889,12 +889,26 @@ impl DerefMut for SharedCluster {
 }
 
 static SHARED: tokio::sync::Mutex<Option<OpenBaoCluster>> = tokio::sync::Mutex::const_new(None);
+static SHARED_TLS: tokio::sync::Mutex<Option<OpenBaoCluster>> = tokio::sync::Mutex::const_new(None);
 
 /// The test binary's cluster (default options), for one test at a time: started by the first
 /// caller, healed for every later one ([`OpenBaoCluster::heal`]); a cluster that cannot be
 /// healed is replaced. Its nodes die when the test process exits, however it exits.
 pub async fn shared() -> Result<SharedCluster> {
-    let mut guard = SHARED.lock().await;
+    shared_in(&SHARED, ClusterOptions::default()).await
+}
+
+/// Like [`shared`], a cluster whose listeners serve TLS ([`ClusterOptions::tls`]); a binary
+/// that uses both holds two clusters.
+pub async fn shared_tls() -> Result<SharedCluster> {
+    shared_in(&SHARED_TLS, ClusterOptions { tls: true, ..ClusterOptions::default() }).await
+}
+
+async fn shared_in(
+    slot: &'static tokio::sync::Mutex<Option<OpenBaoCluster>>,
+    opts: ClusterOptions,
+) -> Result<SharedCluster> {
+    let mut guard = slot.lock().await;
     if let Some(cluster) = guard.as_mut() {
         if let Err(e) = cluster.heal().await {
             eprintln!("openbao: the shared cluster did not heal ({e:#}); starting a new one");
@@ -902,7 +916,7 @@ pub async fn shared() -> Result<SharedCluster> {
         }
     }
     if guard.is_none() {
-        let cluster = OpenBaoCluster::start(ClusterOptions::default()).await?;
+        let cluster = OpenBaoCluster::start(opts).await?;
         eprintln!("openbao: cluster formed in {:?}", cluster.formed_in());
         *guard = Some(cluster);
     }

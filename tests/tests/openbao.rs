@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use common::openbao::{assert_wrote_and_read_on, BaoStack, FailoverProbe, CLIENT_IP};
 use common::vault::{PROBE_PATH, QUICK_POLLER};
-use common::{curl, curl_post_json};
+use common::{clients, curl, curl_post_json};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vault_redirect_e2e::openbao::{self, ClusterOptions, OpenBaoCluster};
@@ -168,67 +168,39 @@ async fn curl_writes_and_reads_a_secret_on_the_active_node_through_envoys_307() 
     assert_eq!(read["data"]["data"], json!({"user": "app", "password": "p@ss w0rd/é"}));
 
     let secret = [("user", "app"), ("password", "p@ss w0rd/é")];
-    assert_wrote_and_read_on(&cluster, &active, "secret/data/clients/curl", &client_ip, &secret)
-        .await?;
+    assert_wrote_and_read_on(
+        &cluster,
+        &active,
+        "secret/data/clients/curl",
+        Some(&client_ip),
+        &secret,
+    )
+    .await?;
     stack.assert_no_failures()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_hvac_bound_to_its_own_address_writes_and_reads_on_the_active_node() -> Result<()> {
-    let python = vault_redirect_e2e::workspace_root().join(".venv/bin/python");
     let cluster = openbao::shared().await?;
     let stack = BaoStack::consul(&cluster).await?;
     let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
-    // requests follows the 307 keeping method, body and X-Vault-Token; the adapter gives
-    // every connection the client's own source address; trust_env=False keeps proxy
-    // variables away from loopback traffic.
-    let script = r#"
-import json, os, sys
-import hvac, requests
-from requests.adapters import HTTPAdapter
-
-class FromAddress(HTTPAdapter):
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (os.environ["E2E_SOURCE_IP"], 0)
-        return super().init_poolmanager(*args, **kwargs)
-
-session = requests.Session()
-session.trust_env = False
-session.mount("http://", FromAddress())
-session.mount("https://", FromAddress())
-client = hvac.Client(url=os.environ["E2E_VAULT_ADDR"], token=os.environ["E2E_VAULT_TOKEN"], session=session, timeout=20)
-written = client.secrets.kv.v2.create_or_update_secret(path="clients/hvac", secret={"key": "v1", "n": 7})
-read = client.secrets.kv.v2.read_secret_version(path="clients/hvac", raise_on_deleted_version=True)
-leader = client.sys.read_leader_status()
-json.dump({"written": written, "read": read, "leader": leader}, sys.stdout)
-"#;
-    let out = tokio::process::Command::new(&python)
-        .args(["-c", script])
-        .env("E2E_VAULT_ADDR", stack.envoy.url(""))
-        .env("E2E_VAULT_TOKEN", cluster.root_token())
-        .env("E2E_SOURCE_IP", CLIENT_IP.to_string())
-        .kill_on_drop(true)
-        .output();
+    let secret = json!({"key": "v1", "n": 7});
+    let client = Some(IpAddr::V4(CLIENT_IP));
     let out =
-        tokio::time::timeout(Duration::from_secs(60), out).await.context("hvac timed out")??;
-    if !out.status.success() {
-        bail!(
-            "hvac script failed (scripts/setup.sh installs hvac): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let result: Value = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(result["written"]["data"]["version"], 1, "{result}");
-    assert_eq!(result["read"]["data"]["data"], json!({"key": "v1", "n": 7}));
+        clients::hvac(&stack.envoy.url(""), cluster.root_token(), client, "clients/hvac", &secret)
+            .await?;
+    assert_eq!((out.version, &out.read), (1, &secret), "{out:?}");
     // sys/leader went through the 307 too, and the active node answered it itself.
-    assert_eq!(result["leader"]["is_self"], json!(true), "{result}");
-    assert_eq!(result["leader"]["leader_address"], json!(cluster.api_addr(&active)?));
+    let leader = out.leader.as_ref().context("hvac read no sys/leader")?;
+    assert_eq!(leader["is_self"], json!(true), "{leader}");
+    assert_eq!(leader["leader_address"], json!(cluster.api_addr(&active)?));
+    assert_eq!(out.redirects, Some(3), "each call followed Envoy's 307: {out:?}");
 
     assert_wrote_and_read_on(
         &cluster,
         &active,
         "secret/data/clients/hvac",
-        &CLIENT_IP.to_string(),
+        Some(&CLIENT_IP.to_string()),
         &[("key", "v1")],
     )
     .await?;
@@ -237,41 +209,27 @@ json.dump({"written": written, "read": read, "leader": leader}, sys.stdout)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_vaultrs_bound_to_its_own_address_writes_and_reads_on_the_active_node() -> Result<()> {
-    // vaultrs is built without a rustls crypto provider (tests/Cargo.toml): install ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = openbao::shared().await?;
     let stack = BaoStack::consul(&cluster).await?;
     let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
-    let settings = vaultrs::client::VaultClientSettingsBuilder::default()
-        .address(stack.envoy.url(""))
-        .token(cluster.root_token())
-        .timeout(Some(Duration::from_secs(20)))
-        .build()?;
-    let mut client = vaultrs::client::VaultClient::new(settings)?;
-    // vaultrs builds its reqwest client itself and offers no source address: give it the
-    // same client with one (reqwest's default redirect policy, as vaultrs has). No roots:
-    // the cluster serves plain http (vaultrs does the same for http addresses).
-    client.http.http = reqwest013::Client::builder()
-        .local_address(IpAddr::V4(CLIENT_IP))
-        .timeout(Duration::from_secs(20))
-        .tls_certs_only(Vec::new())
-        .build()?;
-    let meta = vaultrs::kv2::set(
-        &client,
-        "secret",
+    let data = json!({"url": "postgres://db", "pool": 5});
+    let client = Some(IpAddr::V4(CLIENT_IP));
+    let out = clients::vaultrs(
+        &stack.envoy.url(""),
+        cluster.root_token(),
+        client,
         "clients/vaultrs",
-        &json!({"url": "postgres://db", "pool": 5}),
+        &data,
     )
     .await?;
-    assert_eq!(meta.version, 1);
-    let read: Value = vaultrs::kv2::read(&client, "secret", "clients/vaultrs").await?;
-    assert_eq!(read, json!({"url": "postgres://db", "pool": 5}));
+    assert_eq!((out.version, &out.read), (1, &data), "{out:?}");
+    assert_eq!(out.redirects, Some(2), "each call followed Envoy's 307: {out:?}");
 
     assert_wrote_and_read_on(
         &cluster,
         &active,
         "secret/data/clients/vaultrs",
-        &CLIENT_IP.to_string(),
+        Some(&CLIENT_IP.to_string()),
         &[("url", "postgres://db")],
     )
     .await?;
@@ -285,51 +243,31 @@ async fn the_bao_cli_writes_and_reads_a_secret_on_the_active_node_through_envoys
     let stack = BaoStack::consul(&cluster).await?;
     let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
     let home = cluster.dir().join("cli-home");
-    std::fs::create_dir_all(&home)?;
-    // The CLI is Vault's Go client: it follows one 307 itself, keeping token and body. Go's
-    // client has no source-address option, so it connects from the kernel's choice for a
-    // loopback peer, 127.0.0.1: still not Envoy's address (127.0.0.5).
-    let bao = |args: &[&str]| {
-        let mut cmd = tokio::process::Command::new(openbao::binary()?);
-        cmd.args(args)
-            .env_clear()
-            .env("HOME", &home)
-            .env("BAO_ADDR", stack.envoy.url(""))
-            .env("BAO_TOKEN", cluster.root_token())
-            .kill_on_drop(true);
-        anyhow::Ok(cmd)
-    };
-    let put = bao(&[
-        "kv",
-        "put",
-        "-mount=secret",
-        "-format=json",
-        "clients/bao",
-        "user=cli",
-        "pin=0042",
-    ])?
-    .output()
-    .await?;
-    if !put.status.success() {
-        bail!("bao kv put failed: {}", String::from_utf8_lossy(&put.stderr));
-    }
-    let written: Value = serde_json::from_slice(&put.stdout)?;
-    assert_eq!(written["data"]["version"], 1, "{written}");
-    let get = bao(&["kv", "get", "-mount=secret", "-format=json", "clients/bao"])?.output().await?;
-    if !get.status.success() {
-        bail!("bao kv get failed: {}", String::from_utf8_lossy(&get.stderr));
-    }
-    let read: Value = serde_json::from_slice(&get.stdout)?;
-    assert_eq!(read["data"]["data"], json!({"user": "cli", "pin": "0042"}), "{read}");
+    let (addr, token) = (stack.envoy.url(""), cluster.root_token());
+    // Told not to follow redirects, the CLI fails on Envoy's 307 (its KV preflight gets no
+    // answer it can read: "nil response from pre-flight request") and writes nothing: the
+    // proxy-mode tests rely on this to show that no 307 ever reached it.
+    let refused =
+        clients::bao_cli(&home, &addr, token, false, "clients/bao-refused", &[("a", "b")]).await;
+    assert!(refused.is_err(), "the CLI followed or ignored the 307: {refused:?}");
+    let pairs = [("user", "cli"), ("pin", "0042")];
+    let out = clients::bao_cli(&home, &addr, token, true, "clients/bao", &pairs).await?;
+    assert_eq!(out.version, 1, "{out:?}");
+    assert_eq!(out.read, json!({"user": "cli", "pin": "0042"}), "{out:?}");
 
+    // The Go client connects from 127.0.0.1: still not Envoy's address (127.0.0.5).
     assert_wrote_and_read_on(
         &cluster,
         &active,
         "secret/data/clients/bao",
-        "127.0.0.1",
-        &[("user", "cli"), ("pin", "0042")],
+        Some("127.0.0.1"),
+        &pairs,
     )
     .await?;
+    for node in cluster.nodes() {
+        let there = cluster.audit_for(&node.name, "secret/data/clients/bao-refused")?;
+        assert!(there.is_empty(), "{} logged the refused write: {there:#?}", node.name);
+    }
     stack.assert_no_failures()
 }
 

@@ -3,8 +3,9 @@
 //! assertion is on what the Vault doubles received: only the active node, never a 307, over
 //! HTTP/1.1 and HTTP/2, whatever steering headers the client sends; after a failover the new
 //! node; without an active node a 503 from the filter and nothing at any node. Then a real
-//! OpenBao cluster: curl (no `-L`) writes and reads through Envoy, and the active node's audit
-//! log shows the client's own address, not Envoy's.
+//! OpenBao cluster: curl (no `-L`), hvac, the bao CLI and vaultrs write and read through
+//! Envoy without ever seeing a 307, and the active node's audit log shows each client's own
+//! address, not Envoy's. (TLS from Envoy to the nodes: proxy_tls.rs.)
 
 mod common;
 
@@ -12,20 +13,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use common::curl;
-use common::openbao::{assert_wrote_and_read_on, ENVOY_IP};
-use common::vault::QUICK_POLLER;
+use common::openbao::{BaoStack, CLIENT_IP};
 use common::vault::{quick_plugin, VaultStack, TOKEN};
+use common::{clients, curl};
 use serde_json::{json, Value};
 use vault_redirect_doubles::consul::Role;
-use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
+use vault_redirect_e2e::envoy::EnvoyOptions;
 use vault_redirect_e2e::openbao;
-use vault_redirect_e2e::poller::Poller;
-use vault_redirect_e2e::registrar::{Registrar, RegistrarOptions};
 use vault_redirect_e2e::wait_for;
-
-/// The client's own loopback address, distinct from Envoy's 127.0.0.1.
-const CLIENT_IP: [u8; 4] = [127, 0, 0, 9];
 
 async fn proxy_stack() -> Result<VaultStack> {
     let stack = VaultStack::launch(&[], true, |p| EnvoyOptions {
@@ -33,7 +28,7 @@ async fn proxy_stack() -> Result<VaultStack> {
         ..EnvoyOptions::proxy(p)
     })
     .await?;
-    wait_for_active(&stack, "vault-a").await?;
+    stack.wait_for_proxying("vault-a").await?;
     Ok(stack)
 }
 
@@ -41,21 +36,9 @@ fn client(http2: bool) -> Result<reqwest::Client> {
     let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
-        .local_address(IpAddr::from(CLIENT_IP));
+        .local_address(IpAddr::V4(CLIENT_IP));
     let builder = if http2 { builder.http2_prior_knowledge() } else { builder.http1_only() };
     builder.build().context("building the HTTP client")
-}
-
-/// Waits until `sys/leader` through Envoy is answered by `name` itself.
-async fn wait_for_active(stack: &VaultStack, name: &str) -> Result<()> {
-    let want = stack.vault.api_addr(name).unwrap_or_default();
-    let url = stack.envoy.url("/v1/sys/leader");
-    let http = client(false)?;
-    wait_for(&format!("sys/leader answered by {name}"), Duration::from_secs(20), || async {
-        let leader: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
-        (leader["is_self"] == true && leader["leader_address"] == want.as_str()).then_some(())
-    })
-    .await
 }
 
 fn assert_only(stack: &VaultStack, active: &str, requests: usize) {
@@ -64,6 +47,8 @@ fn assert_only(stack: &VaultStack, active: &str, requests: usize) {
     for r in &got {
         assert_eq!(r.forwarded_from, None, "came through a standby: {r:?}");
         assert_eq!(r.header("x-vault-token"), Some(TOKEN));
+        // The name the filter writes for Envoy's TLS check is removed before Vault.
+        assert_eq!(r.header("x-vault-redirect-upstream-name"), None, "{r:?}");
     }
     for node in ["vault-a", "vault-b", "vault-c"].into_iter().filter(|n| *n != active) {
         assert_eq!(stack.vault.received(node), vec![], "{node} received requests");
@@ -150,7 +135,7 @@ async fn no_client_header_steers_a_request_away_from_the_active_node() -> Result
 async fn after_a_failover_requests_land_on_the_new_node_and_without_one_get_503() -> Result<()> {
     let stack = proxy_stack().await?;
     stack.switch("vault-b");
-    wait_for_active(&stack, "vault-b").await?;
+    stack.wait_for_proxying("vault-b").await?;
     stack.vault.clear_received();
     let http = client(false)?;
     let url = stack.envoy.url("/v1/secret/data/after-failover");
@@ -188,70 +173,15 @@ async fn after_a_failover_requests_land_on_the_new_node_and_without_one_get_503(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openbao_audit_logs_the_clients_own_address_for_a_proxied_write_and_read() -> Result<()> {
+async fn real_clients_write_and_read_on_the_active_openbao_node_under_their_own_address_without_a_307(
+) -> Result<()> {
     // Envoy listens on 127.0.0.5, but its connections to the nodes leave from 127.0.0.1 (the
     // kernel's source for loopback), the address the shared cluster's listeners trust for
     // X-Forwarded-For; without Envoy's `use_remote_address` the log shows 127.0.0.1 (checked).
     let cluster = openbao::shared().await?;
-    let registrar = Registrar::start(&cluster, RegistrarOptions::default()).await?;
-    let poller = Poller::start(&registrar.url(), QUICK_POLLER).await?;
-    let envoy = Envoy::start(EnvoyOptions {
-        plugin_config: quick_plugin(r#","mode":"proxy""#),
-        listen_ip: IpAddr::V4(ENVOY_IP),
-        ..EnvoyOptions::proxy(poller.addr)
-    })
-    .await?;
-    let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
-    let want = cluster.api_addr(&active)?;
-    let leader_url = envoy.url("/v1/sys/leader");
-    let http = client(false)?;
-    wait_for(&format!("sys/leader answered by {active}"), Duration::from_secs(30), || async {
-        let leader: Value = http.get(&leader_url).send().await.ok()?.json().await.ok()?;
-        (leader["is_self"] == true && leader["leader_address"] == want.as_str()).then_some(())
-    })
-    .await?;
-
-    let client_ip = IpAddr::from(CLIENT_IP).to_string();
-    let token = format!("X-Vault-Token: {}", cluster.root_token());
-    let url = envoy.url("/v1/secret/data/proxy/curl");
-    let body = r#"{"data":{"user":"app","password":"p@ss w0rd/é"}}"#;
-    let (out, _) = curl(&[
-        "--interface",
-        &client_ip,
-        "--header",
-        &token,
-        "--header",
-        "Content-Type: application/json",
-        "--data",
-        body,
-        "--write-out",
-        "\n%{http_code}",
-        &url,
-    ])
-    .await?;
-    let (written, status) = out.rsplit_once('\n').context("no status line")?;
-    assert_eq!(status, "200", "{written}");
-    let (out, _) = curl(&[
-        "--interface",
-        &client_ip,
-        "--header",
-        &token,
-        "--write-out",
-        "\n%{http_code}",
-        &url,
-    ])
-    .await?;
-    let (read, status) = out.rsplit_once('\n').context("no status line")?;
-    assert_eq!(status, "200", "{read}");
-    let read: Value = serde_json::from_str(read)?;
-    assert_eq!(read["data"]["data"], json!({"user": "app", "password": "p@ss w0rd/é"}));
-    let secret = [("user", "app"), ("password", "p@ss w0rd/é")];
-    assert_wrote_and_read_on(&cluster, &active, "secret/data/proxy/curl", &client_ip, &secret)
-        .await?;
-    if !envoy.filter_failures().is_empty() {
-        bail!("the filter failed in Envoy:\n{}", envoy.filter_failures().join("\n"));
-    }
-    Ok(())
+    let stack = BaoStack::proxy(&cluster, |opts| opts).await?;
+    let active = stack.wait_for_proxying(&cluster).await?;
+    clients::each_writes_and_reads_through_the_proxy(&cluster, &stack, &active, "proxy/plain").await
 }
 
 /// One document of deploy/k8s/istio-proxy-mode.yaml, by kind.

@@ -8,7 +8,7 @@ mod common;
 
 use anyhow::{bail, Context, Result};
 use common::vault::{quick_plugin, VaultStack, TOKEN};
-use common::{curl, curl_post_json};
+use common::{clients, curl, curl_post_json};
 use serde_json::{json, Value};
 use vault_redirect_doubles::Received;
 
@@ -62,53 +62,20 @@ async fn curl_follows_the_307_with_a_json_post_and_a_get_token_and_body_intact()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_hvac_writes_then_reads_a_secret_through_the_redirect() -> Result<()> {
-    let python = vault_redirect_e2e::workspace_root().join(".venv/bin/python");
-    let has_hvac = tokio::process::Command::new(&python).args(["-c", "import hvac"]).output().await;
-    if !has_hvac.is_ok_and(|o| o.status.success()) {
-        bail!(
-            "{} cannot import hvac: run scripts/setup.sh (it installs hvac into .venv)",
-            python.display()
-        );
-    }
     let stack = VaultStack::plain(&[], &quick_plugin("")).await?;
     stack.vault.clear_received();
-    // requests (under hvac) follows a 307 keeping method and body; across hosts it strips only
-    // Authorization, so X-Vault-Token reaches the active node. trust_env=False keeps proxy
-    // variables of the environment away from loopback traffic.
-    let script = r#"
-import json, os, sys
-import hvac, requests
-session = requests.Session()
-session.trust_env = False
-client = hvac.Client(url=os.environ["E2E_VAULT_ADDR"], token=os.environ["E2E_VAULT_TOKEN"], session=session, timeout=20)
-written = client.secrets.kv.v2.create_or_update_secret(path="team/api", secret={"key": "v1", "n": 7})
-read = client.secrets.kv.v2.read_secret_version(path="team/api", raise_on_deleted_version=True)
-leader = client.sys.read_leader_status()
-json.dump({"written": written, "read": read, "leader": leader}, sys.stdout)
-"#;
-    let out = tokio::process::Command::new(&python)
-        .args(["-c", script])
-        .env("E2E_VAULT_ADDR", stack.envoy.url(""))
-        .env("E2E_VAULT_TOKEN", TOKEN)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), out)
-        .await
-        .context("hvac script timed out")??;
-    if !out.status.success() {
-        bail!("hvac script failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let result: Value = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(result["written"]["data"]["version"], 1);
-    assert_eq!(result["read"]["data"]["data"], json!({"key": "v1", "n": 7}));
+    let secret = json!({"key": "v1", "n": 7});
+    let out = clients::hvac(&stack.envoy.url(""), TOKEN, None, "team/api", &secret).await?;
+    assert_eq!(out.version, 1);
+    assert_eq!(out.read, secret);
+    let leader = out.leader.as_ref().context("hvac read no sys/leader")?;
     assert_eq!(
-        result["leader"]["leader_address"],
+        leader["leader_address"],
         stack.vault.api_addr("vault-a").unwrap_or_default().as_str()
     );
-    assert_eq!(
-        result["leader"]["is_self"], true,
-        "sys/leader was answered by the active node itself"
-    );
+    assert_eq!(leader["is_self"], true, "sys/leader was answered by the active node itself");
+    // Each of the three calls was a 307 from Envoy, followed.
+    assert_eq!(out.redirects, Some(3), "{out:?}");
 
     let post = only_request(&stack, "POST", "/v1/secret/data/team/api")?;
     assert_eq!(post.json(), Some(json!({"options": {}, "data": {"key": "v1", "n": 7}})));
@@ -120,26 +87,12 @@ json.dump({"written": written, "read": read, "leader": leader}, sys.stdout)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_vaultrs_writes_then_reads_a_secret_through_the_redirect() -> Result<()> {
-    // vaultrs is built without a rustls crypto provider (see tests/Cargo.toml): install ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let stack = VaultStack::plain(&[], &quick_plugin("")).await?;
     stack.vault.clear_received();
-    let settings = vaultrs::client::VaultClientSettingsBuilder::default()
-        .address(stack.envoy.url(""))
-        .token(TOKEN)
-        .timeout(Some(std::time::Duration::from_secs(20)))
-        .build()?;
-    let client = vaultrs::client::VaultClient::new(settings)?;
-    let meta = vaultrs::kv2::set(
-        &client,
-        "secret",
-        "svc/cfg",
-        &json!({"url": "postgres://db", "pool": 5}),
-    )
-    .await?;
-    assert_eq!(meta.version, 1);
-    let read: Value = vaultrs::kv2::read(&client, "secret", "svc/cfg").await?;
-    assert_eq!(read, json!({"url": "postgres://db", "pool": 5}));
+    let data = json!({"url": "postgres://db", "pool": 5});
+    let out = clients::vaultrs(&stack.envoy.url(""), TOKEN, None, "svc/cfg", &data).await?;
+    assert_eq!((out.version, &out.read), (1, &data));
+    assert_eq!(out.redirects, Some(2), "{out:?}");
 
     let post = only_request(&stack, "POST", "/v1/secret/data/svc/cfg")?;
     assert_eq!(post.json(), Some(json!({"data": {"url": "postgres://db", "pool": 5}})));

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+/// hvac, the bao CLI and vaultrs writing and reading a secret, counting redirects.
+pub mod clients;
 /// A real OpenBao cluster with the registrar, poller and Envoy in front (issue 16).
 pub mod openbao;
 /// Vault doubles, the whole stack around them, and the answer probe (issue 7).

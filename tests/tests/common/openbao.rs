@@ -59,6 +59,44 @@ impl BaoStack {
         Ok(stack)
     }
 
+    /// Proxy mode: the registrar on `cluster`, the poller on its Consul double and Envoy on
+    /// [`ENVOY_IP`] forwarding to the active node, with `envoy` adjusting Envoy's options
+    /// (those of [`EnvoyOptions::proxy`], or [`EnvoyOptions::proxy_tls`] with the cluster's CA
+    /// when its listeners serve TLS). Waits for nothing: see [`BaoStack::wait_for_proxying`].
+    pub async fn proxy(
+        cluster: &OpenBaoCluster,
+        envoy: impl FnOnce(EnvoyOptions) -> EnvoyOptions,
+    ) -> Result<BaoStack> {
+        let registrar = Registrar::start(cluster, RegistrarOptions::default()).await?;
+        let poller = Poller::start(&registrar.url(), QUICK_POLLER).await?;
+        let base = match cluster.ca_file() {
+            Some(ca) => EnvoyOptions::proxy_tls(poller.addr, ca),
+            None => EnvoyOptions::proxy(poller.addr),
+        };
+        let envoy = Envoy::start(envoy(EnvoyOptions {
+            plugin_config: quick_plugin(r#","mode":"proxy""#),
+            listen_ip: IpAddr::V4(ENVOY_IP),
+            ..base
+        }))
+        .await?;
+        Ok(BaoStack { registrar: Some(registrar), poller, envoy })
+    }
+
+    /// Waits until `sys/leader` through Envoy (proxy mode) is answered by the node of
+    /// `cluster` that is active now, itself; returns that node.
+    pub async fn wait_for_proxying(&self, cluster: &OpenBaoCluster) -> Result<String> {
+        let active = cluster.wait_until_settled(Duration::from_secs(30)).await?;
+        let want = cluster.api_addr(&active)?;
+        let url = self.envoy.url("/v1/sys/leader");
+        let http = vault_redirect_e2e::client()?;
+        wait_for(&format!("sys/leader answered by {active}"), Duration::from_secs(30), || async {
+            let leader: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+            (leader["is_self"] == true && leader["leader_address"] == want.as_str()).then_some(())
+        })
+        .await?;
+        Ok(active)
+    }
+
     /// The registrar, for a stack on the Consul source.
     pub fn registrar(&self) -> Result<&Registrar> {
         self.registrar.as_ref().context("this stack's poller does not watch Consul")
@@ -105,15 +143,15 @@ impl BaoStack {
 }
 
 /// Checks where a client's write and read of `path` (`secret/data/...`) landed: the active
-/// node logged exactly a `create` and a `read` of it, both from `client` and with the root
-/// token, the write carrying `secret`'s values (each HMAC-ed by the audit device as the node
+/// node logged exactly a `create` and a `read` of it, both from `client` (when given) and with
+/// the root token, the write carrying `secret`'s values (each HMAC-ed by the audit device as the node
 /// received it); no other node logged the path at all, so no standby was ever the target (a
 /// standby serving a read or forwarding a write logs it too).
 pub async fn assert_wrote_and_read_on(
     cluster: &OpenBaoCluster,
     active: &str,
     path: &str,
-    client: &str,
+    client: Option<&str>,
     secret: &[(&str, &str)],
 ) -> Result<()> {
     let token = cluster.audit_hash(cluster.root_token()).await?;
@@ -124,8 +162,8 @@ pub async fn assert_wrote_and_read_on(
         bail!("{active} logged {seen:?} for {path}, not a create and a read: {requests:#?}");
     }
     for entry in &requests {
-        if entry.remote_address != client {
-            bail!("{active} logged {path} from {}, not from {client}", entry.remote_address);
+        if client.is_some_and(|c| entry.remote_address != c) {
+            bail!("{active} logged {path} from {}, not from {client:?}", entry.remote_address);
         }
         if entry.client_token.as_deref() != Some(token.as_str()) {
             bail!("{active} logged {path} with another token: {:?}", entry.client_token);

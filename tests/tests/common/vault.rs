@@ -71,7 +71,16 @@ impl VaultStack {
         consul_up: bool,
         envoy: impl FnOnce(SocketAddr) -> EnvoyOptions,
     ) -> Result<VaultStack> {
-        let vault = VaultCluster::start_three().await?;
+        Self::launch_on(VaultCluster::start_three().await?, poller_args, consul_up, envoy).await
+    }
+
+    /// [`VaultStack::launch`] around these Vault doubles (TLS ones, say).
+    pub async fn launch_on(
+        vault: VaultCluster,
+        poller_args: &[&str],
+        consul_up: bool,
+        envoy: impl FnOnce(SocketAddr) -> EnvoyOptions,
+    ) -> Result<VaultStack> {
         vault.add_token(TOKEN);
         let consul = ConsulDouble::start(vault.consul_nodes()).await?;
         if !consul_up {
@@ -135,6 +144,30 @@ impl VaultStack {
         })
         .await?;
         Ok(started.elapsed())
+    }
+
+    /// Proxy mode: waits until `sys/leader` through Envoy is answered by `name` itself.
+    pub async fn wait_for_proxying(&self, name: &str) -> Result<()> {
+        let want = self.vault.api_addr(name).unwrap_or_default();
+        let url = self.envoy.url("/v1/sys/leader");
+        let http = vault_redirect_e2e::client()?;
+        let last = Mutex::new(String::new());
+        let waited = wait_for(
+            &format!("sys/leader answered by {name}"),
+            Duration::from_secs(20),
+            || async {
+                let r = http.get(&url).send().await.ok()?;
+                let status = r.status();
+                let text = r.text().await.ok()?;
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = format!("{status} {text}");
+                let leader: serde_json::Value = serde_json::from_str(&text).ok()?;
+                (leader["is_self"] == true && leader["leader_address"] == want.as_str())
+                    .then_some(())
+            },
+        )
+        .await;
+        let last = last.into_inner().unwrap_or_else(|e| e.into_inner());
+        waited.map_err(|e| anyhow::anyhow!("{e}; Envoy's last answer: {last}"))
     }
 
     /// Kills the poller (SIGKILL, as a crash or the OOM killer would).
