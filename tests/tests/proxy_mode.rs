@@ -12,7 +12,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use common::openbao::{BaoStack, CLIENT_IP};
 use common::vault::{quick_plugin, VaultStack, TOKEN};
 use common::{clients, curl};
@@ -184,10 +184,21 @@ async fn real_clients_write_and_read_on_the_active_openbao_node_under_their_own_
     clients::each_writes_and_reads_through_the_proxy(&cluster, &stack, &active, "proxy/plain").await
 }
 
-/// One document of deploy/k8s/istio-proxy-mode.yaml, by kind.
-fn istio_document(kind: &str) -> Result<Value> {
+/// One document of deploy/k8s/istio-proxy-mode.yaml, by kind; with `tls`, its `#tls ` lines
+/// turned on, as the file tells users to, and Vault's CA at `tls`.
+fn istio_document(kind: &str, tls: Option<&std::path::Path>) -> Result<Value> {
     let path = vault_redirect_e2e::workspace_root().join("deploy/k8s/istio-proxy-mode.yaml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let mut text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    if let Some(ca) = tls {
+        let on = text.lines().filter(|l| l.trim_start().starts_with("#tls ")).count();
+        ensure!(on > 0, "no #tls lines in {}", path.display());
+        text = text
+            .lines()
+            .map(|l| l.replacen("#tls ", "", 1))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("/etc/vault-tls/ca.crt", &ca.display().to_string());
+    }
     let mut found = None;
     for doc in serde_norway::Deserializer::from_str(&text) {
         let doc: Value = serde::Deserialize::deserialize(doc).context("istio-proxy-mode.yaml")?;
@@ -219,11 +230,11 @@ fn merge(base: &mut Value, patch: &Value) {
 /// pluginConfig (as the JSON Istio hands the filter), the EnvoyFilter's cluster, and the
 /// poller under the Istio cluster name the plugin configuration names. Placeholders are
 /// filled by the test harness like the shipped templates'.
-fn istio_bootstrap() -> Result<(String, String)> {
-    let plugin = istio_document("WasmPlugin")?;
-    let envoy_filter = istio_document("EnvoyFilter")?;
-    let gateway = istio_document("Gateway")?;
-    let service = istio_document("VirtualService")?;
+fn istio_bootstrap(tls: Option<&std::path::Path>) -> Result<(String, String)> {
+    let plugin = istio_document("WasmPlugin", tls)?;
+    let envoy_filter = istio_document("EnvoyFilter", tls)?;
+    let gateway = istio_document("Gateway", tls)?;
+    let service = istio_document("VirtualService", tls)?;
     let plugin_config = serde_json::to_string(&plugin["spec"]["pluginConfig"])?;
     let poller_cluster =
         plugin["spec"]["pluginConfig"]["poller_cluster"].as_str().context("poller_cluster")?;
@@ -323,9 +334,46 @@ fn istio_bootstrap() -> Result<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_istio_example_routes_to_the_active_node_in_real_envoy() -> Result<()> {
-    let (bootstrap, plugin_config) = istio_bootstrap()?;
     let dir = vault_redirect_e2e::target_dir().join("e2e-logs");
     std::fs::create_dir_all(&dir)?;
+    // The TLS variant: Envoy accepts it with the filled-in placeholders, and the filter accepts
+    // its plugin configuration (an upstream_server_name it refused would fail every request).
+    let pki = vault_redirect_e2e::pki::loopback()?;
+    let (tls_bootstrap, tls_plugin) = istio_bootstrap(Some(&pki.path("ca.pem")))?;
+    assert!(tls_plugin.contains("upstream_server_name"), "{tls_plugin}");
+    host_test::shipped::host()
+        .map_err(anyhow::Error::msg)?
+        .with_plugin_config(tls_plugin)
+        .with_known_clusters(["outbound|8210||vault-redirect-poller.vault.svc.cluster.local"])
+        .start_vm()?
+        .configure_result()
+        .then_some(())
+        .context("the filter refused the TLS variant's plugin configuration")?;
+    let wasm = host_test::shipped::filter_wasm()?;
+    let tls_yaml = dir.join(format!("istio-proxy-mode-tls-{}.json", std::process::id()));
+    std::fs::write(
+        &tls_yaml,
+        tls_bootstrap
+            .replace("{{ADMIN_PORT}}", "0")
+            .replace("{{LISTEN_ADDRESS}}", "127.0.0.1")
+            .replace("{{LISTEN_PORT}}", "0")
+            .replace("{{WASM_PATH}}", &wasm.display().to_string())
+            .replace("{{POLLER_HOST}}", "127.0.0.1")
+            .replace("{{POLLER_PORT}}", "8210"),
+    )?;
+    let validated = std::process::Command::new(vault_redirect_e2e::envoy::binary()?)
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&tls_yaml)
+        .output()?;
+    let _ = std::fs::remove_file(&tls_yaml);
+    ensure!(
+        validated.status.success(),
+        "Envoy refuses the Istio example's TLS variant:\n{}{}",
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
+
+    let (bootstrap, plugin_config) = istio_bootstrap(None)?;
     let template = dir.join(format!("istio-proxy-mode-{}.json", std::process::id()));
     std::fs::write(&template, bootstrap)?;
     let stack = VaultStack::launch(&[], true, |p| EnvoyOptions {
@@ -336,7 +384,7 @@ async fn the_istio_example_routes_to_the_active_node_in_real_envoy() -> Result<(
     .await;
     let _ = std::fs::remove_file(&template);
     let stack = stack?;
-    wait_for_active(&stack, "vault-a").await?;
+    stack.wait_for_proxying("vault-a").await?;
     stack.vault.clear_received();
     let http = client(false)?;
     let url = stack.envoy.url("/v1/secret/data/istio");
@@ -354,7 +402,7 @@ async fn the_istio_example_routes_to_the_active_node_in_real_envoy() -> Result<(
     assert_only(&stack, "vault-a", 1);
 
     stack.switch("vault-b");
-    wait_for_active(&stack, "vault-b").await?;
+    stack.wait_for_proxying("vault-b").await?;
     stack.vault.clear_received();
     let read = http.get(&url).header("x-vault-token", TOKEN).send().await?;
     assert_eq!(read.status(), 200);
