@@ -17,13 +17,17 @@
 # target/dist), VAULT_REDIRECT_REGISTRY (where the k8s manifests say the images live; default
 # registry.example.com/vault-redirect), SOURCE_DATE_EPOCH, VAULT_REDIRECT_POLLER_PROFILE (the
 # cargo profile of the pollers: release-stripped, what ships; scripts/test.sh packages a
-# release-check build, which it only inspects and runs, in a fraction of the build time).
+# release-check build, which it only inspects and runs, in a fraction of the build time),
+# VAULT_REDIRECT_POLLER_TARGET_DIR (cargo's target directory for the pollers only; test.sh
+# builds them beside its own build, in a directory of their own so neither waits on the
+# other's lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
 arches=${VAULT_REDIRECT_ARCHES:-x86_64 aarch64}
 profile=${VAULT_REDIRECT_POLLER_PROFILE:-release-stripped}
+poller_target_dir=${VAULT_REDIRECT_POLLER_TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
 dist=${VAULT_REDIRECT_DIST:-target/dist}
 registry=${VAULT_REDIRECT_REGISTRY:-registry.example.com/vault-redirect}
 # Where scripts/build.sh leaves the shipped filter ($filter_wasm).
@@ -86,8 +90,9 @@ for arch in $arches; do
   # Only this build gets the commit from here: the dev builds (scripts/build.sh) take it
   # from git, so they do not rebuild each time the two disagree on -dirty.
   VAULT_REDIRECT_GIT_COMMIT=$commit RUSTFLAGS=$rustflags \
-    cargo build --quiet --profile "$profile" -p vault-redirect-poller --target "$target"
-  cp "${CARGO_TARGET_DIR:-target}/$target/$profile/vault-redirect-poller" \
+    cargo build --quiet --profile "$profile" -p vault-redirect-poller --target "$target" \
+      --target-dir "$poller_target_dir"
+  cp "$poller_target_dir/$target/$profile/vault-redirect-poller" \
     "$dist/vault-redirect-poller-$version-$arch-linux-musl"
 done
 
