@@ -93,6 +93,40 @@ pub async fn load(name: &str, url: &str, pid: u32, duration: Duration) -> Result
     })
 }
 
+/// The median of `values` (sorts them); NaN for none.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The `p` quantile (0 to 1) of `sorted`, nearest rank; NaN for none. With fewer than 100
+/// values, p99 is the largest.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// The machine's load average over 1, 5 and 15 minutes (`/proc/loadavg`), for a report.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// A duration spread evenly below `bound`, from the clock's nanoseconds (no need for a
+/// random number generator: a fault's phase against the poller's rounds is all it spreads).
+pub fn random_below(bound: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let bound_ns = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(u64::from(nanos).wrapping_mul(2_654_435_761) % bound_ns)
+}
+
 /// Waits (up to 20 s) until `url` answers a 307, before a contender is loaded; returns its
 /// `Location`.
 pub async fn check_redirect(url: &str) -> Result<String> {
