@@ -39,8 +39,10 @@ pub struct EnvoyOptions {
     /// same `vm_config`: Envoy runs both plugins in one VM per worker, as two root contexts.
     pub second_listener: Option<(SocketAddr, String)>,
     /// Write an access log line per request to this file ([`ACCESS_LOG_FORMAT`]): which Vault
-    /// node took it, after how many attempts, with what outcome. Tests and benches only: the
-    /// shipped templates log nothing per request (docs/filter.md shows the snippet).
+    /// node took it, after how many attempts, with what outcome; and one line per upstream
+    /// attempt to the same path with `.attempts` appended ([`ATTEMPT_LOG_FORMAT`]). Tests and
+    /// benches only: the shipped templates log nothing per request (docs/filter.md shows the
+    /// snippet).
     pub access_log: Option<PathBuf>,
     /// The loopback address the listener binds (127.0.0.1 by default). Tests that read a
     /// Vault node's audit log put Envoy elsewhere, so the client's own address stands out.
@@ -220,29 +222,53 @@ pub const REQUEST_ID_HEADER: &str = "x-e2e-request-id";
 /// retried).
 pub const ACCESS_LOG_FORMAT: &str = "%START_TIME(%s.%6f)% %REQ(X-E2E-REQUEST-ID)% %UPSTREAM_HOST% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%";
 
+/// What the router writes per upstream attempt: the request's [`REQUEST_ID_HEADER`], the
+/// upstream host, the attempt's status (0: none), its flags (`UF`: the connection failed), and
+/// the bytes written upstream for the request so far (Envoy 1.40 counts them over the
+/// attempts: 0 while no attempt has left Envoy).
+pub const ATTEMPT_LOG_FORMAT: &str =
+    "%REQ(X-E2E-REQUEST-ID)% %UPSTREAM_HOST% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_WIRE_BYTES_SENT%";
+
 /// The line of the templates' HTTP connection manager after which the access log goes.
 const HCM_STAT_PREFIX: &str = "          stat_prefix: vault_redirect\n";
 
-/// Adds a file access log in [`ACCESS_LOG_FORMAT`] to the template's listener.
+/// The line of the templates' router filter after which its upstream log goes.
+const ROUTER_TYPE: &str =
+    "              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n";
+
+/// The per-attempt log next to the access log at `path`.
+pub fn attempt_log_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".attempts");
+    PathBuf::from(name)
+}
+
+/// Adds a file access log in [`ACCESS_LOG_FORMAT`] to the template's listener, and the
+/// router's upstream log in [`ATTEMPT_LOG_FORMAT`] beside it.
 fn with_access_log(yaml: &str, path: &Path) -> Result<String> {
-    if yaml.matches(HCM_STAT_PREFIX).count() != 1 {
+    if yaml.matches(HCM_STAT_PREFIX).count() != 1 || yaml.matches(ROUTER_TYPE).count() != 1 {
         anyhow::bail!(
-            "the Envoy template has no single `stat_prefix: vault_redirect` to log after"
+            "the Envoy template has no single `stat_prefix: vault_redirect` and router to log in"
         );
     }
-    let log = format!(
-        "{HCM_STAT_PREFIX}          access_log:
-          - name: envoy.access_loggers.file
-            typed_config:
-              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: \"{}\"
-              log_format:
-                text_format_source:
-                  inline_string: \"{ACCESS_LOG_FORMAT}\\n\"
+    let logger = |indent: &str, path: &Path, format: &str| {
+        format!(
+            "{indent}- name: envoy.access_loggers.file
+{indent}  typed_config:
+{indent}    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+{indent}    path: \"{}\"
+{indent}    log_format:
+{indent}      text_format_source:
+{indent}        inline_string: \"{format}\\n\"
 ",
-        path.display()
-    );
-    Ok(yaml.replace(HCM_STAT_PREFIX, &log))
+            path.display()
+        )
+    };
+    let access = logger("          ", path, ACCESS_LOG_FORMAT);
+    let attempts = logger("              ", &attempt_log_path(path), ATTEMPT_LOG_FORMAT);
+    Ok(yaml
+        .replace(HCM_STAT_PREFIX, &format!("{HCM_STAT_PREFIX}          access_log:\n{access}"))
+        .replace(ROUTER_TYPE, &format!("{ROUTER_TYPE}              upstream_log:\n{attempts}")))
 }
 
 /// One line of an access log in [`ACCESS_LOG_FORMAT`].
@@ -281,6 +307,42 @@ impl AccessLogEntry {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the access log {}", path.display()))?;
         Ok(text.lines().filter_map(AccessLogEntry::parse).collect())
+    }
+}
+
+/// One line of the per-attempt log ([`ATTEMPT_LOG_FORMAT`]).
+#[derive(Clone, Debug)]
+pub struct AttemptLogEntry {
+    /// The request's [`REQUEST_ID_HEADER`].
+    pub id: String,
+    /// Where the attempt went.
+    pub upstream: Option<SocketAddr>,
+    /// Its status (0: none came).
+    pub code: u16,
+    /// Its flags (`-` for none).
+    pub flags: String,
+    /// Bytes written upstream for the request up to this attempt: 0 while none left Envoy.
+    pub bytes_sent: u64,
+}
+
+impl AttemptLogEntry {
+    /// Parses one line; `None` for a line that is not in [`ATTEMPT_LOG_FORMAT`].
+    pub fn parse(line: &str) -> Option<AttemptLogEntry> {
+        let mut f = line.split(' ');
+        let id = f.next()?.to_string();
+        let upstream = f.next()?.parse().ok();
+        let code = f.next()?.parse().unwrap_or(0);
+        let flags = f.next()?.to_string();
+        let bytes_sent = f.next()?.parse().unwrap_or(0);
+        f.next().is_none().then_some(AttemptLogEntry { id, upstream, code, flags, bytes_sent })
+    }
+
+    /// Every complete line of the per-attempt log beside the access log at `path`.
+    pub fn read_all(path: &Path) -> Result<Vec<AttemptLogEntry>> {
+        let path = attempt_log_path(path);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the attempt log {}", path.display()))?;
+        Ok(text.lines().filter_map(AttemptLogEntry::parse).collect())
     }
 }
 

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use crate::envoy::{AccessLogEntry, Envoy, EnvoyOptions, REQUEST_ID_HEADER};
+use crate::envoy::{AccessLogEntry, AttemptLogEntry, Envoy, EnvoyOptions, REQUEST_ID_HEADER};
 use crate::openbao::{probe_health, OpenBaoCluster, HEALTH_TIMEOUT};
 use crate::poller::Poller;
 
@@ -141,6 +141,56 @@ impl ProxyStack {
             // Judged without them: a request Envoy never logged is itself a finding.
             Err(_) => read(),
         }
+    }
+
+    /// Requests Envoy sent again after an attempt that had written bytes to a Vault node,
+    /// described: a request that may have landed, replayed. Empty when every retry followed
+    /// an attempt that never left Envoy (the connection failed). Reads the per-attempt log
+    /// once it holds every attempt `log` counts (or 10 s have passed).
+    pub async fn resent_after_reaching_vault(
+        &self,
+        log: &HashMap<String, AccessLogEntry>,
+    ) -> Result<Vec<String>> {
+        let read = || -> Result<BTreeMap<String, Vec<AttemptLogEntry>>> {
+            let mut by_id: BTreeMap<String, Vec<AttemptLogEntry>> = BTreeMap::new();
+            // Only the load's requests: the harness's own (no id) are not judged.
+            for a in
+                AttemptLogEntry::read_all(&self.access_log)?.into_iter().filter(|a| a.id != "-")
+            {
+                by_id.entry(a.id.clone()).or_default().push(a);
+            }
+            Ok(by_id)
+        };
+        let want: usize = log.values().filter(|e| e.id != "-").map(|e| e.attempts as usize).sum();
+        let all =
+            crate::wait_for("every attempt in the attempt log", Duration::from_secs(10), || {
+                let got = read();
+                async move {
+                    let got = got.ok()?;
+                    (got.values().map(Vec::len).sum::<usize>() >= want).then_some(got)
+                }
+            })
+            .await;
+        let by_id = match all {
+            Ok(by_id) => by_id,
+            Err(_) => read()?,
+        };
+        let mut resent = Vec::new();
+        for (id, attempts) in &by_id {
+            let Some((_, earlier)) = attempts.split_last() else { continue };
+            for (i, a) in earlier.iter().enumerate().filter(|(_, a)| a.bytes_sent > 0) {
+                resent.push(format!(
+                    "{id}: attempt {} of {} wrote {} bytes to {:?} ({} {}) and was sent again",
+                    i + 1,
+                    attempts.len(),
+                    a.bytes_sent,
+                    a.upstream,
+                    a.code,
+                    a.flags
+                ));
+            }
+        }
+        Ok(resent)
     }
 
     /// `(retries, connect failures)` of the cluster to the Vault nodes, from Envoy's stats.

@@ -267,8 +267,10 @@ async fn openbao_audit_logs_the_clients_own_address_for_a_proxied_write_and_read
 /// fault until the new node's first 200 plus the probe interval plus `proxy_load::MARGIN`)
 /// requests may fail and are counted; outside, every request succeeded at the active node.
 /// No write was applied twice: each answer, each read back and a final read of every write
-/// whose answer was lost report version 1 at most, and every retry Envoy made followed a
-/// connect failure.
+/// whose answer was lost report version 1 at most; and Envoy sent no request again after an
+/// attempt that had written to a Vault node (its per-attempt log: every retried attempt wrote
+/// nothing upstream). Tried with `retry_on: 5xx,reset,...` on the route: it then lists the
+/// reads that Vault answered 500 during the step-down and Envoy sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_load_requests_fail_only_inside_a_sigkill_or_step_down_window_and_no_write_repeats(
 ) -> Result<()> {
@@ -326,16 +328,13 @@ async fn under_load_requests_fail_only_inside_a_sigkill_or_step_down_window_and_
         }
     }
     eprintln!("proxy load: {} requests, {} outside the windows", requests.len(), verdict.settled);
-    let (retries, connect_failures) = stack.retries().await?;
+    let resent = stack.resent_after_reaching_vault(&log).await?;
     let twice = unanswered_writes_applied_twice(&cluster, &requests).await?;
     assert_eq!(verdict.settled_bad, Vec::<String>::new(), "failed or misrouted outside a window");
     assert_eq!(verdict.replayed, Vec::<String>::new(), "writes applied twice");
     assert_eq!(twice, Vec::<String>::new(), "unanswered writes applied twice");
     assert_eq!(verdict.unlogged, 0, "requests missing from Envoy's access log");
-    assert!(
-        retries <= connect_failures,
-        "Envoy retried {retries} times after {connect_failures} connect failures"
-    );
+    assert_eq!(resent, Vec::<String>::new(), "requests sent again after reaching Vault");
     if !stack.envoy.filter_failures().is_empty() {
         bail!("the filter failed in Envoy:\n{}", stack.envoy.filter_failures().join("\n"));
     }

@@ -53,8 +53,8 @@ async fn main() -> Result<()> {
         };
         rows.extend(run(&mut cluster, interval, kills, step_downs, opts).await?);
     }
-    println!("| --vault-probe-interval | fault | failovers | failed requests per failover: p50 / max (total) | error window ms: p50 / p99 | sent to a node not active (answered) | Vault's election ms: p50 / max | new node's first 200 to its first request ms: p50 / p99 | retried after a connect failure | requests outside the windows (failed or misrouted) | writes applied twice |");
-    println!("|---|---|---:|---|---|---|---|---|---:|---|---:|");
+    println!("| --vault-probe-interval | fault | failovers | failed requests per failover: p50 / max (total) | error window ms: p50 / p99 | sent to a node not active (answered) | Vault's election ms: p50 / max | new node's first 200 to its first request ms: p50 / p99 | retried after a connect failure | requests outside the windows (failed or misrouted) | writes applied twice | requests sent again after reaching Vault |");
+    println!("|---|---|---:|---|---|---|---|---|---:|---|---:|---:|");
     for r in &rows {
         println!("{r}");
     }
@@ -120,6 +120,11 @@ async fn run(
     }
     let twice = unanswered_writes_applied_twice(cluster, &requests).await?;
     let replays = verdict.replayed.len() + twice.len();
+    let resent = stack.resent_after_reaching_vault(&log).await?;
+    for r in resent.iter().take(20) {
+        eprintln!("{}ms: sent again after reaching Vault: {r}", interval.as_millis());
+    }
+    let resent = resent.len();
     let (retries, connect_failures) = stack.retries().await?;
     eprintln!(
         "{}ms: {} requests; Envoy retried {retries} times after {connect_failures} connect failures; {} unlogged",
@@ -147,7 +152,7 @@ async fn run(
         let non_active_ok: usize = windows.iter().map(|w| w.at_non_active_ok).sum();
         let retried: usize = windows.iter().map(|w| w.retried).sum();
         rows.push(format!(
-            "| {}ms | {fault} | {} | {:.0} / {:.0} ({:.0}) | {:.0} / {:.0} | {non_active} ({non_active_ok}) | {:.0} / {:.0} | {:.0} / {:.0} | {retried} | {} ({}) | {} |",
+            "| {}ms | {fault} | {} | {:.0} / {:.0} ({:.0}) | {:.0} / {:.0} | {non_active} ({non_active_ok}) | {:.0} / {:.0} | {:.0} / {:.0} | {retried} | {} ({}) | {} | {resent} |",
             interval.as_millis(),
             windows.len(),
             percentile(&failed, 0.5),
