@@ -36,19 +36,34 @@ fn parse_latency(v: &str) -> Option<f64> {
 
 /// Runs wrk against `url` for `duration` while measuring the CPU time of `pid`.
 pub async fn load(name: &str, url: &str, pid: u32, duration: Duration) -> Result<LoadResult> {
+    load_with_headers(name, url, &[], pid, duration).await
+}
+
+/// [`load`] with these request headers (`name: value`) on every request.
+pub async fn load_with_headers(
+    name: &str,
+    url: &str,
+    headers: &[&str],
+    pid: u32,
+    duration: Duration,
+) -> Result<LoadResult> {
     let threads = "2".to_string();
     let before = cpu_ticks(pid)?;
+    let mut args = vec![
+        "-t".to_string(),
+        threads,
+        "-c".to_string(),
+        CONNECTIONS.to_string(),
+        "-d".to_string(),
+        format!("{}s", duration.as_secs().max(1)),
+        "--latency".to_string(),
+    ];
+    for h in headers {
+        args.extend(["-H".to_string(), h.to_string()]);
+    }
+    args.push(url.to_string());
     let out = tokio::process::Command::new("wrk")
-        .args([
-            "-t",
-            &threads,
-            "-c",
-            &CONNECTIONS.to_string(),
-            "-d",
-            &format!("{}s", duration.as_secs().max(1)),
-            "--latency",
-            url,
-        ])
+        .args(&args)
         .output()
         .await
         .context("running wrk (scripts/bench.sh installs it)")?;

@@ -6,11 +6,15 @@
 //! the Envoy process's CPU from /proc), the order alternating from round to round, for
 //! BENCH_ROUNDS rounds (default 7) of BENCH_SECONDS (default 5), at each --concurrency in
 //! BENCH_CONCURRENCY (default `1,2`). Prints every round, and the medians of the per-round
-//! ratios A/B (CPU per request, throughput).
+//! ratios A/B (CPU per request, throughput). BENCH_ABLATIONS=1 adds two contenders that split
+//! A's cost over B: (C) B with its cluster turned ORIGINAL_DST and the client sending the
+//! header itself (the cluster type alone), (D) A's filter with a route to a static cluster
+//! (the filter alone).
 //!
-//! The upstream is this binary in a process of its own (`proxy_bench upstream ADDR`),
-//! answering every request with the same small Vault KV answer, cheap enough not to be the
-//! bottleneck; its CPU per request and its share of a core are printed with each load. The
+//! The upstream is this binary in a process of its own (`proxy_bench upstream ADDR`, one
+//! epoll thread), answering every request with the same small Vault KV answer, cheap enough
+//! not to be the bottleneck; its CPU per request and its share of a core are printed with
+//! each load. The
 //! poller is the one `poller::binary` finds (it only answers the filters' long-polls here).
 //!
 //! Run it with `scripts/proxy-bench.sh` (wrk, the poller, the filter). Like `ab`, it only
@@ -26,7 +30,7 @@ use vault_redirect_e2e::bench::{self, load_average, median, LoadResult, CONNECTI
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
 use vault_redirect_e2e::proc::{cpu_ticks, Proc};
-use vault_redirect_e2e::{free_port, wait_for};
+use vault_redirect_e2e::{free_port, target_dir, wait_for, workspace_root};
 
 const PATH: &str = "/v1/secret/data/app?version=2";
 
@@ -52,49 +56,87 @@ fn main() -> Result<()> {
 }
 
 /// Answers every HTTP/1.1 request on `addr` with [`ANSWER_BODY`], keeping connections open:
-/// a thread per connection (Envoy holds a few dozen), blocking reads and writes. Only std,
-/// which is built optimised even when this binary is not, so the upstream costs about the
-/// same in a debug build; its CPU per request is printed with every load.
+/// one thread, one epoll set, non-blocking sockets, so a busy upstream answers many
+/// connections per wake-up. Its own code is a few comparisons per request; the rest is std
+/// and the kernel, which cost the same in a debug build. Its CPU per request is printed with
+/// every load.
 fn upstream(addr: SocketAddr) -> Result<()> {
+    use std::collections::HashMap;
+    use std::io::{ErrorKind, Read, Write};
+    use std::os::fd::AsRawFd;
+
+    const LISTENER: u64 = u64::MAX;
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    listener.set_nonblocking(true)?;
     let answer = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\n\r\n{ANSWER_BODY}",
         ANSWER_BODY.len()
     );
-    let answer: &'static [u8] = answer.into_bytes().leak();
-    for conn in listener.incoming() {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        std::thread::spawn(move || serve(conn, answer));
+    // SAFETY: epoll_create1(2) with no flags; the descriptor lives as long as the process.
+    let epoll = unsafe { libc::epoll_create1(0) };
+    if epoll < 0 {
+        return Err(std::io::Error::last_os_error()).context("epoll_create1");
     }
-    Ok(())
-}
-
-/// One connection: every complete request in what has arrived is answered, in order. Bodies
-/// are skipped by `content-length` (Envoy sends the bench's GETs without one).
-fn serve(mut conn: std::net::TcpStream, answer: &'static [u8]) {
-    use std::io::{Read, Write};
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut out: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 16 * 1024];
+    let watch = |fd: i32, token: u64| -> Result<()> {
+        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+        // SAFETY: adding a descriptor we own to our epoll set, with a valid event.
+        if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_ctl");
+        }
+        Ok(())
+    };
+    watch(listener.as_raw_fd(), LISTENER)?;
+    let mut conns: HashMap<u64, (std::net::TcpStream, Vec<u8>)> = HashMap::new();
+    let mut next = 0u64;
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
-        while let Some(head) = find_head_end(&buf) {
-            let whole = head + 4 + content_length(&buf[..head]);
-            if buf.len() < whole {
-                break;
+        // SAFETY: `events` holds 256 entries for the kernel to fill.
+        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), 256, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
             }
-            buf.drain(..whole);
-            out.extend_from_slice(answer);
+            return Err(e).context("epoll_wait");
         }
-        if !out.is_empty() {
-            if conn.write_all(&out).is_err() {
-                return;
+        for event in events.iter().take(n as usize) {
+            let token = event.u64;
+            if token == LISTENER {
+                while let Ok((conn, _)) = listener.accept() {
+                    conn.set_nonblocking(true)?;
+                    conn.set_nodelay(true)?;
+                    next += 1;
+                    watch(conn.as_raw_fd(), next)?;
+                    conns.insert(next, (conn, Vec::with_capacity(16 * 1024)));
+                }
+                continue;
             }
-            out.clear();
-        }
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            let Some((conn, buf)) = conns.get_mut(&token) else { continue };
+            let open = match conn.read(&mut chunk) {
+                Ok(0) => false,
+                Ok(got) => {
+                    buf.extend_from_slice(&chunk[..got]);
+                    while let Some(head) = find_head_end(buf) {
+                        let whole = head + 4 + content_length(&buf[..head]);
+                        if buf.len() < whole {
+                            break;
+                        }
+                        buf.drain(..whole);
+                        out.extend_from_slice(answer.as_bytes());
+                    }
+                    // A few hundred bytes into an empty socket buffer: written at once.
+                    let written = out.is_empty() || conn.write_all(&out).is_ok();
+                    out.clear();
+                    written
+                }
+                Err(e) => e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted,
+            };
+            if !open {
+                // Dropping the socket closes it, which also takes it out of the epoll set.
+                conns.remove(&token);
+            }
         }
     }
 }
@@ -122,6 +164,9 @@ fn content_length(head: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
+/// A contender's name and each round's ratio to (B): CPU per request, throughput.
+type Ratios = (String, Vec<f64>, Vec<f64>);
+
 /// One contender's load and what the upstream spent meanwhile.
 struct Measured {
     load: LoadResult,
@@ -129,15 +174,81 @@ struct Measured {
     upstream_core_share: f64,
 }
 
-async fn measure(name: &str, url: &str, envoy: u32, upstream: u32, secs: u64) -> Result<Measured> {
-    let before = cpu_ticks(upstream)?;
-    let load = bench::load(name, url, envoy, Duration::from_secs(secs)).await?;
-    let ticks = cpu_ticks(upstream)?.saturating_sub(before) as f64;
-    Ok(Measured {
-        upstream_us_per_req: ticks * 10_000.0 / load.requests.max(1) as f64,
-        upstream_core_share: ticks / 100.0 / secs as f64,
-        load,
-    })
+/// One Envoy under load, and the header its requests carry (for the ablation whose client
+/// names the node itself).
+struct Contender {
+    name: &'static str,
+    envoy: Envoy,
+    header: Option<String>,
+}
+
+impl Contender {
+    async fn start(
+        name: &'static str,
+        opts: EnvoyOptions,
+        concurrency: u32,
+        header: Option<String>,
+    ) -> Result<Contender> {
+        let envoy = Envoy::start(EnvoyOptions { concurrency, ..opts }).await.context(name)?;
+        Ok(Contender { name, envoy, header })
+    }
+
+    /// wrk for `secs` against this Envoy, with the CPU the Envoy and the upstream spent.
+    async fn measure(&self, upstream: u32, secs: u64) -> Result<Measured> {
+        let pid = self.envoy.proc.pid().context("envoy pid")?;
+        let headers: Vec<&str> = self.header.iter().map(String::as_str).collect();
+        let url = self.envoy.url(PATH);
+        let before = cpu_ticks(upstream)?;
+        let load =
+            bench::load_with_headers(self.name, &url, &headers, pid, Duration::from_secs(secs))
+                .await?;
+        let ticks = cpu_ticks(upstream)?.saturating_sub(before) as f64;
+        Ok(Measured {
+            upstream_us_per_req: ticks * 10_000.0 / load.requests.max(1) as f64,
+            upstream_core_share: ticks / 100.0 / secs as f64,
+            load,
+        })
+    }
+}
+
+/// The two ablations' bootstraps, written under target/bench: (C) the native template with its
+/// STATIC cluster turned ORIGINAL_DST (what the cluster type costs, without the filter), and
+/// (D) the proxy template routing to a STATIC cluster of `upstream` (what the filter costs,
+/// without ORIGINAL_DST). Derived when the bench runs, so they follow both templates.
+fn ablation_templates(upstream: SocketAddr) -> Result<(String, String)> {
+    let read = |name: &str| {
+        let path = workspace_root().join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let native = read("envoy/bench-native-proxy.yaml.tmpl")?;
+    let (head, _) = native
+        .split_once("    type: STATIC\n")
+        .context("bench-native-proxy.yaml.tmpl has no STATIC cluster last")?;
+    let c = format!(
+        "{head}    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    connect_timeout: 2s\n    cleanup_interval: 60s\n    original_dst_lb_config:\n      use_http_header: true\n"
+    );
+    let proxy = read("envoy/envoy-proxy.yaml.tmpl")?;
+    if proxy.matches("                  cluster: vault_active\n").count() != 1 {
+        bail!("envoy-proxy.yaml.tmpl has no single route to vault_active");
+    }
+    let d = format!(
+        "{}  - name: vault_static\n    type: STATIC\n    lb_policy: ROUND_ROBIN\n    connect_timeout: 2s\n    load_assignment:\n      cluster_name: vault_static\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
+        proxy.replace("                  cluster: vault_active\n", "                  cluster: vault_static\n"),
+        upstream.ip(),
+        upstream.port()
+    );
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let mut paths = Vec::new();
+    for (name, yaml) in
+        [("ablation-original-dst.yaml.tmpl", c), ("ablation-filter-static.yaml.tmpl", d)]
+    {
+        let path = dir.join(name);
+        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+        paths.push(path.display().to_string());
+    }
+    let [c, d] = <[String; 2]>::try_from(paths).map_err(|_| anyhow::anyhow!("two templates"))?;
+    Ok((c, d))
 }
 
 async fn bench() -> Result<()> {
@@ -167,34 +278,65 @@ async fn bench() -> Result<()> {
     .await?;
     let poller = Poller::start(&consul.url(), &["--log-level", "warn"]).await?;
 
+    let ablations = env_or("BENCH_ABLATIONS", 0) == 1;
+    let dst_header = format!("x-envoy-original-dst-host: {addr}");
+
     println!("| --concurrency | round | contender | requests/s | p50 ms | p99 ms | Envoy CPU µs/request | upstream CPU µs/request | upstream share of a core | errors |");
     println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
-    let mut medians = Vec::new();
+    // Per concurrency, per contender but B: every round's ratios to B.
+    let mut medians: Vec<(u32, Vec<Ratios>)> = Vec::new();
     for &concurrency in &concurrencies {
-        let proxy =
-            Envoy::start(EnvoyOptions { concurrency, ..EnvoyOptions::proxy(poller.addr) }).await?;
-        let native = Envoy::start(EnvoyOptions {
-            concurrency,
-            template: "envoy/bench-native-proxy.yaml.tmpl".into(),
+        let mut contenders: Vec<Contender> = vec![
+            Contender::start("(A) proxy mode", EnvoyOptions::proxy(poller.addr), concurrency, None)
+                .await?,
             // This baseline has no poller: its placeholders hold the upstream.
-            ..EnvoyOptions::new(addr)
-        })
-        .await?;
-        let contenders = [("(A) proxy mode", &proxy), ("(B) native static cluster", &native)];
-        for (name, envoy) in contenders {
-            answers_from_upstream(&envoy.url(PATH)).await.context(name)?;
+            Contender::start(
+                "(B) native static cluster",
+                EnvoyOptions {
+                    template: "envoy/bench-native-proxy.yaml.tmpl".into(),
+                    ..EnvoyOptions::new(addr)
+                },
+                concurrency,
+                None,
+            )
+            .await?,
+        ];
+        if ablations {
+            let (c, d) = ablation_templates(addr)?;
+            contenders.push(
+                Contender::start(
+                    "(C) B's cluster as ORIGINAL_DST, the client sending the header (no filter)",
+                    EnvoyOptions { template: c, ..EnvoyOptions::new(addr) },
+                    concurrency,
+                    Some(dst_header.clone()),
+                )
+                .await?,
+            );
+            contenders.push(
+                Contender::start(
+                    "(D) A's filter, routing to a static cluster (no ORIGINAL_DST)",
+                    EnvoyOptions { template: d, ..EnvoyOptions::proxy(poller.addr) },
+                    concurrency,
+                    None,
+                )
+                .await?,
+            );
         }
-        let (mut cpu, mut tput) = (Vec::new(), Vec::new());
+        for c in &contenders {
+            answers_from_upstream(&c.envoy.url(PATH), c.header.as_deref()).await.context(c.name)?;
+        }
+        let mut ratios: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); contenders.len()];
         for round in 1..=rounds {
-            // Alternate the order, so neither contender always runs on the other's heels.
-            let order: Vec<usize> = if round % 2 == 1 { vec![0, 1] } else { vec![1, 0] };
-            let mut got: [Option<Measured>; 2] = [None, None];
-            for i in order {
-                let (name, envoy) = contenders[i];
-                let pid = envoy.proc.pid().context("envoy pid")?;
-                let m = measure(name, &envoy.url(PATH), pid, upstream_pid, seconds).await?;
+            // Rotate the order, so no contender always runs on another's heels.
+            let n = contenders.len();
+            let mut got: Vec<Option<Measured>> = (0..n).map(|_| None).collect();
+            for k in 0..n {
+                let i = (k + round as usize - 1) % n;
+                let c = &contenders[i];
+                let m = c.measure(upstream_pid, seconds).await?;
                 println!(
-                    "| {concurrency} | {round} | {name} | {:.0} | {:.3} | {:.3} | {:.1} | {:.1} | {:.0} % | {} |",
+                    "| {concurrency} | {round} | {} | {:.0} | {:.3} | {:.3} | {:.1} | {:.1} | {:.0} % | {} |",
+                    c.name,
                     m.load.rps,
                     m.load.p50_ms,
                     m.load.p99_ms,
@@ -205,26 +347,42 @@ async fn bench() -> Result<()> {
                 );
                 got[i] = Some(m);
             }
-            let [Some(a), Some(b)] = got else { bail!("round {round} measured nothing") };
-            cpu.push(a.load.cpu_us_per_req / b.load.cpu_us_per_req);
-            tput.push(a.load.rps / b.load.rps);
+            let Some(Some(b)) = got.get(1) else { bail!("round {round} did not measure B") };
+            let (b_cpu, b_rps) = (b.load.cpu_us_per_req, b.load.rps);
+            for (m, (cpu, tput)) in got.iter().zip(ratios.iter_mut()) {
+                let m = m.as_ref().context("a contender was not measured")?;
+                cpu.push(m.load.cpu_us_per_req / b_cpu);
+                tput.push(m.load.rps / b_rps);
+            }
         }
-        medians.push((concurrency, median(&mut cpu), median(&mut tput), cpu, tput));
-        proxy.proc.stop(Duration::from_secs(5)).await?;
-        native.proc.stop(Duration::from_secs(5)).await?;
+        medians.push((
+            concurrency,
+            contenders
+                .iter()
+                .zip(ratios)
+                .filter(|(c, _)| !c.name.starts_with("(B)"))
+                .map(|(c, (cpu, tput))| (c.name.to_string(), cpu, tput))
+                .collect(),
+        ));
+        for c in contenders {
+            c.envoy.proc.stop(Duration::from_secs(5)).await?;
+        }
     }
     println!();
     println!(
-        "Medians over {rounds} rounds of {seconds} s (wrk -t2 -c{CONNECTIONS}); load average {load_before} before, {} after:",
+        "Medians over {rounds} rounds of {seconds} s (wrk -t2 -c{CONNECTIONS}) of each round's ratio to (B); load average {load_before} before, {} after:",
         load_average()
     );
-    for (c, cpu, tput, cpus, tputs) in &medians {
-        let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ");
-        println!(
-            "- --concurrency {c}: A/B CPU per request {cpu:.2} (target <= 1.15), throughput {tput:.2} (target >= 0.85); sorted rounds: CPU {}, throughput {}",
-            fmt(cpus),
-            fmt(tputs)
-        );
+    for (c, per) in &mut medians {
+        for (name, cpu, tput) in per.iter_mut() {
+            let (cpu_m, tput_m) = (median(cpu), median(tput));
+            let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ");
+            println!(
+                "- --concurrency {c}, {name}: CPU per request {cpu_m:.2} x (B) (target for A <= 1.15), throughput {tput_m:.2} x (B) (target for A >= 0.85); sorted rounds: CPU {}, throughput {}",
+                fmt(cpu),
+                fmt(tput)
+            );
+        }
     }
     poller.proc.stop(Duration::from_secs(5)).await?;
     upstream.stop(Duration::from_secs(5)).await?;
@@ -234,11 +392,16 @@ async fn bench() -> Result<()> {
 
 /// Waits (up to 20 s) until `url` answers 200 with the upstream's body: for proxy mode, until
 /// the filter has its state (on fresh connections, which Envoy spreads over its workers).
-async fn answers_from_upstream(url: &str) -> Result<()> {
+async fn answers_from_upstream(url: &str, header: Option<&str>) -> Result<()> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    let header = header.and_then(|h| h.split_once(": "));
     wait_for(&format!("the upstream's answer through {url}"), Duration::from_secs(20), || async {
         for _ in 0..20 {
-            let r = http.get(url).send().await.ok()?;
+            let mut request = http.get(url);
+            if let Some((name, value)) = header {
+                request = request.header(name, value);
+            }
+            let r = request.send().await.ok()?;
             if r.status() != 200 || r.text().await.ok()? != ANSWER_BODY {
                 return None;
             }
