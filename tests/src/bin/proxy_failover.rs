@@ -9,7 +9,10 @@
 //!
 //! Env: `KILLS` (default 5), `STEP_DOWNS` (default 10), `PROBE_INTERVALS` (ms, default
 //! `100,500`), `CLIENTS` (default 3), `PACE_MS` (least time between one client's iterations,
-//! a write and its read; default 10). Run it with `scripts/proxy-bench.sh failover`.
+//! a write and its read; default 10), `STEP_DOWN_SPACING_S` (least time between two
+//! step-downs, default 11: a node that stepped down waits 10 s before it takes the lock
+//! again, so quicker step-downs measure that wait). Run it with
+//! `scripts/proxy-bench.sh failover`.
 
 use std::time::{Duration, SystemTime};
 
@@ -35,6 +38,7 @@ async fn main() -> Result<()> {
     let step_downs: usize = env_or("STEP_DOWNS", 10);
     let clients: usize = env_or("CLIENTS", 3);
     let pace = Duration::from_millis(env_or("PACE_MS", 10));
+    let spacing = Duration::from_secs(env_or("STEP_DOWN_SPACING_S", 11));
     let intervals: Vec<Duration> = env_or("PROBE_INTERVALS", "100,500".to_string())
         .split(',')
         .map(|ms| ms.trim().parse().map(Duration::from_millis).context("PROBE_INTERVALS: ms"))
@@ -51,7 +55,7 @@ async fn main() -> Result<()> {
             token: token.clone(),
             prefix: format!("bench-{}-{}", std::process::id(), interval.as_millis()),
         };
-        rows.extend(run(&mut cluster, interval, kills, step_downs, opts).await?);
+        rows.extend(run(&mut cluster, interval, kills, step_downs, spacing, opts).await?);
     }
     println!("| --vault-probe-interval | fault | failovers | failed requests per failover: p50 / max (total) | error window ms: p50 / p99 | sent to a node not active (answered) | Vault's election ms: p50 / max | new node's first 200 to its first request ms: p50 / p99 | retried after a connect failure | requests outside the windows (failed or misrouted) | writes applied twice | requests sent again after reaching Vault |");
     println!("|---|---|---:|---|---|---|---|---|---:|---|---:|---:|");
@@ -73,6 +77,7 @@ async fn run(
     interval: Duration,
     kills: usize,
     step_downs: usize,
+    spacing: Duration,
     opts: LoadOptions,
 ) -> Result<Vec<String>> {
     let stack = ProxyStack::start(cluster, interval, 2).await?;
@@ -90,11 +95,21 @@ async fn run(
     )
     .await?;
     let mut failovers: Vec<Failover> = Vec::new();
+    let mut last_step_down: Option<std::time::Instant> = None;
     let faults = std::iter::repeat_n(Fault::Kill, kills)
         .chain(std::iter::repeat_n(Fault::StepDown, step_downs));
     for fault in faults {
+        if let (Fault::StepDown, Some(last)) = (fault, last_step_down) {
+            // A node that stepped down does not take the lock again for 10 s (Vault's
+            // manualStepDownSleepPeriod); a step-down sooner can leave no other candidate and
+            // measures that sleep, not a failover.
+            tokio::time::sleep(spacing.saturating_sub(last.elapsed())).await;
+        }
         // Faults come at any phase of the poller's rounds, not always at the same one.
         tokio::time::sleep(random_below(interval)).await;
+        if fault == Fault::StepDown {
+            last_step_down = Some(std::time::Instant::now());
+        }
         let f = fail_over(cluster, &timeline, fault, interval).await?;
         eprintln!("{}ms: {fault} {} -> {}", interval.as_millis(), f.old, f.new);
         wait_for("requests after the window", Duration::from_secs(60), settled(f.bound)).await?;
