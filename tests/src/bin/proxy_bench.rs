@@ -6,10 +6,17 @@
 //! the Envoy process's CPU from /proc), the order alternating from round to round, for
 //! BENCH_ROUNDS rounds (default 7) of BENCH_SECONDS (default 5), at each --concurrency in
 //! BENCH_CONCURRENCY (default `1,2`). Prints every round, and the medians of the per-round
-//! ratios A/B (CPU per request, throughput). BENCH_ABLATIONS=1 adds two contenders that split
+//! ratios A/B (CPU per request, throughput). The machine's speed of the moment moves every
+//! process's CPU per request together; the upstream does the same work for every request, so
+//! a third figure counts Envoy's CPU per request in the upstream's, measured in the same
+//! load (a busier upstream batches more per wake-up, which flatters the slower contender a
+//! little). BENCH_ABLATIONS=1 adds two contenders that split
 //! A's cost over B: (C) B with its cluster turned ORIGINAL_DST and the client sending the
 //! header itself (the cluster type alone), (D) A's filter with a route to a static cluster
-//! (the filter alone).
+//! (the filter alone); (E) A with the access log docs/filter.md shows (what shipping one in
+//! the template would cost); (F) A with the raw-ABI proxy module (`bench::raw_abi_proxy_module`:
+//! the least a module can do to point a request at a node) instead of the filter, and (G) D
+//! with a raw-ABI module that only continues (Envoy's wasm machinery alone).
 //!
 //! The upstream is this binary in a process of its own (`proxy_bench upstream ADDR`, one
 //! epoll thread), answering every request with the same small Vault KV answer, cheap enough
@@ -21,6 +28,7 @@
 //! starts processes and reads their CPU time, so its own build profile does not matter.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -164,8 +172,9 @@ fn content_length(head: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
-/// A contender's name and each round's ratio to (B): CPU per request, throughput.
-type Ratios = (String, Vec<f64>, Vec<f64>);
+/// A contender's name and each round's ratios to (B): CPU per request, throughput, and CPU per
+/// request counted in the upstream's CPU per request of the same load.
+type Ratios = (String, [Vec<f64>; 3]);
 
 /// One contender's load and what the upstream spent meanwhile.
 struct Measured {
@@ -211,11 +220,12 @@ impl Contender {
     }
 }
 
-/// The two ablations' bootstraps, written under target/bench: (C) the native template with its
-/// STATIC cluster turned ORIGINAL_DST (what the cluster type costs, without the filter), and
+/// The ablations' bootstraps, written under target/bench: (C) the native template with its
+/// STATIC cluster turned ORIGINAL_DST (what the cluster type costs, without the filter),
 /// (D) the proxy template routing to a STATIC cluster of `upstream` (what the filter costs,
-/// without ORIGINAL_DST). Derived when the bench runs, so they follow both templates.
-fn ablation_templates(upstream: SocketAddr) -> Result<(String, String)> {
+/// without ORIGINAL_DST), (E) the proxy template with docs/filter.md's access log. Derived
+/// when the bench runs, so they follow the templates and the documentation.
+fn ablation_templates(upstream: SocketAddr) -> Result<(String, String, String)> {
     let read = |name: &str| {
         let path = workspace_root().join(name);
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
@@ -237,18 +247,45 @@ fn ablation_templates(upstream: SocketAddr) -> Result<(String, String)> {
         upstream.ip(),
         upstream.port()
     );
+    // (E): A with the access log docs/filter.md shows operators, to stdout (the log file).
+    let doc = read("docs/filter.md")?;
+    let snippet = doc
+        .split_once("```yaml\naccess_log:\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(body, _)| format!("access_log:\n{body}"))
+        .context("docs/filter.md has no access_log snippet")?;
+    let indented: String = snippet.lines().map(|l| format!("          {l}\n")).collect();
+    const STAT_PREFIX: &str = "          stat_prefix: vault_redirect\n";
+    if proxy.matches(STAT_PREFIX).count() != 1 {
+        bail!("envoy-proxy.yaml.tmpl has no single stat_prefix line");
+    }
+    let e = proxy.replace(STAT_PREFIX, &format!("{STAT_PREFIX}{indented}"));
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir)?;
     let mut paths = Vec::new();
-    for (name, yaml) in
-        [("ablation-original-dst.yaml.tmpl", c), ("ablation-filter-static.yaml.tmpl", d)]
-    {
+    for (name, yaml) in [
+        ("ablation-original-dst.yaml.tmpl", c),
+        ("ablation-filter-static.yaml.tmpl", d),
+        ("ablation-access-log.yaml.tmpl", e),
+    ] {
         let path = dir.join(name);
         std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
         paths.push(path.display().to_string());
     }
-    let [c, d] = <[String; 2]>::try_from(paths).map_err(|_| anyhow::anyhow!("two templates"))?;
-    Ok((c, d))
+    let [c, d, e] =
+        <[String; 3]>::try_from(paths).map_err(|_| anyhow::anyhow!("three templates"))?;
+    Ok((c, d, e))
+}
+
+/// The raw-ABI modules (`bench::raw_abi_proxy_module`) under target/bench: one pointing every
+/// request at `upstream`, one only continuing.
+fn raw_modules(upstream: SocketAddr) -> Result<(PathBuf, PathBuf)> {
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let (raw, noop) = (dir.join("raw_abi_proxy.wasm"), dir.join("raw_abi_continue.wasm"));
+    std::fs::write(&raw, bench::raw_abi_proxy_module(Some(&upstream.to_string()))?)?;
+    std::fs::write(&noop, bench::raw_abi_proxy_module(None)?)?;
+    Ok((raw, noop))
 }
 
 async fn bench() -> Result<()> {
@@ -302,7 +339,7 @@ async fn bench() -> Result<()> {
             .await?,
         ];
         if ablations {
-            let (c, d) = ablation_templates(addr)?;
+            let (c, d, e) = ablation_templates(addr)?;
             contenders.push(
                 Contender::start(
                     "(C) B's cluster as ORIGINAL_DST, the client sending the header (no filter)",
@@ -315,7 +352,39 @@ async fn bench() -> Result<()> {
             contenders.push(
                 Contender::start(
                     "(D) A's filter, routing to a static cluster (no ORIGINAL_DST)",
-                    EnvoyOptions { template: d, ..EnvoyOptions::proxy(poller.addr) },
+                    EnvoyOptions { template: d.clone(), ..EnvoyOptions::proxy(poller.addr) },
+                    concurrency,
+                    None,
+                )
+                .await?,
+            );
+            contenders.push(
+                Contender::start(
+                    "(E) A with the access log of docs/filter.md, to stdout",
+                    EnvoyOptions { template: e, ..EnvoyOptions::proxy(poller.addr) },
+                    concurrency,
+                    None,
+                )
+                .await?,
+            );
+            let (raw, noop) = raw_modules(addr)?;
+            contenders.push(
+                Contender::start(
+                    "(F) A with the raw-ABI proxy module instead of the filter",
+                    EnvoyOptions { wasm: Some(raw), ..EnvoyOptions::proxy(poller.addr) },
+                    concurrency,
+                    None,
+                )
+                .await?,
+            );
+            contenders.push(
+                Contender::start(
+                    "(G) D with a raw-ABI module that only continues",
+                    EnvoyOptions {
+                        template: d.clone(),
+                        wasm: Some(noop),
+                        ..EnvoyOptions::proxy(poller.addr)
+                    },
                     concurrency,
                     None,
                 )
@@ -325,7 +394,7 @@ async fn bench() -> Result<()> {
         for c in &contenders {
             answers_from_upstream(&c.envoy.url(PATH), c.header.as_deref()).await.context(c.name)?;
         }
-        let mut ratios: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); contenders.len()];
+        let mut ratios: Vec<[Vec<f64>; 3]> = vec![Default::default(); contenders.len()];
         for round in 1..=rounds {
             // Rotate the order, so no contender always runs on another's heels.
             let n = contenders.len();
@@ -349,10 +418,12 @@ async fn bench() -> Result<()> {
             }
             let Some(Some(b)) = got.get(1) else { bail!("round {round} did not measure B") };
             let (b_cpu, b_rps) = (b.load.cpu_us_per_req, b.load.rps);
-            for (m, (cpu, tput)) in got.iter().zip(ratios.iter_mut()) {
+            let b_relative = b_cpu / b.upstream_us_per_req;
+            for (m, [cpu, tput, relative]) in got.iter().zip(ratios.iter_mut()) {
                 let m = m.as_ref().context("a contender was not measured")?;
                 cpu.push(m.load.cpu_us_per_req / b_cpu);
                 tput.push(m.load.rps / b_rps);
+                relative.push(m.load.cpu_us_per_req / m.upstream_us_per_req / b_relative);
             }
         }
         medians.push((
@@ -361,7 +432,7 @@ async fn bench() -> Result<()> {
                 .iter()
                 .zip(ratios)
                 .filter(|(c, _)| !c.name.starts_with("(B)"))
-                .map(|(c, (cpu, tput))| (c.name.to_string(), cpu, tput))
+                .map(|(c, r)| (c.name.to_string(), r))
                 .collect(),
         ));
         for c in contenders {
@@ -374,13 +445,14 @@ async fn bench() -> Result<()> {
         load_average()
     );
     for (c, per) in &mut medians {
-        for (name, cpu, tput) in per.iter_mut() {
-            let (cpu_m, tput_m) = (median(cpu), median(tput));
+        for (name, [cpu, tput, relative]) in per.iter_mut() {
+            let (cpu_m, tput_m, relative_m) = (median(cpu), median(tput), median(relative));
             let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ");
             println!(
-                "- --concurrency {c}, {name}: CPU per request {cpu_m:.2} x (B) (target for A <= 1.15), throughput {tput_m:.2} x (B) (target for A >= 0.85); sorted rounds: CPU {}, throughput {}",
+                "- --concurrency {c}, {name}: CPU per request {cpu_m:.2} x (B) (target for A <= 1.15), throughput {tput_m:.2} x (B) (target for A >= 0.85), CPU per request in upstream requests {relative_m:.2} x (B); sorted rounds: CPU {}, throughput {}, in upstream requests {}",
                 fmt(cpu),
-                fmt(tput)
+                fmt(tput),
+                fmt(relative)
             );
         }
     }
