@@ -36,19 +36,34 @@ fn parse_latency(v: &str) -> Option<f64> {
 
 /// Runs wrk against `url` for `duration` while measuring the CPU time of `pid`.
 pub async fn load(name: &str, url: &str, pid: u32, duration: Duration) -> Result<LoadResult> {
+    load_with_headers(name, url, &[], pid, duration).await
+}
+
+/// [`load`] with these request headers (`name: value`) on every request.
+pub async fn load_with_headers(
+    name: &str,
+    url: &str,
+    headers: &[&str],
+    pid: u32,
+    duration: Duration,
+) -> Result<LoadResult> {
     let threads = "2".to_string();
     let before = cpu_ticks(pid)?;
+    let mut args = vec![
+        "-t".to_string(),
+        threads,
+        "-c".to_string(),
+        CONNECTIONS.to_string(),
+        "-d".to_string(),
+        format!("{}s", duration.as_secs().max(1)),
+        "--latency".to_string(),
+    ];
+    for h in headers {
+        args.extend(["-H".to_string(), h.to_string()]);
+    }
+    args.push(url.to_string());
     let out = tokio::process::Command::new("wrk")
-        .args([
-            "-t",
-            &threads,
-            "-c",
-            &CONNECTIONS.to_string(),
-            "-d",
-            &format!("{}s", duration.as_secs().max(1)),
-            "--latency",
-            url,
-        ])
+        .args(&args)
         .output()
         .await
         .context("running wrk (scripts/bench.sh installs it)")?;
@@ -91,6 +106,40 @@ pub async fn load(name: &str, url: &str, pid: u32, duration: Duration) -> Result
         cpu_us_per_req,
         errors,
     })
+}
+
+/// The median of `values` (sorts them); NaN for none.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The `p` quantile (0 to 1) of `sorted`, nearest rank; NaN for none. With fewer than 100
+/// values, p99 is the largest.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// The machine's load average over 1, 5 and 15 minutes (`/proc/loadavg`), for a report.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// A duration spread evenly below `bound`, from the clock's nanoseconds (no need for a
+/// random number generator: a fault's phase against the poller's rounds is all it spreads).
+pub fn random_below(bound: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let bound_ns = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(u64::from(nanos).wrapping_mul(2_654_435_761) % bound_ns)
 }
 
 /// Waits (up to 20 s) until `url` answers a 307, before a contender is loaded; returns its
@@ -193,6 +242,58 @@ pub fn raw_abi_redirect_module(location: &str, read_path: bool) -> Result<Vec<u8
     wat::parse_str(&wat).context("assembling the raw-ABI redirect module")
 }
 
+/// The baselines of proxy mode's filter cost (issue 18), as [`raw_abi_redirect_module`] is for
+/// redirects: the smallest proxy-wasm module that points every request at `upstream`
+/// (`ip:port`) and lets it continue. Envoy enters it for `proxy_on_context_create` (a no-op)
+/// and `proxy_on_request_headers`, which makes one host call,
+/// `proxy_replace_header_map_value` of `x-envoy-original-dst-host`, as the filter does, and
+/// reads nothing. With `upstream` `None` it makes no call at all and only continues (route it
+/// to a static cluster): what Envoy's wasm machinery costs a proxied stream by itself.
+pub fn raw_abi_proxy_module(upstream: Option<&str>) -> Result<Vec<u8>> {
+    const HEADER: &[u8] = b"x-envoy-original-dst-host";
+    let escape = |bytes: &[u8]| bytes.iter().map(|b| format!("\\{b:02x}")).collect::<String>();
+    let value_at = HEADER.len().next_multiple_of(8);
+    let heap_at = (value_at + upstream.map_or(0, str::len)).next_multiple_of(16);
+    let set = match upstream {
+        Some(value) => format!(
+            "(drop (call $replace_header_map_value
+      (i32.const 0) (i32.const 0) (i32.const {}) (i32.const {value_at}) (i32.const {})))",
+            HEADER.len(),
+            value.len()
+        ),
+        None => String::new(),
+    };
+    let wat = format!(
+        r#"(module
+  (import "env" "proxy_replace_header_map_value"
+    (func $replace_header_map_value (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $free (mut i32) (i32.const {heap_at}))
+  (data (i32.const 0) "{header}")
+  (data (i32.const {value_at}) "{value}")
+  (func (export "proxy_abi_version_0_2_1"))
+  ;; A bump allocator; nothing is kept from one request to the next.
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $at i32)
+    (local.set $at (global.get $free))
+    (global.set $free (i32.add (local.get $at) (local.get $size)))
+    (block $fits
+      (loop $grow
+        (br_if $fits (i32.le_u (global.get $free) (i32.shl (memory.size) (i32.const 16))))
+        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then (return (i32.const 0))))
+        (br $grow)))
+    (local.get $at))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    {set}
+    ;; Continue: the router forwards the request.
+    (i32.const 0)))"#,
+        header = escape(HEADER),
+        value = escape(upstream.unwrap_or_default().as_bytes()),
+    );
+    wat::parse_str(&wat).context("assembling the raw-ABI proxy module")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -216,6 +317,34 @@ mod tests {
             }
             let reads = vm.hostcall_counts().get("proxy_get_header_map_value").copied();
             assert_eq!(reads, read_path.then_some(3), "read_path {read_path}");
+        }
+    }
+
+    #[test]
+    fn the_raw_abi_proxy_module_sets_the_upstream_header_only_when_given_one() {
+        for upstream in [Some("127.0.0.2:8200"), None] {
+            let wasm = raw_abi_proxy_module(upstream).unwrap();
+            let host = host_test::Host::from_bytes(&wasm).unwrap();
+            let mut vm = host.start_vm().unwrap();
+            for _ in 0..3 {
+                let outcome = vm
+                    .send_request(&[
+                        (":method", "GET"),
+                        (":path", "/v1/x"),
+                        ("x-envoy-original-dst-host", "10.9.9.9:1"),
+                    ])
+                    .unwrap();
+                assert_eq!(outcome.action, host_test::Action::Continue);
+                assert!(outcome.local_response.is_none());
+                let sent = outcome
+                    .request_headers
+                    .iter()
+                    .find(|(k, _)| k == "x-envoy-original-dst-host")
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+                assert_eq!(sent.as_deref(), Some(upstream.unwrap_or("10.9.9.9:1")));
+            }
+            let calls = vm.hostcall_counts().get("proxy_replace_header_map_value").copied();
+            assert_eq!(calls, upstream.map(|_| 3), "upstream {upstream:?}");
         }
     }
 }

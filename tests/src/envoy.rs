@@ -38,6 +38,12 @@ pub struct EnvoyOptions {
     /// A second listener on this address whose filter has this plugin configuration, with the
     /// same `vm_config`: Envoy runs both plugins in one VM per worker, as two root contexts.
     pub second_listener: Option<(SocketAddr, String)>,
+    /// Write an access log line per request to this file ([`ACCESS_LOG_FORMAT`]): which Vault
+    /// node took it, after how many attempts, with what outcome; and one line per upstream
+    /// attempt to the same path with `.attempts` appended ([`ATTEMPT_LOG_FORMAT`]). Tests and
+    /// benches only: the shipped templates log nothing per request (docs/filter.md shows the
+    /// snippet).
+    pub access_log: Option<PathBuf>,
     /// The loopback address the listener binds (127.0.0.1 by default). Tests that read a
     /// Vault node's audit log put Envoy elsewhere, so the client's own address stands out.
     pub listen_ip: std::net::IpAddr,
@@ -68,6 +74,7 @@ impl EnvoyOptions {
             lds: false,
             wasm: None,
             second_listener: None,
+            access_log: None,
             listen_ip: std::net::IpAddr::from([127, 0, 0, 1]),
             upstream_ca: None,
         }
@@ -152,6 +159,9 @@ fn render_parts(
     if let Some(files) = &opts.tls {
         yaml = with_tls(&yaml, files)?;
     }
+    if let Some(path) = &opts.access_log {
+        yaml = with_access_log(&yaml, path)?;
+    }
     if let Some((addr, plugin_config)) = &opts.second_listener {
         if opts.lds || opts.tls.is_some() {
             anyhow::bail!("a second listener is only rendered for a plain, static bootstrap");
@@ -209,6 +219,141 @@ fn with_tls(yaml: &str, files: &TlsFiles) -> Result<String> {
         files.key.display()
     );
     Ok(yaml.replace(FILTER_CHAIN, &tls))
+}
+
+/// The header a test sets to find its request's line in the access log.
+pub const REQUEST_ID_HEADER: &str = "x-e2e-request-id";
+
+/// What [`EnvoyOptions::access_log`] writes per request, space-separated (no field holds a
+/// space; Envoy writes `-` for one it does not have): when Envoy received the request, in
+/// seconds since the epoch; the request's [`REQUEST_ID_HEADER`]; the upstream host
+/// (`ip:port`) of the last attempt; the status; Envoy's response flags (`UF` upstream connect
+/// failure, `URX` retries exhausted, ...); the number of upstream attempts (above 1: Envoy
+/// retried).
+pub const ACCESS_LOG_FORMAT: &str = "%START_TIME(%s.%6f)% %REQ(X-E2E-REQUEST-ID)% %UPSTREAM_HOST% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%";
+
+/// What the router writes per upstream attempt: the request's [`REQUEST_ID_HEADER`], the
+/// upstream host, the attempt's status (0: none), its flags (`UF`: the connection failed), and
+/// the bytes written upstream for the request so far (Envoy 1.40 counts them over the
+/// attempts: 0 while no attempt has left Envoy).
+pub const ATTEMPT_LOG_FORMAT: &str =
+    "%REQ(X-E2E-REQUEST-ID)% %UPSTREAM_HOST% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_WIRE_BYTES_SENT%";
+
+/// The line of the templates' HTTP connection manager after which the access log goes.
+const HCM_STAT_PREFIX: &str = "          stat_prefix: vault_redirect\n";
+
+/// The line of the templates' router filter after which its upstream log goes.
+const ROUTER_TYPE: &str =
+    "              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n";
+
+/// The per-attempt log next to the access log at `path`.
+pub fn attempt_log_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".attempts");
+    PathBuf::from(name)
+}
+
+/// Adds a file access log in [`ACCESS_LOG_FORMAT`] to the template's listener, and the
+/// router's upstream log in [`ATTEMPT_LOG_FORMAT`] beside it.
+fn with_access_log(yaml: &str, path: &Path) -> Result<String> {
+    if yaml.matches(HCM_STAT_PREFIX).count() != 1 || yaml.matches(ROUTER_TYPE).count() != 1 {
+        anyhow::bail!(
+            "the Envoy template has no single `stat_prefix: vault_redirect` and router to log in"
+        );
+    }
+    let logger = |indent: &str, path: &Path, format: &str| {
+        format!(
+            "{indent}- name: envoy.access_loggers.file
+{indent}  typed_config:
+{indent}    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+{indent}    path: \"{}\"
+{indent}    log_format:
+{indent}      text_format_source:
+{indent}        inline_string: \"{format}\\n\"
+",
+            path.display()
+        )
+    };
+    let access = logger("          ", path, ACCESS_LOG_FORMAT);
+    let attempts = logger("              ", &attempt_log_path(path), ATTEMPT_LOG_FORMAT);
+    Ok(yaml
+        .replace(HCM_STAT_PREFIX, &format!("{HCM_STAT_PREFIX}          access_log:\n{access}"))
+        .replace(ROUTER_TYPE, &format!("{ROUTER_TYPE}              upstream_log:\n{attempts}")))
+}
+
+/// One line of an access log in [`ACCESS_LOG_FORMAT`].
+#[derive(Clone, Debug)]
+pub struct AccessLogEntry {
+    /// When Envoy received the request.
+    pub start: std::time::SystemTime,
+    /// Its [`REQUEST_ID_HEADER`] (`-` when it had none).
+    pub id: String,
+    /// Where the last upstream attempt went; `None` when Envoy (or the filter) answered itself.
+    pub upstream: Option<SocketAddr>,
+    /// The status sent to the client (0: none, the client went away).
+    pub code: u16,
+    /// Envoy's response flags (`-` for none).
+    pub flags: String,
+    /// Upstream attempts: 0 when none was made, above 1 when Envoy retried.
+    pub attempts: u32,
+}
+
+impl AccessLogEntry {
+    /// Parses one line; `None` for a line that is not in [`ACCESS_LOG_FORMAT`].
+    pub fn parse(line: &str) -> Option<AccessLogEntry> {
+        let mut f = line.split(' ');
+        let start: f64 = f.next()?.parse().ok()?;
+        let start = std::time::UNIX_EPOCH + Duration::try_from_secs_f64(start).ok()?;
+        let id = f.next()?.to_string();
+        let upstream = f.next()?.parse().ok();
+        let code = f.next()?.parse().unwrap_or(0);
+        let flags = f.next()?.to_string();
+        let attempts = f.next()?.parse().unwrap_or(0);
+        f.next().is_none().then_some(AccessLogEntry { start, id, upstream, code, flags, attempts })
+    }
+
+    /// Every complete line of the access log at `path` (Envoy flushes it every 100 ms here).
+    pub fn read_all(path: &Path) -> Result<Vec<AccessLogEntry>> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the access log {}", path.display()))?;
+        Ok(text.lines().filter_map(AccessLogEntry::parse).collect())
+    }
+}
+
+/// One line of the per-attempt log ([`ATTEMPT_LOG_FORMAT`]).
+#[derive(Clone, Debug)]
+pub struct AttemptLogEntry {
+    /// The request's [`REQUEST_ID_HEADER`].
+    pub id: String,
+    /// Where the attempt went.
+    pub upstream: Option<SocketAddr>,
+    /// Its status (0: none came).
+    pub code: u16,
+    /// Its flags (`-` for none).
+    pub flags: String,
+    /// Bytes written upstream for the request up to this attempt: 0 while none left Envoy.
+    pub bytes_sent: u64,
+}
+
+impl AttemptLogEntry {
+    /// Parses one line; `None` for a line that is not in [`ATTEMPT_LOG_FORMAT`].
+    pub fn parse(line: &str) -> Option<AttemptLogEntry> {
+        let mut f = line.split(' ');
+        let id = f.next()?.to_string();
+        let upstream = f.next()?.parse().ok();
+        let code = f.next()?.parse().unwrap_or(0);
+        let flags = f.next()?.to_string();
+        let bytes_sent = f.next()?.parse().unwrap_or(0);
+        f.next().is_none().then_some(AttemptLogEntry { id, upstream, code, flags, bytes_sent })
+    }
+
+    /// Every complete line of the per-attempt log beside the access log at `path`.
+    pub fn read_all(path: &Path) -> Result<Vec<AttemptLogEntry>> {
+        let path = attempt_log_path(path);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the attempt log {}", path.display()))?;
+        Ok(text.lines().filter_map(AttemptLogEntry::parse).collect())
+    }
 }
 
 /// Splits a rendered bootstrap into one whose listeners come from the watched file `path`
@@ -360,7 +505,7 @@ impl Envoy {
         };
         let config_path = dir.join(format!("envoy-{}-{}.yaml", std::process::id(), listen.port()));
         std::fs::write(&config_path, yaml)?;
-        let args = vec![
+        let mut args = vec![
             "-c".to_string(),
             config_path.display().to_string(),
             // Several Envoys run at once in tests: no shared-memory hot-restart region.
@@ -370,6 +515,10 @@ impl Envoy {
             "--log-level".to_string(),
             "info".to_string(),
         ];
+        if opts.access_log.is_some() {
+            // Envoy writes access logs every 10 s by default; tests read them while it runs.
+            args.extend(["--file-flush-interval-msec".to_string(), "100".to_string()]);
+        }
         let mut proc = Proc::spawn("envoy", &binary()?, &args, &[])?;
         let client = crate::client()?;
         let ready = format!("http://{admin}/ready");

@@ -12,6 +12,7 @@ pub mod openbao;
 pub mod pki;
 pub mod poller;
 pub mod proc;
+pub mod proxy_load;
 pub mod registrar;
 pub mod scripted_poller;
 

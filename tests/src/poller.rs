@@ -80,6 +80,18 @@ impl Poller {
         Ok(Poller { proc, addr })
     }
 
+    /// Starts the poller on the vault source (`--source vault`), probing these `api_addr`s,
+    /// with `extra` flags (`--vault-probe-interval 100ms`, say).
+    pub async fn start_vault(nodes: &[String], extra: &[&str]) -> Result<Poller> {
+        let mut args: Vec<&str> = vec!["--source", "vault"];
+        for node in nodes {
+            args.extend(["--vault-node", node.as_str()]);
+        }
+        args.extend_from_slice(extra);
+        // The Consul address is never used with --source vault.
+        Self::start("http://127.0.0.1:1", &args).await
+    }
+
     /// The poller's current state document.
     pub async fn state(&self) -> Result<vault_redirect_core::StateDoc> {
         let body = crate::client()?

@@ -98,6 +98,21 @@ fn every_rendered_and_shipped_envoy_configuration_validates() -> Result<()> {
                 ..EnvoyOptions::new(poller)
             },
         ),
+        // Proxy mode's bench baseline, and the access log the failover tests render.
+        (
+            "native-proxy",
+            EnvoyOptions {
+                template: "envoy/bench-native-proxy.yaml.tmpl".into(),
+                ..EnvoyOptions::new(poller)
+            },
+        ),
+        (
+            "proxy-access-log",
+            EnvoyOptions {
+                access_log: Some(dir.join("validate-access.log")),
+                ..EnvoyOptions::proxy(poller)
+            },
+        ),
     ];
     for (name, opts) in variants.drain(..) {
         let yaml = render(&opts, listen, admin, &wasm)?;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
+use vault_redirect_e2e::bench::median;
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
 use vault_redirect_e2e::{bench, target_dir, workspace_root};
@@ -26,11 +27,6 @@ const LOCATION: &str = "http://127.0.0.2:8200/v1/secret/data/app?version=2";
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

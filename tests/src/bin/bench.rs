@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use vault_redirect_doubles::{ConsulDouble, Role, VaultNode};
-use vault_redirect_e2e::bench::{check_redirect, load as load_for, LoadResult, CONNECTIONS};
+use vault_redirect_e2e::bench::{
+    check_redirect, load as load_for, percentile, LoadResult, CONNECTIONS,
+};
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::poller::Poller;
 use vault_redirect_e2e::proc::{rss_kib, Proc};
@@ -28,14 +30,6 @@ fn load_seconds() -> u64 {
 /// Runs wrk against `url` for the configured time while measuring the CPU time of `pid`.
 async fn load(name: &str, url: &str, pid: u32) -> Result<LoadResult> {
     load_for(name, url, pid, Duration::from_secs(load_seconds())).await
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// vault-redirector 0.2.0 from the bench virtualenv, bound to loopback only.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use vault_redirect_e2e::bench::random_below;
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::openbao::{probe_health, ClusterOptions, OpenBaoCluster};
 use vault_redirect_e2e::poller::Poller;
@@ -158,29 +159,11 @@ fn interval_flag(flag: &str) -> Result<Duration> {
     }
 }
 
-/// A duration spread evenly below `bound`, from the clock's nanoseconds (no need for a
-/// random number generator: only the phase against the poller's rounds matters).
-fn random_below(bound: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let bound_ns = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX).max(1);
-    Duration::from_nanos(u64::from(nanos).wrapping_mul(2_654_435_761) % bound_ns)
-}
-
 /// The poller on the vault source probing `nodes`, with `interval` (no flag for the default).
 async fn vault_poller(nodes: &[String], interval: &str) -> Result<Poller> {
-    let mut args = vec!["--source".to_string(), "vault".to_string()];
-    if interval != DEFAULT_INTERVAL {
-        args.extend(["--vault-probe-interval".to_string(), interval.to_string()]);
-    }
-    for node in nodes {
-        args.extend(["--vault-node".to_string(), node.clone()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    // The Consul address is never used with --source vault.
-    Poller::start("http://127.0.0.1:1", &args).await
+    let extra: &[&str] =
+        if interval == DEFAULT_INTERVAL { &[] } else { &["--vault-probe-interval", interval] };
+    Poller::start_vault(nodes, extra).await
 }
 
 /// What the samplers saw: per node, since when it answers 200 (`None` while it does not);
