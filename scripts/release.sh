@@ -65,7 +65,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # The filter: scripts/build.sh builds the module Envoy loads (cargo, then wasm-opt).
-scripts/build.sh
+scripts/build.sh filter
 cp "$filter_wasm" "$dist/vault_redirect_filter.wasm"
 
 # Rust target, OCI architecture, and the C cross compiler (ring's C and assembly) per arch.

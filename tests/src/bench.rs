@@ -214,17 +214,7 @@ pub fn raw_abi_redirect_module(location: &str, read_path: bool) -> Result<Vec<u8
   (data (i32.const {map_at}) "{map}")
   (data (i32.const {path_at}) "{path}")
   (func (export "proxy_abi_version_0_2_1"))
-  ;; A bump allocator, reset by each request (nothing is kept from one request to the next).
-  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
-    (local $at i32)
-    (local.set $at (global.get $free))
-    (global.set $free (i32.add (local.get $at) (local.get $size)))
-    (block $fits
-      (loop $grow
-        (br_if $fits (i32.le_u (global.get $free) (i32.shl (memory.size) (i32.const 16))))
-        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then (return (i32.const 0))))
-        (br $grow)))
-    (local.get $at))
+  {allocator}
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     {read}
@@ -238,9 +228,24 @@ pub fn raw_abi_redirect_module(location: &str, read_path: bool) -> Result<Vec<u8
         map = escape(&map),
         map_len = map.len(),
         path = escape(PATH),
+        allocator = BUMP_ALLOCATOR,
     );
     wat::parse_str(&wat).context("assembling the raw-ABI redirect module")
 }
+
+/// `proxy_on_memory_allocate` of the raw-ABI baselines: a bump allocator from `$free` (each
+/// module's global), growing memory as needed; nothing is freed, as nothing is kept from one
+/// request to the next.
+const BUMP_ALLOCATOR: &str = r#"(func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $at i32)
+    (local.set $at (global.get $free))
+    (global.set $free (i32.add (local.get $at) (local.get $size)))
+    (block $fits
+      (loop $grow
+        (br_if $fits (i32.le_u (global.get $free) (i32.shl (memory.size) (i32.const 16))))
+        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then (return (i32.const 0))))
+        (br $grow)))
+    (local.get $at))"#;
 
 /// The baselines of proxy mode's filter cost (issue 18), as [`raw_abi_redirect_module`] is for
 /// redirects: the smallest proxy-wasm module that points every request at `upstream`
@@ -272,17 +277,7 @@ pub fn raw_abi_proxy_module(upstream: Option<&str>) -> Result<Vec<u8>> {
   (data (i32.const 0) "{header}")
   (data (i32.const {value_at}) "{value}")
   (func (export "proxy_abi_version_0_2_1"))
-  ;; A bump allocator; nothing is kept from one request to the next.
-  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
-    (local $at i32)
-    (local.set $at (global.get $free))
-    (global.set $free (i32.add (local.get $at) (local.get $size)))
-    (block $fits
-      (loop $grow
-        (br_if $fits (i32.le_u (global.get $free) (i32.shl (memory.size) (i32.const 16))))
-        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then (return (i32.const 0))))
-        (br $grow)))
-    (local.get $at))
+  {allocator}
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     {set}
@@ -290,6 +285,7 @@ pub fn raw_abi_proxy_module(upstream: Option<&str>) -> Result<Vec<u8>> {
     (i32.const 0)))"#,
         header = escape(HEADER),
         value = escape(upstream.unwrap_or_default().as_bytes()),
+        allocator = BUMP_ALLOCATOR,
     );
     wat::parse_str(&wat).context("assembling the raw-ABI proxy module")
 }
