@@ -20,7 +20,8 @@
 # release-check build, which it only inspects and runs, in a fraction of the build time),
 # VAULT_REDIRECT_POLLER_TARGET_DIR (cargo's target directory for the pollers only; test.sh
 # builds them beside its own build, in a directory of their own so neither waits on the
-# other's lock).
+# other's lock), VAULT_REDIRECT_FILTER_BUILT=1 (package the shipped .wasm as it is, without
+# building it first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -64,8 +65,11 @@ mkdir -p "$dist/oci" "$dist/k8s"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The filter: scripts/build.sh builds the module Envoy loads (cargo, then wasm-opt).
-scripts/build.sh filter
+# The filter: scripts/build.sh builds the module Envoy loads (cargo, then wasm-opt), unless the
+# caller just did (VAULT_REDIRECT_FILTER_BUILT=1: scripts/test.sh, whose cargo holds the
+# target directory's lock while this runs beside it).
+[ "${VAULT_REDIRECT_FILTER_BUILT:-}" = 1 ] || scripts/build.sh filter
+[ -f "$filter_wasm" ] || { echo "release: $filter_wasm is missing" >&2; exit 1; }
 cp "$filter_wasm" "$dist/vault_redirect_filter.wasm"
 
 # Rust target, OCI architecture, and the C cross compiler (ring's C and assembly) per arch.

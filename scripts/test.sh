@@ -16,16 +16,18 @@ scripts/build.sh filter
 # The release that tests/tests/release.rs reads (target/dist): x86_64 only here, as the
 # aarch64 cross build of the poller costs minutes more, and an unoptimised poller
 # (release-check) as the test inspects and runs the packaging, not the optimiser's work;
-# scripts/release.sh alone builds both architectures, optimised. It builds beside the test
-# binaries (its own target directory, so neither waits on the other's lock): two builds fill
-# the gaps one leaves on two cores (its long single-crate stretches and link steps).
+# scripts/release.sh alone builds both architectures, optimised. It builds in the background,
+# in a target directory of its own (neither build waits on the other's lock), while the test
+# binaries build and every other test runs: most end-to-end tests wait on real time
+# (elections, long-polls, timers), and the release build uses the cores they leave idle.
 release_log=$(mktemp)
-VAULT_REDIRECT_POLLER_PROFILE=release-check \
+VAULT_REDIRECT_POLLER_PROFILE=release-check VAULT_REDIRECT_FILTER_BUILT=1 \
   VAULT_REDIRECT_POLLER_TARGET_DIR="${CARGO_TARGET_DIR:-target}/release-check-build" \
   scripts/release.sh >"$release_log" 2>&1 &
 release_pid=$!
 trap 'kill "$release_pid" 2>/dev/null || true; rm -f "$release_log"' EXIT
-cargo test --workspace --no-run --quiet
+status=0
+cargo test --workspace --no-fail-fast -- --skip release_artifacts:: || status=$?
 if ! wait "$release_pid"; then
   cat "$release_log" >&2
   echo "test.sh: scripts/release.sh failed" >&2
@@ -34,7 +36,9 @@ fi
 cat "$release_log"
 trap - EXIT
 rm -f "$release_log"
-cargo test --workspace --no-fail-fast
+# The release's own tests, now that it is built (same workspace-wide features: no rebuild).
+cargo test --workspace --no-fail-fast --test release || status=$?
+[ "$status" -eq 0 ] || { echo "test.sh: tests failed" >&2; exit "$status"; }
 # The shared decisions again, compiled for the filter's own target (wasm32-wasip1) and run
 # under Node's WASI: the same unit tests, on the instruction set Envoy runs them on. (Panics
 # abort on this target: the first failing test ends the run, non-zero.)
