@@ -82,34 +82,23 @@ pub async fn location(client: &reqwest::Client, url: &str) -> Result<(u16, Optio
 }
 
 /// A raw HTTP/1.1 exchange: sends `request` as is (so tests can send what no client library
-/// would, such as absolute-form targets or bare CR), reads until the server closes or 10 s
-/// pass, and returns the status, the header lines and the body.
+/// would, such as absolute-form targets or bare CR), reads one answer
+/// ([`read_http1_answer`]: until its framing says it is whole, the server closes, or 10 s
+/// pass), and returns the status, the header lines and the body.
 pub async fn raw_http1(addr: SocketAddr, request: &[u8]) -> Result<RawResponse> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     stream.write_all(request).await?;
+    let method = request.split(|b| *b == b' ').next().unwrap_or_default();
+    let method = String::from_utf8_lossy(method);
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            if let Some(end) = find(&buf, b"\r\n\r\n") {
-                // Stop once the headers and a content-length body are in.
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len = head.lines().find_map(|l| {
-                    l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok())
-                });
-                if len.is_some_and(|n| buf.len() >= end + 4 + n) {
-                    break;
-                }
-            }
-        }
-    })
+    // A read error ends the answer like the end of the connection: what came is what counts.
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_http1_answer(&mut stream, &method, &mut buf),
+    )
     .await;
     if read.is_err() && buf.is_empty() {
         bail!("no answer from {addr} within 10 s");
@@ -129,6 +118,57 @@ pub async fn raw_http1(addr: SocketAddr, request: &[u8]) -> Result<RawResponse> 
         .collect();
     let body = String::from_utf8_lossy(buf.get(end + 4..).unwrap_or_default()).to_string();
     Ok(RawResponse { status, headers, body })
+}
+
+/// Reads one HTTP/1.1 answer to a `method` request from `stream` into `bytes`, stopping when
+/// it is complete by its own framing rather than at the end of the connection: Envoy keeps a
+/// closing connection open for its `delayed_close_timeout` (1 s) waiting for the client to go
+/// first, which waiting for EOF would add to every request. Without framing (no length, not
+/// chunked) the answer runs to the end of the connection.
+pub async fn read_http1_answer(
+    stream: &mut tokio::net::TcpStream,
+    method: &str,
+    bytes: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        if http1_answer_complete(bytes, method) {
+            return Ok(());
+        }
+    }
+}
+
+/// Whether `bytes` hold a whole HTTP/1.1 answer to a `method` request: headers, then nothing
+/// (HEAD, 1xx, 204, 304), a content-length's worth, or a chunked body up to its last chunk.
+pub fn http1_answer_complete(bytes: &[u8], method: &str) -> bool {
+    let Some(split) = find(bytes, b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&bytes[..split]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+    let body = &bytes[split + 4..];
+    if method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304 {
+        return true;
+    }
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|v| v == "chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(len) => body.len() >= len,
+        None => false,
+    }
 }
 
 /// What [`raw_http1`] read.

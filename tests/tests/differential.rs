@@ -17,10 +17,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use host_test::{Host, HttpCallResponse, LocalResponse, Request, Vm};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use vault_redirect_e2e::envoy::{Envoy, EnvoyOptions};
 use vault_redirect_e2e::scripted_poller::{index_of, Answer, ScriptedPoller};
-use vault_redirect_e2e::wait_for;
+use vault_redirect_e2e::{read_http1_answer, wait_for};
 
 const CLUSTER: &str = "vault_redirect_poller";
 /// What the bootstrap's route answers when the filter lets a request through.
@@ -289,9 +289,12 @@ async fn http1(addr: SocketAddr, method: &str, target: &str, body: Option<&str>)
     head.push_str(body.unwrap_or(""));
     stream.write_all(head.as_bytes()).await?;
     let mut bytes = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), read_answer(&mut stream, method, &mut bytes))
-        .await
-        .with_context(|| format!("no HTTP/1.1 answer to {method} {target} within 10 s"))??;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        read_http1_answer(&mut stream, method, &mut bytes),
+    )
+    .await
+    .with_context(|| format!("no HTTP/1.1 answer to {method} {target} within 10 s"))??;
     let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").with_context(|| {
         format!(
             "no end of headers in the answer to {method} {target}: {:?}",
@@ -316,56 +319,6 @@ async fn http1(addr: SocketAddr, method: &str, target: &str, body: Option<&str>)
             .with_context(|| format!("a bad chunked body in the answer to {method} {target}"))?;
     }
     Ok(Raw { status, headers, body })
-}
-
-/// Reads one HTTP/1.1 answer into `bytes`, stopping when it is complete by its own framing
-/// rather than at the end of the connection: Envoy keeps a closing connection open for its
-/// `delayed_close_timeout` (1 s) waiting for the client to go first, which waiting for EOF
-/// would add to every request.
-async fn read_answer(
-    stream: &mut tokio::net::TcpStream,
-    method: &str,
-    bytes: &mut Vec<u8>,
-) -> std::io::Result<()> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        bytes.extend_from_slice(&chunk[..n]);
-        if answer_complete(bytes, method) {
-            return Ok(());
-        }
-    }
-}
-
-/// Whether `bytes` hold a whole answer: headers, then nothing (HEAD, 1xx, 204, 304), a
-/// content-length's worth, or a chunked body up to its last chunk. Without any of those the
-/// body runs to the end of the connection.
-fn answer_complete(bytes: &[u8], method: &str) -> bool {
-    let Some(split) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&bytes[..split]).to_ascii_lowercase();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
-    let body = &bytes[split + 4..];
-    if method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304 {
-        return true;
-    }
-    let header = |name: &str| {
-        head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            (k.trim() == name).then(|| v.trim().to_string())
-        })
-    };
-    if header("transfer-encoding").is_some_and(|v| v == "chunked") {
-        return body.ends_with(b"0\r\n\r\n");
-    }
-    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        Some(len) => body.len() >= len,
-        None => false,
-    }
 }
 
 /// A chunked body's data (no trailers expected).
