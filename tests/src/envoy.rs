@@ -138,6 +138,29 @@ pub fn binary() -> Result<PathBuf> {
     crate::artifact(crate::workspace_root().join(".venv/bin/envoy"), "scripts/setup.sh")
 }
 
+/// Runs `envoy --mode validate` on `yaml` (written under target/e2e-logs as `name`); returns
+/// Envoy's output on refusal.
+pub fn validate(name: &str, yaml: &str) -> Result<std::result::Result<(), String>> {
+    let dir = crate::target_dir().join("e2e-logs");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("validate-{name}-{}.yaml", std::process::id()));
+    std::fs::write(&path, yaml)?;
+    let out = std::process::Command::new(binary()?)
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&path)
+        .output()
+        .context("running envoy --mode validate")?;
+    if out.status.success() {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
 /// Renders the bootstrap template with these values.
 pub fn render(
     opts: &EnvoyOptions,
@@ -428,9 +451,16 @@ const UPSTREAM_TLS_MARKER: &str = "#tls ";
 
 /// `template` with its [`UPSTREAM_TLS_MARKER`] lines turned on, trusting `ca`.
 fn with_upstream_tls(template: &str, ca: &Path) -> Result<String> {
-    let mut out = String::with_capacity(template.len());
+    Ok(upstream_tls_lines_on(template)?.replace("{{VAULT_CACERT}}", &ca.display().to_string()))
+}
+
+/// `text` with the [`UPSTREAM_TLS_MARKER`] taken off its marked lines (keeping their indent):
+/// how a shipped file's TLS to Vault is turned on, in the proxy template and in the Istio
+/// example alike. A text without such lines is an error.
+pub fn upstream_tls_lines_on(text: &str) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
     let mut marked = 0;
-    for line in template.split_inclusive('\n') {
+    for line in text.split_inclusive('\n') {
         let body = line.trim_start_matches(' ');
         let indent = &line[..line.len() - body.len()];
         match body.strip_prefix(UPSTREAM_TLS_MARKER) {
@@ -443,9 +473,9 @@ fn with_upstream_tls(template: &str, ca: &Path) -> Result<String> {
         }
     }
     if marked == 0 {
-        anyhow::bail!("the template has no `{UPSTREAM_TLS_MARKER}` lines for TLS to Vault");
+        anyhow::bail!("no `{UPSTREAM_TLS_MARKER}` lines for TLS to Vault");
     }
-    Ok(out.replace("{{VAULT_CACERT}}", &ca.display().to_string()))
+    Ok(out)
 }
 
 /// Renders `template` (relative to the workspace root) with every placeholder the templates use.

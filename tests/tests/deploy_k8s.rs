@@ -4,10 +4,11 @@
 //! paths answer 200 on a real poller (and are not `/health`, which is 503 during elections),
 //! and the memory request covers the RSS measured with 10,000 waiters (docs/BENCHMARKS.md).
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use anyhow::{Context, Result};
 use serde_norway::Value;
 use vault_redirect_doubles::ConsulDouble;
 use vault_redirect_e2e::poller::{binary, Poller};
@@ -17,18 +18,7 @@ use vault_redirect_e2e::{client, workspace_root};
 fn documents(path: &str) -> Result<BTreeMap<String, Value>> {
     let text = std::fs::read_to_string(workspace_root().join(path))
         .with_context(|| format!("reading {path}"))?;
-    let mut out = BTreeMap::new();
-    for doc in serde_norway::Deserializer::from_str(&text) {
-        let v = Value::deserialize(doc).with_context(|| format!("parsing {path}"))?;
-        let kind = v["kind"]
-            .as_str()
-            .with_context(|| format!("a document of {path} has no kind"))?
-            .to_string();
-        if out.insert(kind.clone(), v).is_some() {
-            bail!("{path} has two {kind} documents");
-        }
-    }
-    Ok(out)
+    common::yaml_documents(&text, path)
 }
 
 fn s<'a>(v: &'a Value, what: &str) -> Result<&'a str> {

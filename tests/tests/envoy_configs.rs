@@ -9,30 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use host_test::shipped::filter_wasm;
-use vault_redirect_e2e::envoy::{binary, render, EnvoyOptions, TlsFiles};
+use vault_redirect_e2e::envoy::{render, validate, EnvoyOptions, TlsFiles};
 use vault_redirect_e2e::{target_dir, workspace_root};
-
-/// Runs `envoy --mode validate` on `yaml`; returns Envoy's output on refusal.
-fn validate(name: &str, yaml: &str) -> Result<std::result::Result<(), String>> {
-    let dir = target_dir().join("e2e-logs");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("validate-{name}-{}.yaml", std::process::id()));
-    std::fs::write(&path, yaml)?;
-    let out = std::process::Command::new(binary()?)
-        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
-        .arg(&path)
-        .output()
-        .context("running envoy --mode validate")?;
-    if out.status.success() {
-        Ok(Ok(()))
-    } else {
-        Ok(Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )))
-    }
-}
 
 /// `VAULT_REDIRECT_MODE=proxy scripts/run-envoy.sh 127.0.0.1:8210 18000 18001 --mode validate`
 /// (with `VAULT_CACERT` when given): fails unless Envoy accepts the script's rendering, and

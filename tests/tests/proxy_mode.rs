@@ -12,16 +12,17 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use common::openbao::{BaoStack, CLIENT_IP};
 use common::vault::{quick_plugin, VaultStack, TOKEN};
 use common::{clients, curl};
 use serde_json::{json, Value};
 use vault_redirect_doubles::consul::Role;
-use vault_redirect_e2e::envoy::EnvoyOptions;
+use vault_redirect_e2e::envoy::{self, EnvoyOptions};
 use vault_redirect_e2e::openbao;
 use vault_redirect_e2e::proxy_load::{
     fail_over, judge, node_names, summary, unanswered_writes_applied_twice, Fault, HealthTimeline,
@@ -191,32 +192,19 @@ async fn real_clients_write_and_read_on_the_active_openbao_node_under_their_own_
     clients::each_writes_and_reads_through_the_proxy(&cluster, &stack, &active, "proxy/plain").await
 }
 
-/// One document of deploy/k8s/istio-proxy-mode.yaml, by kind; with `tls`, its `#tls ` lines
-/// turned on, as the file tells users to, and Vault's CA at `tls`.
-fn istio_document(kind: &str, tls: Option<&std::path::Path>) -> Result<Value> {
+/// The documents of deploy/k8s/istio-proxy-mode.yaml by kind, as JSON; with `tls`, its `#tls `
+/// lines turned on, as the file tells users to, and Vault's CA at `tls`.
+fn istio_documents(tls: Option<&std::path::Path>) -> Result<BTreeMap<String, Value>> {
     let path = vault_redirect_e2e::workspace_root().join("deploy/k8s/istio-proxy-mode.yaml");
     let mut text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
     if let Some(ca) = tls {
-        let on = text.lines().filter(|l| l.trim_start().starts_with("#tls ")).count();
-        ensure!(on > 0, "no #tls lines in {}", path.display());
-        text = text
-            .lines()
-            .map(|l| l.replacen("#tls ", "", 1))
-            .collect::<Vec<_>>()
-            .join("\n")
+        text = envoy::upstream_tls_lines_on(&text)?
             .replace("/etc/vault-tls/ca.crt", &ca.display().to_string());
     }
-    let mut found = None;
-    for doc in serde_norway::Deserializer::from_str(&text) {
-        let doc: Value = serde::Deserialize::deserialize(doc).context("istio-proxy-mode.yaml")?;
-        if doc["kind"] == kind {
-            if found.is_some() {
-                bail!("two {kind} documents");
-            }
-            found = Some(doc);
-        }
-    }
-    found.with_context(|| format!("no {kind} document"))
+    common::yaml_documents(&text, "istio-proxy-mode.yaml")?
+        .into_iter()
+        .map(|(kind, doc)| Ok((kind, serde_json::to_value(doc)?)))
+        .collect()
 }
 
 /// Merges `patch` into `base` the way Istio's MERGE patch does for these fields (protobuf
@@ -238,10 +226,10 @@ fn merge(base: &mut Value, patch: &Value) {
 /// poller under the Istio cluster name the plugin configuration names. Placeholders are
 /// filled by the test harness like the shipped templates'.
 fn istio_bootstrap(tls: Option<&std::path::Path>) -> Result<(String, String)> {
-    let plugin = istio_document("WasmPlugin", tls)?;
-    let envoy_filter = istio_document("EnvoyFilter", tls)?;
-    let gateway = istio_document("Gateway", tls)?;
-    let service = istio_document("VirtualService", tls)?;
+    let docs = istio_documents(tls)?;
+    let doc = |kind: &str| docs.get(kind).with_context(|| format!("no {kind} document"));
+    let (plugin, envoy_filter) = (doc("WasmPlugin")?, doc("EnvoyFilter")?);
+    let (gateway, service) = (doc("Gateway")?, doc("VirtualService")?);
     let plugin_config = serde_json::to_string(&plugin["spec"]["pluginConfig"])?;
     let poller_cluster =
         plugin["spec"]["pluginConfig"]["poller_cluster"].as_str().context("poller_cluster")?;
@@ -356,29 +344,19 @@ async fn the_istio_example_routes_to_the_active_node_in_real_envoy() -> Result<(
         .configure_result()
         .then_some(())
         .context("the filter refused the TLS variant's plugin configuration")?;
-    let wasm = host_test::shipped::filter_wasm()?;
-    let tls_yaml = dir.join(format!("istio-proxy-mode-tls-{}.json", std::process::id()));
-    std::fs::write(
-        &tls_yaml,
-        tls_bootstrap
-            .replace("{{ADMIN_PORT}}", "0")
-            .replace("{{LISTEN_ADDRESS}}", "127.0.0.1")
-            .replace("{{LISTEN_PORT}}", "0")
-            .replace("{{WASM_PATH}}", &wasm.display().to_string())
-            .replace("{{POLLER_HOST}}", "127.0.0.1")
-            .replace("{{POLLER_PORT}}", "8210"),
-    )?;
-    let validated = std::process::Command::new(vault_redirect_e2e::envoy::binary()?)
-        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
-        .arg(&tls_yaml)
-        .output()?;
-    let _ = std::fs::remove_file(&tls_yaml);
-    ensure!(
-        validated.status.success(),
-        "Envoy refuses the Istio example's TLS variant:\n{}{}",
-        String::from_utf8_lossy(&validated.stdout),
-        String::from_utf8_lossy(&validated.stderr)
+    let tls_template = dir.join(format!("istio-proxy-mode-tls-{}.json", std::process::id()));
+    std::fs::write(&tls_template, tls_bootstrap)?;
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let rendered = envoy::render(
+        &EnvoyOptions { template: tls_template.display().to_string(), ..EnvoyOptions::proxy(any) },
+        any,
+        any,
+        &host_test::shipped::filter_wasm()?,
     );
+    let _ = std::fs::remove_file(&tls_template);
+    if let Err(refusal) = envoy::validate("istio-proxy-mode-tls", &rendered?)? {
+        bail!("Envoy refuses the Istio example's TLS variant:\n{refusal}");
+    }
 
     let (bootstrap, plugin_config) = istio_bootstrap(None)?;
     let template = dir.join(format!("istio-proxy-mode-{}.json", std::process::id()));

@@ -9,6 +9,7 @@ pub mod openbao;
 /// Vault doubles, the whole stack around them, and the answer probe (issue 7).
 pub mod vault;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -18,6 +19,24 @@ use vault_redirect_e2e::poller::Poller;
 use vault_redirect_e2e::{client, wait_for};
 
 pub use vault_redirect_doubles::three_nodes;
+
+/// Every document of a multi-document YAML `text` (named `what` in errors), by kind; a kind
+/// twice is an error. The deployment files each hold one document per kind.
+pub fn yaml_documents(text: &str, what: &str) -> Result<BTreeMap<String, serde_norway::Value>> {
+    use serde::Deserialize;
+    let mut out = BTreeMap::new();
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let v = serde_norway::Value::deserialize(doc).with_context(|| format!("parsing {what}"))?;
+        let kind = v["kind"]
+            .as_str()
+            .with_context(|| format!("a document of {what} has no kind"))?
+            .to_string();
+        if out.insert(kind.clone(), v).is_some() {
+            bail!("{what} has two {kind} documents");
+        }
+    }
+    Ok(out)
+}
 
 /// The Consul double, the poller and Envoy, running together.
 pub struct Stack {
